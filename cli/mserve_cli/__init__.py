@@ -1,0 +1,1 @@
+"""The `mserve` command line: one entry point, a subcommand per component."""

@@ -1,0 +1,1 @@
+"""mserve operator."""
