@@ -1,0 +1,162 @@
+"""The protocol-agnostic core: model lookup, health, metadata and inference.
+
+REST and gRPC adapters decode their wire formats into `inference_types`, call this, and
+encode what it returns. Nothing here knows about HTTP or protobuf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+
+from mserve_runtime.batching import DynamicBatcher
+from mserve_runtime.cpu_limit import available_cpus, default_threads
+from mserve_runtime.datatypes import numpy_to_v2
+from mserve_runtime.errors import ModelNotFound, ModelNotReady
+from mserve_runtime.inference_types import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    OutputTensor,
+    ServerMetadata,
+)
+from mserve_runtime.metrics import RuntimeMetrics
+from mserve_runtime.onnx_model import OnnxModel, SessionConfig, load_model, rows_of
+from mserve_runtime.settings import RuntimeSettings
+
+log = logging.getLogger("mserve.dataplane")
+
+SERVER_NAME = "mserve"
+EXTENSIONS = ["binary_tensor_data"]
+
+
+def _server_version() -> str:
+    try:
+        return version("mserve")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+class DataPlane:
+    """Serves one model (by name and version) with optional dynamic batching."""
+
+    def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or RuntimeMetrics()
+        self.threads = settings.threads or default_threads()
+        # Each run already uses `threads` cores; more concurrent runs than cores/threads only
+        # adds contention. Requests beyond that wait in the executor's queue (or the batcher).
+        self.workers = max(1, available_cpus() // self.threads) if settings.device == "cpu" else 1
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")
+        self.model: OnnxModel | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.draining = False
+        self._server_metadata = ServerMetadata(SERVER_NAME, _server_version(), EXTENSIONS)
+        self._in_flight = self.metrics.in_flight.labels(settings.model_name)
+        self._batch_size = self.metrics.batch_size.labels(settings.model_name)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load(self) -> OnnxModel:
+        """Load and warm up the model (blocking); raises ModelLoadError with the reason."""
+        config = SessionConfig(threads=self.threads, device=self.settings.device)
+        s = self.settings
+        model = load_model(s.model_path, s.model_name, s.model_version, config)
+        self.attach(model)
+        return model
+
+    def attach(self, model: OnnxModel) -> None:
+        """Serve `model`; from now on the server is ready (unless draining)."""
+        s = self.settings
+        if s.max_batch_size > 1 and not model.batchable:
+            log.warning("dynamic batching off: %s", model.why_not_batchable())
+        elif s.max_batch_size > 1:
+            self.batcher = DynamicBatcher(
+                self._run_all_outputs, s.max_batch_size, s.max_batch_delay_ms / 1000, self.metrics, model.name
+            )
+            log.info(
+                "dynamic batching on: max %d rows, max delay %.1f ms", s.max_batch_size, s.max_batch_delay_ms
+            )
+        self.model = model
+
+    def start_draining(self) -> None:
+        """Turn not-ready (so the Service stops routing here) while in-flight requests finish."""
+        if not self.draining:
+            log.info("draining: ready is now false; in-flight requests will finish")
+        self.draining = True
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+    # -- health and metadata -----------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.model is not None and not self.draining
+
+    def server_metadata(self) -> ServerMetadata:
+        return self._server_metadata
+
+    def _lookup(self, name: str, version: str | None) -> OnnxModel:
+        if name != self.settings.model_name:
+            raise ModelNotFound(
+                f"model '{name}' is not served here (this server serves '{self.settings.model_name}')"
+            )
+        if version not in (None, "", self.settings.model_version):
+            raise ModelNotFound(
+                f"model '{name}' has no version '{version}' (available: {self.settings.model_version})"
+            )
+        if self.model is None:
+            raise ModelNotReady(f"model '{name}' is still loading")
+        return self.model
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """False while loading or draining; ModelNotFound for a model not served here."""
+        try:
+            self._lookup(name, version)
+        except ModelNotReady:
+            return False
+        return not self.draining
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        model = self._lookup(name, version)
+        return ModelMetadata(model.name, [model.version], model.platform, model.inputs, model.outputs)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def infer(
+        self, name: str, request: InferenceRequest, version: str | None = None
+    ) -> InferenceResponse:
+        model = self._lookup(name, version)
+        feed = model.check_inputs(request.inputs)
+        names = [o.name for o in request.outputs] if request.outputs else model.output_names
+        model.check_outputs(names)
+        self._in_flight.inc()
+        try:
+            if self.batcher is not None:
+                everything = await self.batcher.submit(feed)
+                arrays = [everything[model.output_names.index(n)] for n in names]
+            else:
+                self._batch_size.observe(rows_of(feed) if feed else 1)
+                loop = asyncio.get_running_loop()
+                arrays = await loop.run_in_executor(self._executor, model.run, feed, names)
+        finally:
+            self._in_flight.dec()
+        outputs = [
+            OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
+            for n, a in zip(names, arrays, strict=True)
+        ]
+        return InferenceResponse(model.name, model.version, request.id, outputs, {})
+
+    async def _run_all_outputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        assert self.model is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.model.run, feed, None)

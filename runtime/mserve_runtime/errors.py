@@ -1,0 +1,51 @@
+"""One error hierarchy for the runtime; each class carries the HTTP status it maps to.
+
+The REST server maps these with one exception handler and the gRPC server maps the same
+classes to gRPC codes, so a protocol adapter never decides a status code on its own.
+"""
+
+from __future__ import annotations
+
+
+class MServeError(Exception):
+    """Base of every error a client can be told about."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """The request is malformed or does not match the model's inputs."""
+
+    status_code = 400
+
+
+class ModelNotFound(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """No model (or model version) of that name is served here."""
+
+    status_code = 404
+
+
+class PayloadTooLarge(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """The request body exceeds `max_request_bytes`."""
+
+    status_code = 413
+
+
+class ModelNotReady(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """The model is still loading, failed, or the server is draining."""
+
+    status_code = 503
+
+
+class ServerError(MServeError):
+    """Something failed on our side (e.g. onnxruntime raised while running a valid request)."""
+
+    status_code = 500
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded; the process must exit non-zero with this reason."""

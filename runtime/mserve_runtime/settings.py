@@ -1,0 +1,63 @@
+"""Runtime settings: one object, read from `MSERVE_*` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeSettings(BaseSettings):
+    """How `mserve serve` loads and serves one ONNX model.
+
+    The operator passes these through the pod spec as `MSERVE_<FIELD>` variables; the CLI
+    flags of `mserve serve` override them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MSERVE_", extra="ignore", protected_namespaces=())
+
+    model_path: str = ""
+    """Path of the ONNX file to serve."""
+
+    model_name: str = "model"
+    """Name the model is served under (`/v2/models/{model_name}`)."""
+
+    model_version: str = "1"
+    """The one version this server answers for in `/versions/{v}` routes."""
+
+    host: str = "0.0.0.0"
+    """Address the HTTP and gRPC servers bind to."""
+
+    http_port: int = Field(8080, ge=0, le=65535)
+    """Port of the REST (V2 + V1) server."""
+
+    grpc_port: int = Field(8081, ge=0, le=65535)
+    """Port of the V2 gRPC server; 0 disables it."""
+
+    max_batch_size: int = Field(1, ge=1)
+    """Largest number of rows merged into one model run; 1 turns dynamic batching off."""
+
+    max_batch_delay_ms: float = Field(2.0, ge=0)
+    """Longest time a request waits for others to join its batch."""
+
+    threads: int = Field(0, ge=0)
+    """onnxruntime intra-op threads; 0 derives them from the cgroup CPU limit."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Execution provider: `cuda` needs onnxruntime-gpu and a visible GPU, or start-up fails."""
+
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    """Largest request body accepted; larger ones get 413."""
+
+    json_logs: bool = False
+    """Write logs (including access logs) as one JSON object per line."""
+
+    access_log: bool = True
+    """Log one line per HTTP request."""
+
+    log_level: str = "info"
+    """Python logging level name (debug, info, warning, error)."""
+
+    drain_timeout_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish before the process exits."""
