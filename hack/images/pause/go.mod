@@ -1,0 +1,3 @@
+module mserve.local/hack/images/pause
+
+go 1.24.0
