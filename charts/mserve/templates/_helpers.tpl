@@ -1,0 +1,43 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "mserve.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mserve.operatorName" -}}
+{{- printf "%s-operator" (include "mserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "mserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mserve.operatorName" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mserve.imageTag" -}}
+{{- default .Chart.AppVersion .Values.images.tag -}}
+{{- end -}}
+
+{{- define "mserve.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mserve
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{ include "mserve.selectorLabels" . }}
+{{- end -}}
+
+{{- define "mserve.selectorLabels" -}}
+app.kubernetes.io/name: mserve-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Namespaces the operator watches, as a list; empty means the whole cluster. */}}
+{{- define "mserve.clusterWide" -}}
+{{- if not .Values.operator.watchNamespaces -}}true{{- end -}}
+{{- end -}}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Build mserve's images on the local base image and (optionally) load them into a cluster.
+#
+#   hack/images.sh build [COMPONENT...]   runtime optimizer operator (default: all three); runtime-gpu on request
+#   hack/images.sh load  [COMPONENT...]   into the cluster: this machine's containerd, or kind
+#   hack/images.sh names                  print "component image" lines
+#   hack/images.sh sizes                  print each built image's size
+#
+# Images are named mserve-<component>:<version> (the chart's appVersion), which is what the
+# chart's defaults ask for; BASE_IMAGE defaults to the debootstrap base of hack/image.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VERSION="${MSERVE_VERSION:-$(awk -F'"' '/^appVersion:/ { print $2 }' charts/mserve/Chart.yaml)}"
+BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
+DEFAULT_COMPONENTS=(runtime optimizer operator)
+
+log() { printf '[images %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+dockerfile() {
+  case "$1" in
+    runtime) echo runtime/Dockerfile ;;
+    runtime-gpu) echo runtime/Dockerfile.gpu ;;
+    optimizer) echo optimizer/Dockerfile ;;
+    operator) echo operator/Dockerfile ;;
+    *) echo "unknown component $1" >&2; exit 2 ;;
+  esac
+}
+
+image() { echo "mserve-$1:${VERSION}"; }
+
+cmd_build() {
+  local components=("${@:-${DEFAULT_COMPONENTS[@]}}") c
+  bash hack/image.sh base
+  for c in "${components[@]}"; do
+    log "building $(image "${c}") from $(dockerfile "${c}")"
+    bash hack/image.sh build "$(image "${c}")" "$(dockerfile "${c}")" . \
+      --build-arg "BASE_IMAGE=${BASE_IMAGE}" --build-arg "VERSION=${VERSION}"
+  done
+}
+
+cmd_load() {
+  local components=("${@:-${DEFAULT_COMPONENTS[@]}}") c context
+  context="$(kubectl config current-context 2>/dev/null || true)"
+  for c in "${components[@]}"; do
+    if [[ "${context}" == kind-* ]]; then
+      log "loading $(image "${c}") into kind cluster ${context#kind-}"
+      kind load docker-image "$(image "${c}")" --name "${context#kind-}"
+    else
+      bash hack/image.sh load "$(image "${c}")"
+    fi
+  done
+}
+
+cmd_sizes() {
+  local c
+  for c in "${@:-${DEFAULT_COMPONENTS[@]}}"; do
+    docker image inspect -f '{{.Size}}' "$(image "${c}")" 2>/dev/null \
+      | awk -v n="$(image "${c}")" '{ printf "%-32s %6.0f MB\n", n, $1 / 1e6 }' || true
+  done
+}
+
+case "${1:-}" in
+  build) shift; cmd_build "$@" ;;
+  load) shift; cmd_load "$@" ;;
+  names) for c in "${DEFAULT_COMPONENTS[@]}" runtime-gpu; do echo "${c} $(image "${c}")"; done ;;
+  sizes) shift; cmd_sizes "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
