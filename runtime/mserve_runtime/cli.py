@@ -55,3 +55,40 @@ def fetch(uri: str, dest: Path, sha256: str | None, quiet: bool, debug: bool) ->
         f"fetched {uri} -> {result.path} ({_mib(result.size_bytes)}{files} in {result.seconds:.2f}s, "
         f"{_mib(int(rate))}/s) sha256 {result.sha256}"
     )
+
+
+@click.command()
+@click.argument("model_path", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("--name", help="Model name in the URLs (/v2/models/NAME). [env MSERVE_MODEL_NAME]")
+@click.option("--port", type=int, help="REST port. [env MSERVE_HTTP_PORT; 8080]")
+@click.option("--grpc-port", type=int, help="gRPC port, 0 disables. [env MSERVE_GRPC_PORT; 8081]")
+@click.option("--host", help="Bind address. [env MSERVE_HOST; 0.0.0.0]")
+@click.option("--max-batch-size", type=int, help="Rows per batched run, 1 = off. [MSERVE_MAX_BATCH_SIZE]")
+@click.option("--max-batch-delay-ms", type=float, help="Longest batching wait. [MSERVE_MAX_BATCH_DELAY_MS]")
+@click.option("--threads", type=int, help="Intra-op threads, 0 = cgroup CPU limit. [MSERVE_THREADS]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Execution provider. [MSERVE_DEVICE; cpu]")
+@click.option("--max-request-bytes", type=int, help="Larger bodies get 413. [MSERVE_MAX_REQUEST_BYTES]")
+@click.option("--json-logs/--text-logs", default=None, help="Log format. [MSERVE_JSON_LOGS]")
+@click.option("--access-log/--no-access-log", default=None, help="A line per request. [MSERVE_ACCESS_LOG]")
+@click.option("--log-level", help="debug, info, warning, error. [MSERVE_LOG_LEVEL]")
+def serve(model_path: str | None, **options: object) -> None:
+    """Serve the ONNX model at MODEL_PATH over the V2 inference protocol (REST + gRPC).
+
+    Every option can also come from its MSERVE_* environment variable; a flag wins.
+    """
+    from pydantic import ValidationError
+
+    from mserve_runtime.server import run
+    from mserve_runtime.settings import RuntimeSettings
+
+    renames = {"name": "model_name", "port": "http_port"}
+    overrides = {renames.get(k, k): v for k, v in options.items() if v is not None}
+    if model_path is not None:
+        overrides["model_path"] = model_path
+    try:
+        settings = RuntimeSettings(**overrides)
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not settings.model_path:
+        raise click.UsageError("give MODEL_PATH (or set MSERVE_MODEL_PATH)")
+    sys.exit(run(settings))

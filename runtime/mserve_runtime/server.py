@@ -1,0 +1,204 @@
+"""The HTTP server: `create_app` builds the FastAPI app, `run` serves it until SIGTERM.
+
+Start-up: the port opens at once (live), the model loads and warms up in the background
+(ready after that); a model that fails to load makes `run` return non-zero with the reason.
+SIGTERM: ready turns false, the listener closes, in-flight requests finish, then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import inspect
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mserve_runtime.asgi_middleware import AccessLogMiddleware, BodyLimitMiddleware
+from mserve_runtime.dataplane import DataPlane, _server_version
+from mserve_runtime.errors import ModelLoadError, MServeError
+from mserve_runtime.logs import configure_logging
+from mserve_runtime.rest_models import REQUEST_BODY_MODELS
+from mserve_runtime.rest_routes import build_metrics_router, build_v1_router, build_v2_router, json_response
+from mserve_runtime.settings import RuntimeSettings
+
+log = logging.getLogger("mserve.server")
+
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def mserve_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MServeError)
+        return json_response({"error": exc.message}, exc.status_code)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return json_response({"error": f"invalid request: {exc.errors()}"}, 400)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return json_response({"error": str(exc.detail)}, exc.status_code)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    app.add_exception_handler(MServeError, mserve_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _openapi_with_body_models(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document plus the request-body schemas the hand-decoded routes point at."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            _, defs = models_json_schema(
+                [(m, "validation") for m in REQUEST_BODY_MODELS], ref_template="#/components/schemas/{model}"
+            )
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    return openapi
+
+
+def create_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifespan | None = None) -> FastAPI:
+    """The REST app: V2 + V1 routes, /metrics, one error handler, body limit, access log."""
+    app = FastAPI(
+        title="mserve",
+        version=_server_version(),
+        description="V2 Open Inference Protocol (with Triton's binary tensor extension) for one ONNX model.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.dataplane = dataplane
+    app.include_router(build_v2_router(dataplane, settings.max_request_bytes))
+    app.include_router(build_v1_router(dataplane, settings.max_request_bytes))
+    app.include_router(build_metrics_router(dataplane))
+    _install_error_handlers(app)
+    app.openapi = _openapi_with_body_models(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    if settings.access_log:
+        app.add_middleware(AccessLogMiddleware)
+    return app
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's graceful shutdown, with readiness turned false the moment the signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane) -> None:
+        super().__init__(config)
+        self.dataplane = dataplane
+        self.exit_code = 0
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.dataplane.start_draining()
+        super().handle_exit(sig, frame)
+
+    def fail(self, reason: str) -> None:
+        log.error("exiting: %s", reason)
+        self.exit_code = 1
+        self.should_exit = True
+
+
+async def _start_grpc(dataplane: DataPlane, port: int) -> Any:
+    if importlib.util.find_spec("mserve_runtime.grpc_v2.server") is None:
+        log.warning(
+            "gRPC disabled: mserve_runtime.grpc_v2.server is not installed (set --grpc-port 0 to hide this)"
+        )
+        return None
+    from mserve_runtime.grpc_v2.server import start_grpc_server
+
+    handle = start_grpc_server(dataplane, port)
+    if inspect.isawaitable(handle):
+        handle = await handle
+    log.info("gRPC V2 server listening on port %d", port)
+    return handle
+
+
+def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _DrainingServer) -> Lifespan:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        async def load() -> None:
+            try:
+                await loop.run_in_executor(None, dataplane.load)
+            except ModelLoadError as exc:
+                server.fail(f"model failed to load: {exc}")
+            except Exception as exc:
+                log.exception("model failed to load")
+                server.fail(f"model failed to load: {type(exc).__name__}: {exc}")
+            else:
+                log.info("model '%s' is ready", settings.model_name)
+
+        load_task = loop.create_task(load())
+        grpc_handle = None
+        if settings.grpc_port:
+            try:
+                grpc_handle = await _start_grpc(dataplane, settings.grpc_port)
+            except Exception as exc:
+                log.exception("gRPC server failed to start")
+                server.fail(f"gRPC server failed to start on port {settings.grpc_port}: {exc}")
+        try:
+            yield
+        finally:
+            dataplane.start_draining()
+            if grpc_handle is not None:
+                await grpc_handle.stop(settings.drain_timeout_s)
+            with contextlib.suppress(Exception):
+                await load_task
+            await dataplane.close()
+            log.info("stopped")
+
+    return lifespan
+
+
+def run(settings: RuntimeSettings) -> int:
+    """Serve until SIGTERM/SIGINT; the process exit code (non-zero when the model fails to load)."""
+    configure_logging(settings.log_level, settings.json_logs)
+    dataplane = DataPlane(settings)
+    log.info(
+        "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d",
+        settings.model_path,
+        settings.model_name,
+        settings.http_port,
+        settings.grpc_port or "off",
+        settings.device,
+        dataplane.threads,
+        dataplane.workers,
+    )
+    config = uvicorn.Config(
+        "mserve_runtime.server:create_app",  # replaced below; uvicorn needs an app at construction
+        host=settings.host,
+        port=settings.http_port,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=settings.drain_timeout_s,
+        lifespan="on",
+        server_header=False,
+    )
+    server = _DrainingServer(config, dataplane)
+    config.app = create_app(settings, dataplane, lifespan=_lifespan(settings, dataplane, server))
+    # uvicorn re-raises the signal it caught after shutting down; ignoring it here lets the
+    # process finish with our exit code instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    if server.exit_code == 0 and not server.started:
+        return 1
+    return server.exit_code
