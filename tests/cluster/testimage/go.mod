@@ -1,0 +1,3 @@
+module mserve.local/tests/cluster/testimage
+
+go 1.24.0
