@@ -1,0 +1,155 @@
+"""The V2 gRPC endpoint: `inference.GRPCInferenceService` on `grpc.aio`, over the DataPlane.
+
+Each RPC decodes, calls the protocol-agnostic DataPlane and encodes, like the REST routes;
+errors map once from the runtime's error classes to gRPC status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
+
+import grpc
+from typing_extensions import override  # typing.override from Python 3.12
+
+from mserve_runtime.errors import MServeError
+from mserve_runtime.grpc_v2 import codec
+from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
+from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from mserve_runtime.dataplane import DataPlane
+
+log = logging.getLogger("mserve.grpc")
+
+PROTOCOL = "grpc"
+# By the HTTP status each runtime error carries, so the two protocols cannot disagree.
+_CODE_BY_HTTP_STATUS: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code_of(error: MServeError) -> grpc.StatusCode:
+    return _CODE_BY_HTTP_STATUS.get(error.status_code, grpc.StatusCode.INTERNAL)
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
+    if isinstance(error, MServeError):
+        await context.abort(status_code_of(error), error.message)
+    log.exception("gRPC request failed", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """RPCs not overridden here answer UNIMPLEMENTED (the generated base class does that)."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    @override
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.dataplane.live())
+
+    @override
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
+
+    @override
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        try:
+            ready = self.dataplane.model_ready(request.name, request.version or None)
+        except Exception as error:
+            await _abort(context, error)
+        return pb.ModelReadyResponse(ready=ready)
+
+    @override
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return codec.encode_server_metadata(self.dataplane.server_metadata())
+
+    @override
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        try:
+            metadata = self.dataplane.model_metadata(request.name, request.version or None)
+        except Exception as error:
+            await _abort(context, error)
+        return codec.encode_model_metadata(metadata)
+
+    @override
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        started = time.perf_counter()
+        status = grpc.StatusCode.OK
+        try:
+            decoded = codec.decode_infer_request(request)
+            response = await self.dataplane.infer(request.model_name, decoded, request.model_version or None)
+            return codec.encode_infer_response(response, raw=codec.answers_raw(request, response))
+        except Exception as error:
+            status = status_code_of(error) if isinstance(error, MServeError) else grpc.StatusCode.INTERNAL
+            await _abort(context, error)
+        finally:
+            self.dataplane.metrics.observe_request(
+                request.model_name, PROTOCOL, status.name, time.perf_counter() - started
+            )
+
+
+@dataclass
+class GrpcServerHandle:
+    """A running gRPC server; `port` is the bound port (useful when asked for port 0)."""
+
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new RPCs, let in-flight ones finish for up to `grace_s` seconds, then close."""
+        await self.server.stop(grace_s)
+
+
+async def start_grpc_server(
+    dataplane: DataPlane, port: int, *, max_message_bytes: int | None = None, host: str | None = None
+) -> GrpcServerHandle:
+    """Serve `inference.GRPCInferenceService` on `host:port`; port 0 picks a free one.
+
+    `max_message_bytes` and `host` default to the data plane's settings (`max_request_bytes`,
+    `host`), so REST and gRPC accept the same request sizes on the same address.
+    """
+    settings = dataplane.settings
+    host = host if host is not None else settings.host
+    if max_message_bytes is None:
+        max_message_bytes = settings.max_request_bytes
+    server = grpc.aio.server(
+        options=[
+            # A larger request gets RESOURCE_EXHAUSTED from gRPC itself, like 413 on REST.
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            # gRPC sets SO_REUSEPORT by default: a second server on a taken port would start
+            # and silently share its traffic instead of failing.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    await server.start()
+    log.debug("gRPC V2 inference service listening on %s", f"{host}:{bound}")
+    return GrpcServerHandle(server, bound)
