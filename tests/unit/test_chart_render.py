@@ -1,0 +1,127 @@
+"""`helm template` of charts/mserve with the value sets a platform team uses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from chart_helm import CHART, by_kind, container_env, one, render
+
+NAMESPACED = {
+    "operator": {"replicas": 2, "watchNamespaces": ["team-a", "team-b"]},
+    "networkPolicy": {"enabled": True},
+    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+}
+
+
+def app_version() -> str:
+    return yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+
+def test_defaults_install_the_operator_cluster_wide(tmp_path: Path) -> None:
+    docs = render(tmp_path)
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Pod", "Service", "ServiceAccount"]
+    deployment = one(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"mserve-operator:{app_version()}"
+    assert container["args"] == ["operator", "--all-namespaces"]
+    assert (
+        deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        == one(docs, "ServiceAccount")["metadata"]["name"]
+    )
+
+
+def test_operator_settings_come_from_values(tmp_path: Path) -> None:
+    values = {
+        "images": {"tag": "1.2.3", "runtime": "registry.example/mserve-runtime"},
+        "artifactStore": {
+            "uri": "s3://models-out/prod/",
+            "s3": {"endpoint": "http://minio.storage:9000", "credentialsSecret": "s3-creds"},
+        },
+        "runtime": {
+            "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}}
+        },
+        "gpu": {"nodeSelector": {"nvidia.com/gpu.present": "true"}},
+    }
+    env = container_env(one(render(tmp_path, values), "Deployment"))
+    assert env["MSERVE_OPERATOR_IMAGE_TAG"] == "1.2.3"
+    assert env["MSERVE_OPERATOR_RUNTIME_IMAGE"] == "registry.example/mserve-runtime"
+    assert env["MSERVE_OPERATOR_ARTIFACT_URI"] == "s3://models-out/prod/"
+    assert env["MSERVE_OPERATOR_S3_ENDPOINT"] == "http://minio.storage:9000"
+    assert env["MSERVE_OPERATOR_S3_SECRET"] == "s3-creds"
+    assert env["MSERVE_OPERATOR_RUNTIME_CPU_LIMIT"] == "4"
+    assert json.loads(env["MSERVE_OPERATOR_GPU_NODE_SELECTOR"]) == {"nvidia.com/gpu.present": "true"}
+
+
+def test_env_names_match_the_operator_settings(tmp_path: Path) -> None:
+    from mserve_operator.settings import OperatorSettings
+
+    env = container_env(one(render(tmp_path), "Deployment"))
+    fields = {f"MSERVE_OPERATOR_{name.upper()}" for name in OperatorSettings.model_fields}
+    unknown = sorted(
+        name for name in env if name not in fields and not name.startswith("MSERVE_OPERATOR_GPU_")
+    )
+    assert not unknown, f"the chart sets settings the operator does not have: {unknown}"
+
+
+def test_watched_namespaces_get_role_bindings_and_policies(tmp_path: Path) -> None:
+    docs = render(tmp_path, NAMESPACED)
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["operator", "--namespace=team-a", "--namespace=team-b"]
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    policies = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in by_kind(docs, "NetworkPolicy")}
+    assert {ns for ns, _ in policies} == {"mserve-system", "team-a", "team-b"}
+    assert len(by_kind(docs, "ClusterRole")) == 2
+
+
+def test_monitoring_objects_only_when_enabled(tmp_path: Path) -> None:
+    assert not by_kind(render(tmp_path), "ServiceMonitor")
+    docs = render(tmp_path, NAMESPACED)
+    assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+    assert one(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    alerts = [r["alert"] for r in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]]
+    assert "MserveOperatorDown" in alerts
+
+
+def test_existing_service_account_and_no_rbac(tmp_path: Path) -> None:
+    docs = render(
+        tmp_path, {"serviceAccount": {"create": False, "name": "platform-sa"}, "rbac": {"create": False}}
+    )
+    assert not by_kind(docs, "ServiceAccount")
+    assert not by_kind(docs, "ClusterRole")
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-sa"
+
+
+def test_pull_secrets_reach_operator_and_test_pods(tmp_path: Path) -> None:
+    docs = render(tmp_path, {"images": {"pullSecrets": ["regcred"]}})
+    deployment_spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert deployment_spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert one(docs, "Pod")["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path: Path) -> None:
+    docs = render(tmp_path, NAMESPACED)
+    pod_specs = [one(docs, "Deployment")["spec"]["template"]["spec"], one(docs, "Pod")["spec"]]
+    for spec in pod_specs:
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert "resources" in container
+
+
+def test_test_pod_is_a_helm_test_hook(tmp_path: Path) -> None:
+    pod = one(render(tmp_path), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "/healthz" in pod["spec"]["containers"][0]["command"][-1]
+
+
+def test_crds_are_rendered_from_the_crds_folder(tmp_path: Path) -> None:
+    docs = render(tmp_path, None, "--include-crds")
+    names = {crd["metadata"]["name"] for crd in by_kind(docs, "CustomResourceDefinition")}
+    assert "modelservices.mserve.io" in names
