@@ -1,0 +1,222 @@
+"""The runtime Deployment: an init container fetches the artifact, `mserve serve` serves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mserve_operator import names
+from mserve_operator.builders.pod import (
+    Owner,
+    StorageAccess,
+    container_security_context,
+    metadata,
+    pod_security_context,
+    tmp_volume,
+)
+from mserve_operator.settings import OperatorSettings
+from mserve_operator.spec import ModelServiceSpec
+
+HTTP_PORT = 8080
+GRPC_PORT = 8081
+MODEL_DIR = "/models"
+MODEL_PATH = f"{MODEL_DIR}/model.onnx"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The model file the runtime serves: the optimizer's output, or the source when no Job ran."""
+
+    uri: str
+    sha256: str = ""
+    digest: str = ""
+
+
+def runtime_image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
+    if spec.serving.image:
+        return spec.serving.image
+    image = settings.runtime_gpu_image if spec.serving.uses_gpu else settings.runtime_image
+    return f"{image}:{settings.image_tag}"
+
+
+def runtime_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
+    """The spec's requests/limits; a resource it names on neither side gets the install's defaults.
+
+    Defaulting only untouched resources keeps a user's `requests.cpu: 4` from meeting a
+    default `limits.cpu: 1` below it.
+    """
+    requests = {k: str(v) for k, v in spec.serving.resources.requests.items()}
+    limits = {k: str(v) for k, v in spec.serving.resources.limits.items()}
+    defaults = {
+        "cpu": (settings.runtime_cpu_request, settings.runtime_cpu_limit),
+        "memory": (settings.runtime_memory_request, settings.runtime_memory_limit),
+    }
+    for resource, (request, limit) in defaults.items():
+        if resource not in requests and resource not in limits:
+            requests[resource], limits[resource] = request, limit
+    return {"requests": requests, "limits": limits}
+
+
+def _runtime_env(spec: ModelServiceSpec, owner: Owner, settings: OperatorSettings) -> list[dict]:
+    serving = spec.serving
+    values = {
+        "MSERVE_MODEL_NAME": owner.name,
+        "MSERVE_HTTP_PORT": HTTP_PORT,
+        "MSERVE_GRPC_PORT": GRPC_PORT,
+        "MSERVE_MAX_BATCH_SIZE": serving.batching.max_batch_size,
+        "MSERVE_MAX_BATCH_DELAY_MS": f"{serving.batching.max_delay_ms:g}",
+        "MSERVE_THREADS": serving.threads,
+        "MSERVE_DEVICE": "cuda" if serving.uses_gpu else "cpu",
+        "MSERVE_JSON_LOGS": str(settings.json_logs).lower(),
+        "MSERVE_DRAIN_TIMEOUT_S": max(
+            1, settings.termination_grace_period_seconds - settings.prestop_sleep_seconds - 2
+        ),
+    }
+    return [{"name": k, "value": str(v)} for k, v in values.items()]
+
+
+def _probe(path: str, period: int, failures: int) -> dict:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _gpu_scheduling(spec: ModelServiceSpec) -> dict:
+    gpu = spec.serving.gpu
+    if gpu.count == 0:
+        return {}
+    tolerations = [t.model_dump(by_alias=True, exclude_defaults=True) for t in gpu.tolerations]
+    # GPU nodes are commonly tainted with their resource name; tolerate that taint by default.
+    default = {"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    if default not in tolerations:
+        tolerations.append(default)
+    scheduling: dict = {"tolerations": tolerations}
+    if gpu.node_selector:
+        scheduling["nodeSelector"] = dict(gpu.node_selector)
+    return scheduling
+
+
+def _access_for(
+    spec: ModelServiceSpec,
+    artifact: Artifact,
+    settings: OperatorSettings,
+    store_secret: str,
+    store_endpoint: str,
+) -> StorageAccess:
+    access = StorageAccess()
+    if artifact.uri == spec.model.uri:  # served from the source: no Job ran
+        access.add_uri(
+            artifact.uri, settings, secret=spec.model.credentials_secret, endpoint=settings.s3_endpoint
+        )
+    else:
+        access.add_uri(artifact.uri, settings, secret=store_secret, endpoint=store_endpoint)
+    return access
+
+
+def build_deployment(
+    spec: ModelServiceSpec,
+    owner: Owner,
+    artifact: Artifact,
+    settings: OperatorSettings,
+    *,
+    store_secret: str = "",
+    store_endpoint: str = "",
+) -> dict:
+    labels = names.labels(owner.name, names.COMPONENT_RUNTIME)
+    image = runtime_image(spec, settings)
+    resources = runtime_resources(spec, settings)
+    access = _access_for(spec, artifact, settings, store_secret, store_endpoint)
+    tmp, tmp_mount = tmp_volume()
+    model_volume = {"name": "model", "emptyDir": {}}
+
+    fetch_args = ["fetch", artifact.uri, MODEL_PATH]
+    if artifact.sha256:
+        fetch_args += ["--sha256", artifact.sha256]
+    fetch = {
+        "name": "fetch-model",
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mserve"],
+        "args": fetch_args,
+        "env": list(access.env),
+        # Same CPU/memory as the server: it never raises the pod's effective request.
+        "resources": {
+            side: {k: v for k, v in values.items() if k in ("cpu", "memory")}
+            for side, values in resources.items()
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}, tmp_mount, *access.mounts],
+    }
+    if access.env_from:
+        fetch["envFrom"] = access.env_from
+
+    server_resources = {side: dict(values) for side, values in resources.items()}
+    if spec.serving.uses_gpu:
+        server_resources["limits"][spec.serving.gpu.resource_name] = str(spec.serving.gpu.count)
+    server = {
+        "name": "server",
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mserve"],
+        "args": ["serve", MODEL_PATH, "--name", owner.name],
+        "env": _runtime_env(spec, owner, settings),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
+        "resources": server_resources,
+        # Loading and warming a large model can take minutes; liveness waits for start-up.
+        "startupProbe": _probe("/v2/health/live", period=2, failures=150),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=2),
+        # Endpoints drop the pod during this pause, before the server starts draining.
+        "lifecycle": {"preStop": {"sleep": {"seconds": settings.prestop_sleep_seconds}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}, tmp_mount],
+    }
+
+    pod_annotations = {
+        names.ARTIFACT_ANNOTATION: artifact.sha256 or artifact.uri,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    selector = names.selector_labels(owner.name, names.COMPONENT_RUNTIME)
+    pod_spec = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "securityContext": pod_security_context(),
+        "initContainers": [fetch],
+        "containers": [server],
+        "volumes": [model_volume, tmp, *access.volumes],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+        ],
+        **_gpu_scheduling(spec),
+    }
+    deployment_spec: dict = {
+        "selector": {"matchLabels": selector},
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": 600,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"metadata": {"labels": labels, "annotations": pod_annotations}, "spec": pod_spec},
+    }
+    # With autoscaling the HPA owns `replicas`; setting it here would fight the HPA.
+    if spec.serving.autoscaling is None:
+        deployment_spec["replicas"] = spec.serving.min_replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, owner.name, labels),
+        "spec": deployment_spec,
+    }

@@ -1,0 +1,119 @@
+"""The optimization Job: `mserve optimize` in the optimizer image, named by the content digest."""
+
+from __future__ import annotations
+
+from mserve_operator import names
+from mserve_operator.builders.pod import (
+    Owner,
+    StorageAccess,
+    container_security_context,
+    metadata,
+    pod_security_context,
+    tmp_volume,
+)
+from mserve_operator.builders.store import artifact_store
+from mserve_operator.settings import OperatorSettings
+from mserve_operator.spec import ModelServiceSpec
+
+CONTAINER_NAME = "optimize"
+TERMINATION_LOG = "/dev/termination-log"
+# V2 protocol datatypes (the CRD's vocabulary) as `mserve optimize --input-shape` spells them.
+OPTIMIZER_DTYPES = {
+    "FP32": "float32",
+    "FP16": "float16",
+    "FP64": "float64",
+    "INT64": "int64",
+    "INT32": "int32",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+}
+# spec.optimization.tolerance fields as `mserve optimize --tolerance` keys.
+TOLERANCE_KEYS = {
+    "cosine": "cosine",
+    "top1_agreement": "top1",
+    "max_abs_error": "max_abs",
+    "mean_rel_error": "mean_rel",
+}
+# `mserve optimize` exit codes that no retry can fix: 1 bad input or fetch error, 2 validation failed.
+PERMANENT_EXIT_CODES = (1, 2)
+
+
+def optimizer_args(spec: ModelServiceSpec, output: str) -> list[str]:
+    model, opt = spec.model, spec.optimization
+    args = ["optimize", model.uri, "--output", output, "--format", model.format, "--quantize", opt.quantize]
+    args += ["--prune", f"{opt.prune:g}"]
+    for tensor in model.inputs:
+        dims = ",".join(str(d) for d in tensor.shape)
+        args += ["--input-shape", f"{tensor.name}={dims}:{OPTIMIZER_DTYPES[tensor.datatype]}"]
+    for field, value in sorted(opt.tolerance.model_dump().items()):
+        if value is not None:
+            args += ["--tolerance", f"{TOLERANCE_KEYS[field]}={value:g}"]
+    if model.sha256:
+        args += ["--sha256", model.sha256.lower()]
+    return [*args, "--termination-message", TERMINATION_LOG]
+
+
+def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: OperatorSettings) -> dict:
+    store = artifact_store(spec, settings)
+    access = StorageAccess()
+    access.add_uri(
+        spec.model.uri, settings, secret=spec.model.credentials_secret, endpoint=settings.s3_endpoint
+    )
+    # The store's credentials come last so that, for keys both Secrets hold, writes use the store's.
+    access.add_uri(store.uri, settings, secret=store.secret, endpoint=store.endpoint, writable=True)
+    tmp, tmp_mount = tmp_volume()
+    pod_labels = {**names.labels(owner.name, names.COMPONENT_OPTIMIZER), names.DIGEST_LABEL: digest}
+    container = {
+        "name": CONTAINER_NAME,
+        "image": f"{settings.optimizer_image}:{settings.image_tag}",
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mserve"],
+        "args": optimizer_args(spec, store.output_for(owner.namespace, owner.name)),
+        # HOME on the writable emptyDir: torch and onnx write caches under it.
+        "env": [{"name": "HOME", "value": "/tmp"}, *access.env],
+        "resources": {
+            "requests": {"cpu": settings.optimizer_cpu_request, "memory": settings.optimizer_memory_request},
+            "limits": {"cpu": settings.optimizer_cpu_limit, "memory": settings.optimizer_memory_limit},
+        },
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+        "volumeMounts": [tmp_mount, *access.mounts],
+    }
+    if access.env_from:
+        container["envFrom"] = access.env_from
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(owner, names.job_name(owner.name, digest), pod_labels),
+        "spec": {
+            "backoffLimit": settings.job_backoff_limit,
+            "activeDeadlineSeconds": settings.job_active_deadline_seconds,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds_after_finished,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER_NAME,
+                            "operator": "In",
+                            "values": list(PERMANENT_EXIT_CODES),
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": [tmp, *access.volumes],
+                },
+            },
+        },
+    }

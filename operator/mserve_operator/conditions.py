@@ -1,0 +1,122 @@
+"""Condition types, reasons and the one rule of conditions: lastTransitionTime moves only on change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPTIMIZED = "Optimized"
+DEPLOYED = "Deployed"
+READY = "Ready"
+CONDITION_TYPES = (OPTIMIZED, DEPLOYED, READY)
+
+
+class Reason:
+    """CamelCase reasons, one constant each, so tests and users can match on them."""
+
+    # Optimized
+    OPTIMIZATION_PENDING = "OptimizationPending"
+    JOB_RUNNING = "JobRunning"
+    SUCCEEDED = "Succeeded"
+    SKIPPED = "OptimizationSkipped"
+    VALIDATION_FAILED = "ValidationFailed"
+    FETCH_FAILED = "FetchFailed"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    JOB_FAILED = "JobFailed"
+    REPORT_UNREADABLE = "ReportUnreadable"
+    INVALID_SPEC = "InvalidSpec"
+    # Deployed
+    WAITING_FOR_ARTIFACT = "WaitingForArtifact"
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    UNSCHEDULABLE = "Unschedulable"
+    IMAGE_PULL_ERROR = "ImagePullError"
+    CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+    INIT_CONTAINER_FAILED = "InitContainerFailed"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+    # Ready
+    ALL_REPLICAS_READY = "AllReplicasReady"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    NOT_DEPLOYED = "NotDeployed"
+
+
+# Reasons that mean something is wrong (Warning events), not merely "not yet".
+FAILURE_REASONS = frozenset(
+    {
+        Reason.VALIDATION_FAILED,
+        Reason.FETCH_FAILED,
+        Reason.DEADLINE_EXCEEDED,
+        Reason.JOB_FAILED,
+        Reason.REPORT_UNREADABLE,
+        Reason.INVALID_SPEC,
+        Reason.PROGRESS_DEADLINE_EXCEEDED,
+        Reason.UNSCHEDULABLE,
+        Reason.IMAGE_PULL_ERROR,
+        Reason.CRASH_LOOP_BACK_OFF,
+        Reason.INIT_CONTAINER_FAILED,
+        Reason.CONTAINER_CONFIG_ERROR,
+    }
+)
+
+# Optimization outcomes that no retry changes: only a new spec (a new digest) runs again.
+TERMINAL_OPTIMIZATION_FAILURES = frozenset(
+    {
+        Reason.VALIDATION_FAILED,
+        Reason.FETCH_FAILED,
+        Reason.DEADLINE_EXCEEDED,
+        Reason.JOB_FAILED,
+        Reason.REPORT_UNREADABLE,
+        Reason.INVALID_SPEC,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+    @classmethod
+    def of(cls, type_: str, ok: bool | None, reason: str, message: str = "") -> Condition:
+        status = "Unknown" if ok is None else ("True" if ok else "False")
+        return cls(type_, status, reason, message)
+
+
+def merge_conditions(previous: list[dict], current: list[Condition], now: str, generation: int) -> list[dict]:
+    """The new conditions, each keeping its old lastTransitionTime unless its status changed."""
+    before = {c.get("type"): c for c in previous or []}
+    merged = []
+    for condition in current:
+        old = before.get(condition.type)
+        changed = old is None or old.get("status") != condition.status
+        merged.append(
+            {
+                "type": condition.type,
+                "status": condition.status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+                "observedGeneration": generation,
+            }
+        )
+    return merged
+
+
+def transitions(previous: list[dict], current: list[dict]) -> list[dict]:
+    """Conditions whose status or reason differs from before: each deserves an Event."""
+    before = {c.get("type"): c for c in previous or []}
+    changed = []
+    for condition in current:
+        old = before.get(condition["type"])
+        if old is None or (old.get("status"), old.get("reason")) != (
+            condition["status"],
+            condition["reason"],
+        ):
+            changed.append(condition)
+    return changed
+
+
+def find(conditions: list[dict] | None, type_: str) -> dict | None:
+    return next((c for c in conditions or [] if c.get("type") == type_), None)

@@ -1,0 +1,163 @@
+"""kopf wiring: one reconcile loop (a daemon) per ModelService, woken by its children's events.
+
+Handlers only route: the loop calls `Reconciler.reconcile` (in a thread: the Kubernetes
+client blocks) whenever the ModelService or one of its children changes, and at least
+every `resync_seconds` so that drift nobody watched is repaired too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from mserve_operator import metrics, names
+from mserve_operator.kube_api import KubeApi
+from mserve_operator.reconcile import Reconciler
+from mserve_operator.settings import OperatorSettings
+from mserve_operator.spec import API_GROUP, API_VERSION, PLURAL
+from mserve_operator.wakeups import Wakeups
+
+FINALIZER = "mserve.io/finalizer"
+# Errors back off up to this long, so a broken API server is not hammered.
+MAX_ERROR_DELAY = 60.0
+# Child events arriving together (a rollout touches many pods) share one reconcile.
+DEBOUNCE_SECONDS = 0.2
+
+WAKEUPS = Wakeups()
+_PHASES: dict[tuple[str, str], str] = {}
+
+
+def _emit(body: dict, type_: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type_, reason=reason, message=message)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator_settings = OperatorSettings()
+    # Our own names for what kopf writes on our objects; progress goes to annotations, not status.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mserve.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mserve.io", key="last-handled-configuration"
+    )
+    # Events are posted by the reconciler on transitions; kopf's per-handler chatter is not.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 16
+    # CRDs are installed before the operator; not scanning for new ones spares the
+    # ClusterRole list/watch on CRDs and namespaces.
+    settings.scanning.disabled = True
+    memo.settings = operator_settings
+    memo.reconciler = Reconciler(KubeApi(), operator_settings, _emit)
+    metrics.serve(operator_settings.metrics_port)
+
+
+@kopf.on.cleanup()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    reconciler = getattr(memo, "reconciler", None)
+    if reconciler is not None:
+        reconciler.api.close()
+
+
+@kopf.on.probe(id="reconciling")
+def reconciling(**_: Any) -> int:
+    """Liveness details: how many ModelServices this replica reconciles."""
+    return len(_PHASES)
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL)
+async def reconcile_loop(
+    body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger, **_: Any
+) -> None:
+    reconciler: Reconciler = memo.reconciler
+    resync = memo.settings.resync_seconds
+    failures = 0
+    try:
+        while not stopped:
+            started = time.monotonic()
+            try:
+                # `body` is kopf's live view of the object; a copy is a consistent snapshot.
+                result = await asyncio.to_thread(reconciler.reconcile, _snapshot(body))
+            except Exception as exc:
+                failures += 1
+                metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+                metrics.RECONCILES.labels("error").inc()
+                delay = min(MAX_ERROR_DELAY, 2.0**failures)
+                logger.warning(f"reconcile failed ({exc!r}); retrying in {delay:.0f}s")
+                await _pause(namespace, name, delay, stopped)
+                continue
+            failures = 0
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            metrics.RECONCILES.labels("changed" if result.status_changed else "unchanged").inc()
+            if result.job_created:
+                metrics.JOBS_CREATED.inc()
+            _set_phase(namespace, name, result.phase)
+            if await _pause(namespace, name, resync, stopped):
+                await asyncio.sleep(DEBOUNCE_SECONDS)
+    finally:
+        _set_phase(namespace, name, None)
+        WAKEUPS.forget(namespace, name)
+
+
+async def _pause(namespace: str, name: str, seconds: float, stopped: kopf.DaemonStopped) -> bool:
+    """Sleep until poked (True), `seconds` passed or the daemon is stopped (False)."""
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    poked = asyncio.create_task(WAKEUPS.wait(namespace, name, seconds))
+    stop = asyncio.create_task(until_stopped())
+    done, pending = await asyncio.wait({poked, stop}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return poked in done and poked.result()
+
+
+def _snapshot(body: kopf.Body) -> dict:
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+
+
+def _set_phase(namespace: str, name: str, phase: str | None) -> None:
+    if phase is None:
+        _PHASES.pop((namespace, name), None)
+    else:
+        _PHASES[(namespace, name)] = phase
+    counts: dict[str, int] = {}
+    for value in _PHASES.values():
+        counts[value] = counts.get(value, 0) + 1
+    for value in ("Pending", "Optimizing", "Deploying", "Ready", "Degraded", "Failed"):
+        metrics.MODELSERVICES.labels(value).set(counts.get(value, 0))
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def modelservice_changed(name: str, namespace: str, **_: Any) -> None:
+    WAKEUPS.poke(namespace, name)
+
+
+def _owner_of(labels: dict) -> str | None:
+    return labels.get(names.MODELSERVICE_LABEL)
+
+
+_CHILD_FILTER = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_CHILD_FILTER)
+@kopf.on.event("apps", "v1", "deployments", labels=_CHILD_FILTER)
+@kopf.on.event("", "v1", "services", labels=_CHILD_FILTER)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=_CHILD_FILTER)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_CHILD_FILTER)
+@kopf.on.event("", "v1", "pods", labels=_CHILD_FILTER)
+def child_changed(labels: dict, namespace: str, **_: Any) -> None:
+    """Any change to a child (including deletion or a hand edit) wakes its owner's loop."""
+    owner = _owner_of(labels)
+    if owner:
+        WAKEUPS.poke(namespace, owner)

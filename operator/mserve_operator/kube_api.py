@@ -1,0 +1,139 @@
+"""The few Kubernetes API calls the operator makes, on plain JSON dicts.
+
+Server-side apply (field manager `mserve-operator`) for everything the operator keeps in
+shape, create-if-absent for Jobs (immutable, named by digest), merge patches for status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from mserve_operator.names import FIELD_MANAGER
+from mserve_operator.spec import API_GROUP, API_VERSION, PLURAL
+
+# apiVersion, kind -> plural resource name, for the kinds the operator owns.
+PLURALS = {
+    ("batch/v1", "Job"): "jobs",
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    (f"{API_GROUP}/{API_VERSION}", "ModelService"): PLURAL,
+}
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
+    return f"{path}/{name}" if name else path
+
+
+def load_client_config() -> kubernetes.client.Configuration:
+    """In-cluster service account if there is one, else the kubeconfig ($KUBECONFIG)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    # Reconciles run in a thread pool; the default pool of 4 connections would serialize them.
+    configuration.connection_pool_maxsize = 32
+    return configuration
+
+
+class KubeApi:
+    def __init__(self, configuration: kubernetes.client.Configuration | None = None) -> None:
+        self._client = kubernetes.client.ApiClient(configuration or load_client_config())
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict:
+        method, url, headers, body, _ = self._client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(method, url, header_params=headers, body=body, _request_timeout=30)
+        response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException.from_response(http_resp=response, body=response.data.decode(), data=None)
+        return json.loads(response.data) if response.data else {}
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+        try:
+            return self._call("GET", resource_path(api_version, kind, namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: dict[str, str]) -> list[dict]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        result = self._call(
+            "GET", resource_path(api_version, kind, namespace), query=[("labelSelector", label_selector)]
+        )
+        return result.get("items") or []
+
+    def apply(self, manifest: dict) -> dict:
+        """Server-side apply; forcing reclaims fields someone else changed by hand (drift repair)."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        return self._call(
+            "PATCH",
+            path,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=manifest,  # sent as JSON, which is YAML
+            content_type="application/apply-patch+yaml",
+        )
+
+    def create_if_absent(self, manifest: dict) -> tuple[dict, bool]:
+        """The object, and whether this call created it; an existing one is left as it is."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
+        try:
+            return self._call("POST", path, query=[("fieldManager", FIELD_MANAGER)], body=manifest), True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        return existing or {}, False
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """True when something was deleted; absent objects are fine."""
+        try:
+            self._call(
+                "DELETE",
+                resource_path(api_version, kind, namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: dict) -> dict:
+        path = resource_path(f"{API_GROUP}/{API_VERSION}", "ModelService", namespace, name) + "/status"
+        return self._call(
+            "PATCH",
+            path,
+            body={"status": status},
+            content_type="application/merge-patch+json",
+            query=[("fieldManager", FIELD_MANAGER)],
+        )

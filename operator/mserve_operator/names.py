@@ -1,0 +1,38 @@
+"""Names and labels of the objects a ModelService owns."""
+
+from __future__ import annotations
+
+MANAGED_BY = "mserve-operator"
+FIELD_MANAGER = "mserve-operator"
+MODELSERVICE_LABEL = "mserve.io/modelservice"
+DIGEST_LABEL = "mserve.io/optimization-digest"
+ARTIFACT_ANNOTATION = "mserve.io/artifact-sha256"
+COMPONENT_RUNTIME = "runtime"
+COMPONENT_OPTIMIZER = "optimizer"
+
+# A Job's name ends up in its pods' `job-name` label, which allows 63 characters.
+_MAX_LABEL_VALUE = 63
+
+
+def job_name(modelservice: str, digest: str) -> str:
+    suffix = f"-opt-{digest[:10]}"
+    return modelservice[: _MAX_LABEL_VALUE - len(suffix)].rstrip("-") + suffix
+
+
+def selector_labels(modelservice: str, component: str) -> dict[str, str]:
+    """The immutable part: a Deployment's selector may never change."""
+    return {MODELSERVICE_LABEL: modelservice, "app.kubernetes.io/component": component}
+
+
+def labels(modelservice: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "mserve",
+        "app.kubernetes.io/instance": modelservice,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "mserve",
+        **selector_labels(modelservice, component),
+    }
+
+
+def managed_selector() -> str:
+    return f"app.kubernetes.io/managed-by={MANAGED_BY}"

@@ -1,0 +1,105 @@
+"""Decide the optimization step from the spec, the recorded status and the Job (if any).
+
+Results are recorded in `status.optimization`; once a digest has a verdict, no Job runs for
+it again, even after the finished Job was deleted by its TTL or the operator restarted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mserve_operator import conditions, names
+from mserve_operator.builders.deployment import Artifact
+from mserve_operator.conditions import Reason
+from mserve_operator.diagnosis import job_outcome
+from mserve_operator.spec import ModelServiceSpec
+
+
+@dataclass(frozen=True)
+class OptimizationState:
+    digest: str
+    job_name: str
+    ok: bool
+    reason: str
+    message: str
+    artifact: Artifact | None = None  # set when this digest's artifact is ready to serve
+    record: dict = field(default_factory=dict)  # what goes into status.optimization
+    needs_job: bool = False
+
+    @property
+    def terminal_failure(self) -> bool:
+        return self.reason in conditions.TERMINAL_OPTIMIZATION_FAILURES
+
+
+def _summary_record(summary) -> dict:
+    figures = {
+        "verdict": summary.verdict,
+        "message": summary.message,
+        "quantize": summary.quantize,
+        "sizeRatio": summary.size_ratio,
+        "latencyRatioB1": summary.latency_ratio_b1,
+        "latencyRatioBn": summary.latency_ratio_bn,
+        "minCosine": summary.min_cosine,
+        "top1Agreement": summary.top1_agreement,
+    }
+    return {k: v for k, v in figures.items() if v not in (None, "")}
+
+
+def decide_optimization(
+    spec: ModelServiceSpec, name: str, digest: str, status: dict, job: dict | None, job_pods: list[dict]
+) -> OptimizationState:
+    if spec.skips_optimization:
+        artifact = Artifact(uri=spec.model.uri, sha256=spec.model.sha256.lower(), digest=digest)
+        message = "ONNX source with quantize none and no pruning: served as it is"
+        return OptimizationState(digest, "", True, Reason.SKIPPED, message, artifact, {"digest": digest})
+
+    job_name = names.job_name(name, digest)
+    recorded = _recorded(digest, status)
+    if recorded is not None:
+        return recorded
+    base = {"digest": digest, "jobName": job_name}
+    if job is None:
+        return OptimizationState(
+            digest,
+            job_name,
+            False,
+            Reason.JOB_RUNNING,
+            f"creating optimization Job {job_name}",
+            None,
+            base,
+            True,
+        )
+    outcome = job_outcome(job, job_pods)
+    record = {**base, **(_summary_record(outcome.summary) if outcome.summary else {})}
+    if outcome.state == "succeeded":
+        summary = outcome.summary
+        artifact = Artifact(uri=summary.artifact_uri, sha256=summary.artifact_sha256, digest=digest)
+        return OptimizationState(digest, job_name, True, outcome.reason, outcome.message, artifact, record)
+    if outcome.state == "failed":
+        record.setdefault("verdict", "failed")
+        record.setdefault("message", outcome.message)
+        return OptimizationState(digest, job_name, False, outcome.reason, outcome.message, None, record)
+    return OptimizationState(digest, job_name, False, outcome.reason, outcome.message, None, record)
+
+
+def _recorded(digest: str, status: dict) -> OptimizationState | None:
+    """The verdict status already holds for this digest, if any."""
+    record = status.get("optimization") or {}
+    if record.get("digest") != digest or record.get("verdict") not in ("passed", "failed"):
+        return None
+    optimized = conditions.find(status.get("conditions"), conditions.OPTIMIZED) or {}
+    job_name = record.get("jobName", "")
+    if record["verdict"] == "passed":
+        served = status.get("artifact") or {}
+        if served.get("digest") != digest or not served.get("uri"):
+            return None
+        artifact = Artifact(uri=served["uri"], sha256=served.get("sha256", ""), digest=digest)
+        return OptimizationState(
+            digest, job_name, True, Reason.SUCCEEDED, optimized.get("message", ""), artifact, dict(record)
+        )
+    reason = optimized.get("reason", Reason.VALIDATION_FAILED)
+    if reason not in conditions.TERMINAL_OPTIMIZATION_FAILURES:
+        return None
+    return OptimizationState(
+        digest, job_name, False, reason, optimized.get("message", ""), None, dict(record)
+    )

@@ -1,0 +1,186 @@
+"""One level-triggered reconcile of one ModelService: observe, decide (pure modules), apply, report.
+
+Safe to run any number of times, at any moment, in any process: the Job is named by the
+digest and created only if absent, the rest is server-side applied, and the status is
+written only when it changed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from mserve_operator import conditions, names
+from mserve_operator.builders import (
+    build_deployment,
+    build_hpa,
+    build_job,
+    build_pdb,
+    build_service,
+    service_url,
+)
+from mserve_operator.builders.deployment import Artifact
+from mserve_operator.builders.pod import Owner
+from mserve_operator.builders.store import artifact_store
+from mserve_operator.digest import optimization_digest
+from mserve_operator.kube_api import KubeApi
+from mserve_operator.optimization import OptimizationState, decide_optimization
+from mserve_operator.settings import OperatorSettings
+from mserve_operator.spec import ModelServiceSpec, parse_spec
+from mserve_operator.status import Observation, compute
+
+# emit(body, type, reason, message): posts a Kubernetes Event about the ModelService.
+EventSink = Callable[[dict, str, str, str], None]
+
+_RUNTIME_SELECTOR = names.selector_labels
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    phase: str
+    status_changed: bool
+    job_created: bool
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _finished(job: dict) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+class Reconciler:
+    def __init__(self, api: KubeApi, settings: OperatorSettings, emit: EventSink) -> None:
+        self.api = api
+        self.settings = settings
+        self.emit = emit
+
+    def reconcile(self, body: dict) -> ReconcileResult:
+        owner = Owner.from_body(body)
+        generation = int(body["metadata"].get("generation") or 0)
+        status = dict(body.get("status") or {})
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+            observation = Observation(generation, None, None, None, invalid_spec=message)
+            return self._report(body, status, observation, job_created=False)
+
+        digest = optimization_digest(spec)
+        state, job_created = self._optimize(spec, owner, digest, status)
+        served = state.artifact or _previous_artifact(status)
+        deployment, pods, desired = None, [], spec.serving.min_replicas
+        if served is not None:
+            deployment = self._serve(spec, owner, served)
+            pods = self.api.list(
+                "v1", "Pod", owner.namespace, _RUNTIME_SELECTOR(owner.name, names.COMPONENT_RUNTIME)
+            )
+            if spec.serving.autoscaling is not None:
+                replicas = (deployment.get("spec") or {}).get("replicas")
+                desired = spec.serving.autoscaling.min_replicas if replicas is None else int(replicas)
+        observation = Observation(
+            generation=generation,
+            optimization=state,
+            served=served,
+            deployment=deployment,
+            pods=pods,
+            desired_replicas=desired,
+            url=service_url(owner, self.settings.cluster_domain),
+        )
+        return self._report(body, status, observation, job_created=job_created)
+
+    def _optimize(
+        self, spec: ModelServiceSpec, owner: Owner, digest: str, status: dict
+    ) -> tuple[OptimizationState, bool]:
+        job, job_pods = None, []
+        if not spec.skips_optimization:
+            job = self.api.get("batch/v1", "Job", owner.namespace, names.job_name(owner.name, digest))
+            if job is not None:
+                job_pods = self.api.list(
+                    "v1", "Pod", owner.namespace, {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+                )
+        state = decide_optimization(spec, owner.name, digest, status, job, job_pods)
+        created = False
+        if state.needs_job:
+            manifest = build_job(spec, owner, digest, self.settings)
+            _, created = self.api.create_if_absent(manifest)
+        self._cancel_obsolete_jobs(owner, digest)
+        return state, created
+
+    def _cancel_obsolete_jobs(self, owner: Owner, digest: str) -> None:
+        """A running Job for an older spec only burns resources: its result would never be served."""
+        jobs = self.api.list(
+            "batch/v1", "Job", owner.namespace, names.selector_labels(owner.name, names.COMPONENT_OPTIMIZER)
+        )
+        for job in jobs:
+            meta = job["metadata"]
+            obsolete = meta.get("labels", {}).get(names.DIGEST_LABEL) != digest
+            if obsolete and not _finished(job) and not meta.get("deletionTimestamp"):
+                self.api.delete("batch/v1", "Job", owner.namespace, meta["name"])
+
+    def _serve(self, spec: ModelServiceSpec, owner: Owner, served: Artifact) -> dict:
+        store = artifact_store(spec, self.settings)
+        deployment = self.api.apply(
+            build_deployment(
+                spec, owner, served, self.settings, store_secret=store.secret, store_endpoint=store.endpoint
+            )
+        )
+        self.api.apply(build_service(owner))
+        for kind, api_version, manifest in (
+            ("HorizontalPodAutoscaler", "autoscaling/v2", build_hpa(spec, owner)),
+            ("PodDisruptionBudget", "policy/v1", build_pdb(spec, owner)),
+        ):
+            if manifest is not None:
+                self.api.apply(manifest)
+            else:
+                self.api.delete(api_version, kind, owner.namespace, owner.name)
+        return deployment
+
+    def _report(
+        self, body: dict, status: dict, observation: Observation, *, job_created: bool
+    ) -> ReconcileResult:
+        fields, current = compute(observation)
+        previous_conditions = status.get("conditions") or []
+        merged = conditions.merge_conditions(previous_conditions, current, _now(), observation.generation)
+        new_status = {**fields, "conditions": merged}
+        changed = _differs(status, new_status)
+        owner = Owner.from_body(body)
+        if changed:
+            # Fields that disappeared are removed explicitly: a merge patch keeps what it does not name.
+            patch = {**{k: None for k in status if k not in new_status}, **new_status}
+            self.api.patch_status(owner.namespace, owner.name, patch)
+        if job_created and observation.optimization is not None:
+            self.emit(
+                body, "Normal", "OptimizationStarted", f"created Job {observation.optimization.job_name}"
+            )
+        for condition in conditions.transitions(previous_conditions, merged):
+            failing = condition["reason"] in conditions.FAILURE_REASONS
+            kind = "Warning" if failing else "Normal"
+            reason = condition["reason"]
+            self.emit(
+                body, kind, reason, f"{condition['type']}={condition['status']}: {condition['message']}"
+            )
+        if changed and status.get("phase") != new_status["phase"]:
+            self.emit(
+                body, "Normal", "PhaseChanged", f"{status.get('phase', 'None')} -> {new_status['phase']}"
+            )
+        return ReconcileResult(new_status["phase"], changed, job_created)
+
+
+def _previous_artifact(status: dict) -> Artifact | None:
+    served = status.get("artifact") or {}
+    if not served.get("uri"):
+        return None
+    return Artifact(uri=served["uri"], sha256=served.get("sha256", ""), digest=served.get("digest", ""))
+
+
+def _differs(old: dict, new: dict) -> bool:
+    return any(old.get(k) != v for k, v in new.items()) or any(k not in new for k in old)
