@@ -83,3 +83,6 @@ test-e2e: helm ## helm install -> ModelService -> Job -> Ready -> inference, on 
 	@start=$$(date +%s); bash hack/images.sh build && KUBECONFIG=$(E2E_KUBECONFIG) bash hack/images.sh load; \
 	  echo "==> images built and loaded in $$(( $$(date +%s) - start ))s"
 	KUBECONFIG=$(E2E_KUBECONFIG) $(TIER) e2e tests/e2e
+
+print-helm:
+	@echo $(HELM)

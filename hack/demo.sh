@@ -30,24 +30,12 @@ done
 curl -sf "http://127.0.0.1:${port}/v2/health/ready" >/dev/null || { cat "${OUT}/serve.log"; exit 1; }
 
 # One held-out digit as a V2 request; its true label is printed next to the answer.
-read -r body label < <("${PYTHON}" - "${OUT}/samples.npz" <<'PY'
-import json, sys
-import numpy as np
-samples = np.load(sys.argv[1])
-x = samples["x"][:1]
-request = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.flatten().round(4).tolist()}]}
-print(json.dumps(request, separators=(",", ":")), int(samples["label"][0]))
-PY
-)
+body="$("${PYTHON}" hack/digits_request.py body "${OUT}/samples.npz")"
 url="http://127.0.0.1:${port}/v2/models/digits/infer"
 say "a V2 inference request:"
 echo "curl -s ${url} -H 'Content-Type: application/json' -d '${body}'"
 answer="$(curl -sf "${url}" -H 'Content-Type: application/json' -d "${body}")"
 say "answer:"
 echo "${answer}"
-"${PYTHON}" -c '
-import json, sys
-logits = json.loads(sys.argv[1])["outputs"][0]["data"]
-print(f"predicted digit {max(range(len(logits)), key=logits.__getitem__)}, true label {sys.argv[2]}")
-' "${answer}" "${label}"
+echo "$("${PYTHON}" hack/digits_request.py read "${answer}"), true label $("${PYTHON}" hack/digits_request.py label "${OUT}/samples.npz")"
 say "stopping the server"

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# `make up`: the whole mserve story on a cluster, ending with a real inference.
+#
+#   1. a cluster: the one in $KUBECONFIG, else this machine's (hack/cluster.sh up)
+#   2. images: runtime, optimizer, operator and the S3 store, built and loaded
+#   3. an S3-compatible store in the cluster (moto's S3 server, hack/s3-store/)
+#   4. the Helm chart, pointed at that store
+#   5. the digits model trained here (examples/digits/train.py) and uploaded
+#   6. examples/digits.yaml applied; progress printed until Ready
+#   7. kubectl get msvc, the optimization summary, a curl inference and its answer
+#
+# Everything is idempotent: a second `make up` reuses the cluster, the images (Docker's
+# layer cache) and the trained model, and takes a fraction of the first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source hack/versions.env
+export MSERVE_CACHE="${MSERVE_CACHE:-$HOME/.cache/mserve}"
+PYTHON="${PYTHON:-.venv/bin/python}"
+STATE="${MSERVE_CACHE}/up"
+OUT="out/up"
+NS="${MSERVE_NAMESPACE:-mserve-system}"
+APP_NS="${MSERVE_APP_NAMESPACE:-default}"
+RELEASE=mserve
+READY_TIMEOUT="${MSERVE_READY_TIMEOUT:-900}"
+mkdir -p "${STATE}" "${OUT}"
+T0=${SECONDS}
+
+step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - T0))" "$*"; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ------------------------------------------------------------------ 1. the cluster
+step "cluster"
+if [[ -n "${KUBECONFIG:-}" ]]; then
+  echo "using the cluster in KUBECONFIG=${KUBECONFIG} (context $(kubectl config current-context))"
+  kubectl version >/dev/null || die "the cluster in KUBECONFIG does not answer"
+  echo "external" > "${STATE}/cluster"
+else
+  export KUBECONFIG="${MSERVE_CACHE}/cluster/admin.kubeconfig"
+  mkdir -p "${MSERVE_CACHE}/bin/kubectl-dir"
+  ln -sf "${MSERVE_CACHE}/bin/kubectl-${K8S_VERSION}" "${MSERVE_CACHE}/bin/kubectl-dir/kubectl"
+  PATH="${MSERVE_CACHE}/bin/kubectl-dir:${PATH}"
+  if ! kubectl --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
+    echo "started-by-up" > "${STATE}/cluster"
+  fi
+  bash hack/cluster.sh up
+  [[ -f "${STATE}/cluster" ]] || echo "already-running" > "${STATE}/cluster"
+fi
+export KUBECONFIG
+make --no-print-directory helm >/dev/null
+HELM="$(make --no-print-directory -s print-helm)"
+
+# ------------------------------------------------------------------ 2. images
+step "images (Docker's layer cache makes a rebuild quick)"
+bash hack/images.sh build
+bash hack/image.sh build mserve-s3:dev hack/s3-store/Dockerfile hack/s3-store \
+  --build-arg BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
+bash hack/images.sh load
+if [[ "$(kubectl config current-context)" == kind-* ]]; then
+  kind load docker-image mserve-s3:dev --name "$(kubectl config current-context | sed 's/^kind-//')"
+else
+  bash hack/image.sh load mserve-s3:dev
+fi
+bash hack/images.sh sizes
+
+# ------------------------------------------------------------------ 3. S3 store
+step "S3-compatible store (moto) in namespace ${NS}"
+kubectl create namespace "${NS}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -f hack/s3-store/s3-store.yaml
+kubectl -n "${NS}" rollout status deployment/mserve-s3 --timeout=180s
+S3_ENDPOINT="http://mserve-s3.${NS}.svc:9000"
+# Pods read the store's credentials from this Secret (moto accepts any).
+kubectl -n "${APP_NS}" create secret generic s3-creds \
+  --from-literal=AWS_ACCESS_KEY_ID=mserve --from-literal=AWS_SECRET_ACCESS_KEY=mserve-secret \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
+# ------------------------------------------------------------------ 4. the chart
+step "helm upgrade --install ${RELEASE} charts/mserve -n ${NS}"
+"${HELM}" upgrade --install "${RELEASE}" charts/mserve -n "${NS}" --wait --timeout 5m \
+  --set artifactStore.uri=s3://mserve-artifacts/ \
+  --set artifactStore.s3.endpoint="${S3_ENDPOINT}" \
+  --set artifactStore.s3.credentialsSecret=s3-creds
+kubectl -n "${NS}" rollout status deployment/"${RELEASE}-operator" --timeout=180s
+
+# ------------------------------------------------------------------ 5. the model
+step "digits model: train (cached in ${OUT}) and upload"
+[[ -f "${OUT}/model.pt2" ]] || "${PYTHON}" examples/digits/train.py --out "${OUT}"
+MODEL_URI="$(awk '/uri:/ { print $2; exit }' examples/digits.yaml)"
+MODEL_FILE="${OUT}/$(basename "${MODEL_URI}")"
+[[ -f "${MODEL_FILE}" ]] || die "examples/digits.yaml wants ${MODEL_URI}; train.py wrote no ${MODEL_FILE}"
+port="$("${PYTHON}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+kubectl -n "${NS}" port-forward svc/mserve-s3 "${port}:9000" >"${OUT}/port-forward.log" 2>&1 &
+forward=$!
+trap 'kill ${forward} 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && break; sleep 0.2; done
+AWS_ACCESS_KEY_ID=mserve AWS_SECRET_ACCESS_KEY=mserve-secret \
+  "${PYTHON}" hack/s3-store/upload.py "${MODEL_FILE}" "${MODEL_URI}" \
+  --endpoint "http://127.0.0.1:${port}" --bucket mserve-artifacts
+kill "${forward}" 2>/dev/null || true
+
+# ------------------------------------------------------------------ 6. the ModelService
+step "kubectl apply -f examples/digits.yaml (namespace ${APP_NS})"
+kubectl -n "${APP_NS}" apply -f examples/digits.yaml
+NAME="$(awk '/^  name:/ { print $2; exit }' examples/digits.yaml)"
+deadline=$((SECONDS + READY_TIMEOUT)); last=""
+while :; do
+  line="$(kubectl -n "${APP_NS}" get msvc "${NAME}" \
+    -o jsonpath='{.status.phase} {.status.ready} {.status.message}' 2>/dev/null || true)"
+  if [[ "${line}" != "${last}" ]]; then printf '    [%4ds] %s\n' "$((SECONDS - T0))" "${line:-(no status yet)}"; last="${line}"; fi
+  case "${line}" in
+    Ready*) break ;;
+    Failed*) kubectl -n "${APP_NS}" describe msvc "${NAME}" >&2; die "${NAME} failed" ;;
+  esac
+  [[ ${SECONDS} -lt ${deadline} ]] || { kubectl -n "${APP_NS}" describe msvc "${NAME}" >&2; die "not Ready in ${READY_TIMEOUT}s"; }
+  sleep 3
+done
+
+# ------------------------------------------------------------------ 7. show it
+step "kubectl get msvc"
+kubectl -n "${APP_NS}" get msvc
+step "optimization summary"
+kubectl -n "${APP_NS}" get msvc "${NAME}" -o jsonpath='{.status.optimization}' \
+  | "${PYTHON}" hack/print-optimization.py
+step "a real inference through the Service"
+bash hack/infer.sh "${APP_NS}" "${NAME}" "${OUT}/samples.npz"
+step "done in $((SECONDS - T0))s; \`make down\` removes it all"
