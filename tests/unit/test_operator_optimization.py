@@ -1,0 +1,155 @@
+"""Reading an optimization Job: the optimizer's verdict and words reach the status; nothing re-runs."""
+
+from __future__ import annotations
+
+from mserve_contract.optimization_report import TerminationSummary
+from mserve_operator.conditions import Reason
+from mserve_operator.diagnosis import job_outcome, pod_problems
+from mserve_operator.digest import optimization_digest
+from mserve_operator.optimization import decide_optimization
+from mserve_operator.spec import parse_spec
+from operator_fixtures import cpu_spec
+
+SPEC = cpu_spec()
+DIGEST = optimization_digest(SPEC)
+SUMMARY = TerminationSummary(
+    digest="sha-of-artifact",
+    artifact_uri="s3://store/models/digits/abc/model.onnx",
+    artifact_sha256="c" * 64,
+    verdict="passed",
+    message="min cosine 0.9993 >= 0.99",
+    size_ratio=0.27,
+    latency_ratio_b1=1.8,
+    latency_ratio_bn=2.4,
+    min_cosine=0.9993,
+    top1_agreement=1.0,
+    quantize="dynamic-int8",
+)
+
+
+def _job(condition: str | None, reason: str = "") -> dict:
+    conditions = [{"type": condition, "status": "True", "reason": reason}] if condition else []
+    return {"metadata": {"name": "digits-opt-x"}, "status": {"conditions": conditions}}
+
+
+def _pod(exit_code: int, message: str, name: str = "p1") -> dict:
+    terminated = {
+        "exitCode": exit_code,
+        "message": message,
+        "reason": "Completed" if exit_code == 0 else "Error",
+    }
+    return {
+        "metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"containerStatuses": [{"name": "optimize", "state": {"terminated": terminated}}]},
+    }
+
+
+def test_completed_job_gives_the_artifact_and_the_report_summary():
+    state = decide_optimization(
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())]
+    )
+    assert state.ok
+    assert state.reason == Reason.SUCCEEDED
+    assert state.artifact.uri == SUMMARY.artifact_uri
+    assert state.artifact.sha256 == SUMMARY.artifact_sha256
+    assert state.record["verdict"] == "passed"
+    assert state.record["sizeRatio"] == 0.27
+    assert state.record["latencyRatioB1"] == 1.8
+    assert state.record["minCosine"] == 0.9993
+
+
+def test_validation_failure_exit_2_carries_the_optimizers_message():
+    failed = SUMMARY.model_copy(update={"verdict": "failed", "message": "output y: cosine 0.91 < 0.99"})
+    outcome = job_outcome(_job("Failed", "PodFailurePolicy"), [_pod(2, failed.to_termination_message())])
+    assert (outcome.state, outcome.reason) == ("failed", Reason.VALIDATION_FAILED)
+    assert outcome.message == "output y: cosine 0.91 < 0.99"
+
+
+def test_fetch_failure_exit_1_with_a_plain_message():
+    outcome = job_outcome(_job("Failed", "PodFailurePolicy"), [_pod(1, "s3://models/x.pt2: NoSuchKey")])
+    assert (outcome.state, outcome.reason) == ("failed", Reason.FETCH_FAILED)
+    assert "NoSuchKey" in outcome.message
+
+
+def test_deadline_exceeded_without_a_pod_result():
+    outcome = job_outcome(_job("Failed", "DeadlineExceeded"), [])
+    assert outcome.reason == Reason.DEADLINE_EXCEEDED
+
+
+def test_oom_killed_optimizer_is_a_job_failure_with_the_exit_code():
+    outcome = job_outcome(_job("Failed", "BackoffLimitExceeded"), [_pod(137, "")])
+    assert outcome.reason == Reason.JOB_FAILED
+    assert "137" in outcome.message
+
+
+def test_completed_job_with_garbage_message_is_reported_unreadable():
+    outcome = job_outcome(_job("Complete"), [_pod(0, "Traceback (most recent call last): ...")])
+    assert outcome.reason == Reason.REPORT_UNREADABLE
+
+
+def test_recorded_verdict_means_no_new_job_after_ttl_cleanup():
+    status = {
+        "optimization": {"digest": DIGEST, "jobName": "digits-opt-x", "verdict": "passed"},
+        "artifact": {"digest": DIGEST, "uri": "s3://store/a/model.onnx", "sha256": "c" * 64},
+        "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
+    }
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    assert not state.needs_job
+    assert state.artifact.uri == "s3://store/a/model.onnx"
+
+
+def test_recorded_failure_is_not_retried_for_the_same_digest():
+    status = {
+        "optimization": {"digest": DIGEST, "verdict": "failed"},
+        "conditions": [
+            {"type": "Optimized", "status": "False", "reason": "ValidationFailed", "message": "cos"}
+        ],
+    }
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    assert not state.needs_job
+    assert state.terminal_failure
+
+
+def test_new_digest_needs_a_job_even_with_an_old_verdict():
+    status = {"optimization": {"digest": "old", "verdict": "passed"}}
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    assert state.needs_job
+    assert state.job_name == f"digits-opt-{DIGEST[:10]}"
+
+
+def test_onnx_source_without_changes_skips_the_job():
+    spec = parse_spec(
+        {"model": {"uri": "s3://models/m.onnx", "sha256": "E" * 64}, "optimization": {"quantize": "none"}}
+    )
+    state = decide_optimization(spec, "m", optimization_digest(spec), {}, None, [])
+    assert state.ok
+    assert not state.needs_job
+    assert state.reason == Reason.SKIPPED
+    assert (state.artifact.uri, state.artifact.sha256) == ("s3://models/m.onnx", "e" * 64)
+
+
+def _waiting(reason: str, init: bool = False, last_exit: int | None = None) -> dict:
+    status = {
+        "name": "fetch-model" if init else "server",
+        "state": {"waiting": {"reason": reason, "message": "m"}},
+    }
+    if last_exit is not None:
+        status["lastState"] = {"terminated": {"exitCode": last_exit, "message": "sha256 mismatch"}}
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return {"metadata": {"name": "pod-a", "creationTimestamp": "t"}, "status": {key: [status]}}
+
+
+def test_pod_problems_name_image_pulls_crash_loops_and_failed_init_containers():
+    assert pod_problems([_waiting("ImagePullBackOff")])[0].reason == Reason.IMAGE_PULL_ERROR
+    assert pod_problems([_waiting("CrashLoopBackOff", last_exit=1)])[0].reason == Reason.CRASH_LOOP_BACK_OFF
+    init = pod_problems([_waiting("CrashLoopBackOff", init=True, last_exit=1)])[0]
+    assert init.reason == Reason.INIT_CONTAINER_FAILED
+    assert "sha256 mismatch" in init.message
+    assert pod_problems([_waiting("CreateContainerConfigError")])[0].reason == Reason.CONTAINER_CONFIG_ERROR
+    assert pod_problems([_waiting("ContainerCreating")]) == []
+
+
+def test_pods_being_deleted_are_not_problems():
+    pod = _waiting("ImagePullBackOff")
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert pod_problems([pod]) == []
