@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -100,14 +101,27 @@ def create_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifesp
 class _DrainingServer(uvicorn.Server):
     """uvicorn's graceful shutdown, with readiness turned false the moment the signal arrives."""
 
-    def __init__(self, config: uvicorn.Config, dataplane: DataPlane) -> None:
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, drain_delay_s: float = 0.0) -> None:
         super().__init__(config)
         self.dataplane = dataplane
+        self.drain_delay_s = drain_delay_s
+        self._exit_at: float | None = None
         self.exit_code = 0
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        first = not self.dataplane.draining and self._exit_at is None
         self.dataplane.start_draining()
+        if first and self.drain_delay_s > 0:
+            # Keep serving (not ready) for a while; on_tick ends the loop when the delay is over.
+            self._captured_signals.append(sig)
+            self._exit_at = time.monotonic() + self.drain_delay_s
+            return
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+            return True
+        return await super().on_tick(counter)
 
     def fail(self, reason: str) -> None:
         log.error("exiting: %s", reason)
@@ -192,7 +206,7 @@ def run(settings: RuntimeSettings) -> int:
         lifespan="on",
         server_header=False,
     )
-    server = _DrainingServer(config, dataplane)
+    server = _DrainingServer(config, dataplane, settings.drain_delay_s)
     config.app = create_app(settings, dataplane, lifespan=_lifespan(settings, dataplane, server))
     # uvicorn re-raises the signal it caught after shutting down; ignoring it here lets the
     # process finish with our exit code instead of dying by the signal.

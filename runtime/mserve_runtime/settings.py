@@ -59,5 +59,9 @@ class RuntimeSettings(BaseSettings):
     log_level: str = "info"
     """Python logging level name (debug, info, warning, error)."""
 
+    drain_delay_s: float = Field(0.0, ge=0)
+    """On SIGTERM, how long to keep accepting requests while not ready, so that endpoints
+    controllers stop routing here before the listener closes (0 closes it at once)."""
+
     drain_timeout_s: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight requests may take to finish before the process exits."""

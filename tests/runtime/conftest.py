@@ -1,3 +1,12 @@
 """Fixtures shared by the runtime tests."""
 
+from fixtures_models import (  # noqa: F401
+    datatypes_model,
+    datatypes_server,
+    digits,
+    digits_server,
+    fixed_batch_model,
+    model_dir,
+    tiny_mlp,
+)
 from storage_servers import http_server, moto_endpoint, mserve, s3  # noqa: F401

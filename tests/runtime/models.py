@@ -201,3 +201,29 @@ def minilm_inputs(sentences: list[str], seq: int = MINILM_SEQ) -> dict[str, np.n
     tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
     enc = tokenizer(sentences, padding="max_length", truncation=True, max_length=seq, return_tensors="np")
     return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def build_scale_model(path: Path) -> Path:
+    """x FP32 [-1, -1] -> y = 2x: any trailing width, for batching tests."""
+    two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "width"])],
+        initializer=[two],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
+
+
+def build_warmup_failing_model(path: Path) -> Path:
+    """Loads fine but cannot run with dynamic dims set to 1 (Reshape to 64 columns), so warm-up fails."""
+    shape = numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "warmup_fails",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
+        initializer=[shape],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)

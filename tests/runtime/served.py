@@ -1,0 +1,116 @@
+"""Run `mserve serve` as a real subprocess on a free port, for the runtime tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+MSERVE = Path(sys.executable).parent / "mserve"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `mserve serve` process."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start(
+    model: Path,
+    name: str,
+    log_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    timeout: float = 60.0,
+) -> Server:
+    """Start the server; with `wait_ready`, poll /v2/health/ready until 200 (or fail with its logs)."""
+    port = free_port()
+    cmd = [str(MSERVE), "serve", str(model), "--name", name, "--port", str(port), "--host", "127.0.0.1"]
+    if not any(a.startswith("--grpc-port") for a in args):
+        cmd += ["--grpc-port", "0"]
+    cmd += list(args)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    server = Server(proc, port, log_path, name)
+    if wait_ready:
+        wait_until_ready(server, timeout)
+    return server
+
+
+def wait_until_ready(server: Server, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise AssertionError(
+                f"mserve exited with {server.proc.returncode} before ready:\n{server.logs()}"
+            )
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise AssertionError(f"mserve not ready after {timeout}s:\n{server.logs()}")
+
+
+@contextmanager
+def serving(model: Path, name: str, log_path: Path, *args: str, **kwargs: object) -> Iterator[Server]:
+    """A ready server for the block; stopped (SIGTERM) after it, its logs printed on failure."""
+    server = start(model, name, log_path, *args, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    except BaseException:
+        print(f"---- mserve logs ({log_path}) ----\n{server.logs()[-5000:]}")
+        raise
+    finally:
+        server.stop()
