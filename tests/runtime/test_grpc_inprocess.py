@@ -8,13 +8,12 @@ import asyncio
 import socket
 import threading
 from collections.abc import Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from models import build_digits_mlp
+from models import DigitsModel
 from mserve_runtime.dataplane import DataPlane
 from mserve_runtime.grpc_v2.server import GrpcServerHandle, start_grpc_server
 from mserve_runtime.settings import RuntimeSettings
@@ -42,11 +41,6 @@ class LoopThread:
 Served = tuple[GrpcServerHandle, triton.InferenceServerClient]
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_digits_mlp(tmp_path_factory.mktemp("digits") / "model.onnx").path
-
-
 @pytest.fixture
 def loop_thread() -> Iterator[LoopThread]:
     thread = LoopThread()
@@ -55,8 +49,8 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 @pytest.fixture
-def dataplane(model_path: Path) -> DataPlane:
-    return DataPlane(RuntimeSettings(model_path=str(model_path), model_name="digits", threads=1))
+def dataplane(digits: DigitsModel) -> DataPlane:
+    return DataPlane(RuntimeSettings(model_path=str(digits.path), model_name="digits", threads=1))
 
 
 @pytest.fixture

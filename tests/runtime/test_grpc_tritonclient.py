@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
-from models import DATATYPES, build_datatypes_model, build_digits_mlp, sample_datatype_array
+from models import DATATYPES, DigitsModel, build_datatypes_model, sample_datatype_array
 from served_process import ServedModel, serve_model
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
@@ -42,11 +42,8 @@ class GrpcTarget:
 def target_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., GrpcTarget]]:
     stack: list = []
 
-    def start(name: str, build: Callable[[Path], object], *args: str) -> GrpcTarget:
-        folder = tmp_path_factory.mktemp(name)
-        path = folder / "model.onnx"
-        build(path)
-        context = serve_model(path, name, folder, *args)
+    def start(name: str, path: Path, *args: str) -> GrpcTarget:
+        context = serve_model(path, name, tmp_path_factory.mktemp(name), *args)
         served = context.__enter__()
         stack.append(context)
         channel = grpc.insecure_channel(served.grpc_url)
@@ -68,18 +65,18 @@ def target_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
 
 @pytest.fixture(scope="module")
-def digits(target_factory: Callable[..., GrpcTarget]) -> GrpcTarget:
-    return target_factory("digits", build_digits_mlp, "--max-request-bytes", str(MAX_REQUEST_BYTES))
+def grpc_digits(target_factory: Callable[..., GrpcTarget], digits: DigitsModel) -> GrpcTarget:
+    return target_factory("digits", digits.path, "--max-request-bytes", str(MAX_REQUEST_BYTES))
 
 
 @pytest.fixture(scope="module")
-def datatypes(target_factory: Callable[..., GrpcTarget]) -> GrpcTarget:
-    return target_factory("datatypes", build_datatypes_model)
+def grpc_datatypes(target_factory: Callable[..., GrpcTarget], datatypes_model: Path) -> GrpcTarget:
+    return target_factory("datatypes", datatypes_model)
 
 
 @pytest.fixture(scope="module")
-def typed_datatypes(target_factory: Callable[..., GrpcTarget]) -> GrpcTarget:
-    return target_factory("typed", lambda path: build_datatypes_model(path, TYPED_DATATYPES))
+def grpc_typed(target_factory: Callable[..., GrpcTarget], model_dir: Path) -> GrpcTarget:
+    return target_factory("typed", build_datatypes_model(model_dir / "typed.onnx", TYPED_DATATYPES))
 
 
 def digits_input(rows: int, seed: int = 0) -> np.ndarray:
@@ -121,22 +118,24 @@ def expect_rpc_error(call: Callable[[], object], code: grpc.StatusCode, *words: 
 # -- health and metadata -------------------------------------------------------------------
 
 
-def test_health_mirrors_the_rest_side(digits: GrpcTarget) -> None:
-    assert digits.client.is_server_live()
-    assert digits.client.is_server_ready()
-    assert digits.client.is_model_ready("digits")
-    assert digits.client.is_model_ready("digits", "1")
-    with urllib.request.urlopen(f"{digits.served.http_url}/v2/health/ready") as resp:
+def test_health_mirrors_the_rest_side(grpc_digits: GrpcTarget) -> None:
+    assert grpc_digits.client.is_server_live()
+    assert grpc_digits.client.is_server_ready()
+    assert grpc_digits.client.is_model_ready("digits")
+    assert grpc_digits.client.is_model_ready("digits", "1")
+    with urllib.request.urlopen(f"{grpc_digits.served.http_url}/v2/health/ready") as resp:
         assert resp.status == 200
 
 
-def test_model_ready_for_an_unknown_model_is_not_found(digits: GrpcTarget) -> None:
-    expect_error(lambda: digits.client.is_model_ready("nope"), "NOT_FOUND", "model 'nope' is not served here")
+def test_model_ready_for_an_unknown_model_is_not_found(grpc_digits: GrpcTarget) -> None:
+    expect_error(
+        lambda: grpc_digits.client.is_model_ready("nope"), "NOT_FOUND", "model 'nope' is not served here"
+    )
 
 
-def test_server_and_model_metadata(digits: GrpcTarget) -> None:
-    server = digits.client.get_server_metadata(as_json=True)
-    model = digits.client.get_model_metadata("digits", as_json=True)
+def test_server_and_model_metadata(grpc_digits: GrpcTarget) -> None:
+    server = grpc_digits.client.get_server_metadata(as_json=True)
+    model = grpc_digits.client.get_model_metadata("digits", as_json=True)
 
     assert server["name"] == "mserve"
     assert "binary_tensor_data" in server["extensions"]
@@ -154,52 +153,52 @@ def test_server_and_model_metadata(digits: GrpcTarget) -> None:
 
 
 @pytest.mark.parametrize("rows", [1, 7, 64])
-def test_answers_match_onnxruntime_at_any_batch_size(digits: GrpcTarget, rows: int) -> None:
+def test_answers_match_onnxruntime_at_any_batch_size(grpc_digits: GrpcTarget, rows: int) -> None:
     x = digits_input(rows, seed=rows)
 
-    result = digits.client.infer("digits", [triton_input("x", x, "FP32")], request_id=f"req-{rows}")
+    result = grpc_digits.client.infer("digits", [triton_input("x", x, "FP32")], request_id=f"req-{rows}")
 
-    logits, label = digits.session.run(["logits", "label"], {"x": x})
+    logits, label = grpc_digits.session.run(["logits", "label"], {"x": x})
     np.testing.assert_allclose(result.as_numpy("logits"), logits, rtol=1e-6)
     np.testing.assert_array_equal(result.as_numpy("label"), label)
     response = result.get_response()
     assert (response.id, response.model_name, response.model_version) == (f"req-{rows}", "digits", "1")
 
 
-def test_only_the_requested_outputs_come_back(digits: GrpcTarget) -> None:
+def test_only_the_requested_outputs_come_back(grpc_digits: GrpcTarget) -> None:
     x = digits_input(3)
 
-    result = digits.client.infer(
+    result = grpc_digits.client.infer(
         "digits", [triton_input("x", x, "FP32")], outputs=[triton.InferRequestedOutput("label")]
     )
 
     assert [o.name for o in result.get_response().outputs] == ["label"]
     assert result.as_numpy("logits") is None
-    np.testing.assert_array_equal(result.as_numpy("label"), digits.session.run(["label"], {"x": x})[0])
+    np.testing.assert_array_equal(result.as_numpy("label"), grpc_digits.session.run(["label"], {"x": x})[0])
 
 
-def test_a_versioned_request_with_parameters(digits: GrpcTarget) -> None:
+def test_a_versioned_request_with_parameters(grpc_digits: GrpcTarget) -> None:
     x = digits_input(2)
 
-    result = digits.client.infer(
+    result = grpc_digits.client.infer(
         "digits",
         [triton_input("x", x, "FP32")],
         model_version="1",
         parameters={"tag": "canary", "attempt": 2, "trace": True},
     )
 
-    expected = digits.session.run(["logits"], {"x": x})[0]
+    expected = grpc_digits.session.run(["logits"], {"x": x})[0]
     np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("rows", [1, 5])
-def test_every_datatype_round_trips_in_raw_contents(datatypes: GrpcTarget, rows: int) -> None:
+def test_every_datatype_round_trips_in_raw_contents(grpc_datatypes: GrpcTarget, rows: int) -> None:
     arrays = {dt: sample_datatype_array(dt, rows, seed=rows) for dt in DATATYPES}
     inputs = [triton_input(f"in_{dt}", a, dt) for dt, a in arrays.items()]
 
-    result = datatypes.client.infer("datatypes", inputs)
+    result = grpc_datatypes.client.infer("datatypes", inputs)
 
-    expected = datatypes.session.run(None, {f"in_{dt}": a for dt, a in arrays.items()})
+    expected = grpc_datatypes.session.run(None, {f"in_{dt}": a for dt, a in arrays.items()})
     for (dt, sent), want in zip(arrays.items(), expected, strict=True):
         got = result.as_numpy(f"out_{dt}")
         if dt == "BYTES":
@@ -241,17 +240,17 @@ def typed_request(model: str, arrays: dict[str, tuple[str, np.ndarray]]) -> serv
 
 
 @pytest.mark.parametrize("rows", [1, 4])
-def test_every_typed_datatype_round_trips_in_typed_contents(typed_datatypes: GrpcTarget, rows: int) -> None:
+def test_every_typed_datatype_round_trips_in_typed_contents(grpc_typed: GrpcTarget, rows: int) -> None:
     arrays = {dt: sample_datatype_array(dt, rows, seed=rows) for dt in TYPED_DATATYPES}
 
-    response = typed_datatypes.stub.ModelInfer(
+    response = grpc_typed.stub.ModelInfer(
         typed_request("typed", {f"in_{dt}": (dt, a) for dt, a in arrays.items()})
     )
 
     # A typed request gets a typed answer, as KServe does (tritonclient's InferResult reads
     # only raw numeric outputs, which is what its raw requests get).
     assert len(response.raw_output_contents) == 0
-    expected = typed_datatypes.session.run(None, {f"in_{dt}": a for dt, a in arrays.items()})
+    expected = grpc_typed.session.run(None, {f"in_{dt}": a for dt, a in arrays.items()})
     for (dt, sent), want, output in zip(arrays.items(), expected, response.outputs, strict=True):
         assert (output.name, output.datatype, list(output.shape)) == (f"out_{dt}", dt, [rows, 3])
         values = list(getattr(output.contents, FIELD_OF[dt]))
@@ -262,12 +261,12 @@ def test_every_typed_datatype_round_trips_in_typed_contents(typed_datatypes: Grp
     assert response.id == "typed"
 
 
-def test_typed_fp32_answers_match_onnxruntime(digits: GrpcTarget) -> None:
+def test_typed_fp32_answers_match_onnxruntime(grpc_digits: GrpcTarget) -> None:
     x = digits_input(3)
 
-    response = digits.stub.ModelInfer(typed_request("digits", {"x": ("FP32", x)}))
+    response = grpc_digits.stub.ModelInfer(typed_request("digits", {"x": ("FP32", x)}))
 
-    logits, label = digits.session.run(["logits", "label"], {"x": x})
+    logits, label = grpc_digits.session.run(["logits", "label"], {"x": x})
     got = np.array(response.outputs[0].contents.fp32_contents, dtype=np.float32).reshape(3, 10)
     np.testing.assert_allclose(got, logits, rtol=1e-6)
     assert list(response.outputs[1].contents.int64_contents) == list(label)
@@ -276,117 +275,117 @@ def test_typed_fp32_answers_match_onnxruntime(digits: GrpcTarget) -> None:
 # -- bad input: status code and words, then a good request still works ------------------------
 
 
-def test_unknown_model(digits: GrpcTarget) -> None:
+def test_unknown_model(grpc_digits: GrpcTarget) -> None:
     x = digits_input(1)
     expect_error(
-        lambda: digits.client.infer("nope", [triton_input("x", x, "FP32")]),
+        lambda: grpc_digits.client.infer("nope", [triton_input("x", x, "FP32")]),
         "NOT_FOUND",
         "model 'nope' is not served here",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_unknown_version(digits: GrpcTarget) -> None:
+def test_unknown_version(grpc_digits: GrpcTarget) -> None:
     x = digits_input(1)
     expect_error(
-        lambda: digits.client.infer("digits", [triton_input("x", x, "FP32")], model_version="7"),
+        lambda: grpc_digits.client.infer("digits", [triton_input("x", x, "FP32")], model_version="7"),
         "NOT_FOUND",
         "no version '7'",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_wrong_datatype(digits: GrpcTarget) -> None:
+def test_wrong_datatype(grpc_digits: GrpcTarget) -> None:
     x = digits_input(2).astype(np.float64)
     expect_error(
-        lambda: digits.client.infer("digits", [triton_input("x", x, "FP64")]),
+        lambda: grpc_digits.client.infer("digits", [triton_input("x", x, "FP64")]),
         "INVALID_ARGUMENT",
         "input 'x': expected datatype FP32, received FP64",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_wrong_shape(digits: GrpcTarget) -> None:
+def test_wrong_shape(grpc_digits: GrpcTarget) -> None:
     x = np.zeros((2, 63), dtype=np.float32)
     expect_error(
-        lambda: digits.client.infer("digits", [triton_input("x", x, "FP32")]),
+        lambda: grpc_digits.client.infer("digits", [triton_input("x", x, "FP32")]),
         "INVALID_ARGUMENT",
         "input 'x': expected shape [-1, 64], received [2, 63]",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_unknown_input_and_missing_input(digits: GrpcTarget) -> None:
+def test_unknown_input_and_missing_input(grpc_digits: GrpcTarget) -> None:
     x = digits_input(1)
     expect_error(
-        lambda: digits.client.infer("digits", [triton_input("pixels", x, "FP32")]),
+        lambda: grpc_digits.client.infer("digits", [triton_input("pixels", x, "FP32")]),
         "INVALID_ARGUMENT",
         "unknown input 'pixels'",
         "x (FP32 [-1, 64])",
     )
-    expect_error(lambda: digits.client.infer("digits", []), "INVALID_ARGUMENT", "missing input 'x'")
-    assert_serves(digits)
+    expect_error(lambda: grpc_digits.client.infer("digits", []), "INVALID_ARGUMENT", "missing input 'x'")
+    assert_serves(grpc_digits)
 
 
-def test_unknown_output(digits: GrpcTarget) -> None:
+def test_unknown_output(grpc_digits: GrpcTarget) -> None:
     x = digits_input(1)
     expect_error(
-        lambda: digits.client.infer(
+        lambda: grpc_digits.client.infer(
             "digits", [triton_input("x", x, "FP32")], outputs=[triton.InferRequestedOutput("probs")]
         ),
         "INVALID_ARGUMENT",
         "unknown output 'probs'",
         "logits, label",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_raw_contents_of_the_wrong_size(digits: GrpcTarget) -> None:
+def test_raw_contents_of_the_wrong_size(grpc_digits: GrpcTarget) -> None:
     request = service_pb2.ModelInferRequest(model_name="digits")
     request.inputs.add(name="x", datatype="FP32", shape=[2, 64])
     request.raw_input_contents.append(b"\0" * (2 * 64 * 4 - 4))
 
     expect_rpc_error(
-        lambda: digits.stub.ModelInfer(request),
+        lambda: grpc_digits.stub.ModelInfer(request),
         grpc.StatusCode.INVALID_ARGUMENT,
         "input 'x': shape [2, 64] of FP32 needs 512 bytes, received 508",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_raw_contents_not_one_per_input(digits: GrpcTarget) -> None:
+def test_raw_contents_not_one_per_input(grpc_digits: GrpcTarget) -> None:
     request = service_pb2.ModelInferRequest(model_name="digits")
     request.inputs.add(name="x", datatype="FP32", shape=[1, 64])
     request.raw_input_contents.extend([b"\0" * 256, b"\0" * 256])
 
     expect_rpc_error(
-        lambda: digits.stub.ModelInfer(request),
+        lambda: grpc_digits.stub.ModelInfer(request),
         grpc.StatusCode.INVALID_ARGUMENT,
         "raw_input_contents has 2 entries for 1 inputs",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_typed_contents_of_the_wrong_count_or_field(digits: GrpcTarget) -> None:
+def test_typed_contents_of_the_wrong_count_or_field(grpc_digits: GrpcTarget) -> None:
     short = typed_request("digits", {"x": ("FP32", digits_input(2))})
     del short.inputs[0].contents.fp32_contents[-1]
     wrong_field = service_pb2.ModelInferRequest(model_name="digits")
     wrong_field.inputs.add(name="x", datatype="FP32", shape=[1, 64]).contents.fp64_contents.extend([0.0] * 64)
 
     expect_rpc_error(
-        lambda: digits.stub.ModelInfer(short),
+        lambda: grpc_digits.stub.ModelInfer(short),
         grpc.StatusCode.INVALID_ARGUMENT,
         "input 'x': shape [2, 64] needs 128 FP32 elements in contents.fp32_contents, received 127",
     )
     expect_rpc_error(
-        lambda: digits.stub.ModelInfer(wrong_field),
+        lambda: grpc_digits.stub.ModelInfer(wrong_field),
         grpc.StatusCode.INVALID_ARGUMENT,
         "input 'x': datatype FP32 goes in contents.fp32_contents, received fp64_contents",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_typed_values_out_of_range_for_the_datatype(typed_datatypes: GrpcTarget) -> None:
+def test_typed_values_out_of_range_for_the_datatype(grpc_typed: GrpcTarget) -> None:
     arrays = {f"in_{dt}": (dt, sample_datatype_array(dt, 1)) for dt in TYPED_DATATYPES}
     request = typed_request("typed", arrays)
     for tensor in request.inputs:
@@ -394,25 +393,25 @@ def test_typed_values_out_of_range_for_the_datatype(typed_datatypes: GrpcTarget)
             tensor.contents.int_contents[0] = 300
 
     expect_rpc_error(
-        lambda: typed_datatypes.stub.ModelInfer(request),
+        lambda: grpc_typed.stub.ModelInfer(request),
         grpc.StatusCode.INVALID_ARGUMENT,
         "input 'in_INT8': INT8 values must lie in [-128, 127], received",
     )
-    assert typed_datatypes.served.alive()
+    assert grpc_typed.served.alive()
 
 
-def test_fp16_needs_raw_contents(datatypes: GrpcTarget) -> None:
+def test_fp16_needs_raw_contents(grpc_datatypes: GrpcTarget) -> None:
     request = typed_request("datatypes", {"in_FP16": ("FP16", np.zeros((1, 3), dtype=np.float16))})
 
     expect_rpc_error(
-        lambda: datatypes.stub.ModelInfer(request),
+        lambda: grpc_datatypes.stub.ModelInfer(request),
         grpc.StatusCode.INVALID_ARGUMENT,
         "input 'in_FP16': FP16 has no typed contents field; send it in raw_input_contents",
     )
-    assert datatypes.served.alive()
+    assert grpc_datatypes.served.alive()
 
 
-def test_malformed_bytes_elements(datatypes: GrpcTarget) -> None:
+def test_malformed_bytes_elements(grpc_datatypes: GrpcTarget) -> None:
     arrays = {dt: sample_datatype_array(dt, 1) for dt in DATATYPES}
     request = service_pb2.ModelInferRequest(model_name="datatypes")
     for dt in DATATYPES:
@@ -424,34 +423,34 @@ def test_malformed_bytes_elements(datatypes: GrpcTarget) -> None:
             request.raw_input_contents.append(arrays[dt].tobytes())
 
     expect_rpc_error(
-        lambda: datatypes.stub.ModelInfer(request),
+        lambda: grpc_datatypes.stub.ModelInfer(request),
         grpc.StatusCode.INVALID_ARGUMENT,
         "input 'in_BYTES': BYTES element 1 declares 100 bytes but only 2 remain",
     )
-    assert datatypes.served.alive()
+    assert grpc_datatypes.served.alive()
 
 
-def test_oversized_request_is_resource_exhausted(digits: GrpcTarget) -> None:
+def test_oversized_request_is_resource_exhausted(grpc_digits: GrpcTarget) -> None:
     x = np.zeros((MAX_REQUEST_BYTES // 256 + 10, 64), dtype=np.float32)
     expect_error(
-        lambda: digits.client.infer("digits", [triton_input("x", x, "FP32")]),
+        lambda: grpc_digits.client.infer("digits", [triton_input("x", x, "FP32")]),
         "RESOURCE_EXHAUSTED",
         "larger than max",
     )
-    assert_serves(digits)
+    assert_serves(grpc_digits)
 
 
-def test_rpcs_of_triton_we_do_not_serve_are_unimplemented(digits: GrpcTarget) -> None:
-    expect_error(lambda: digits.client.get_inference_statistics("digits"), "UNIMPLEMENTED")
-    expect_error(lambda: digits.client.get_model_repository_index(), "UNIMPLEMENTED")
-    assert_serves(digits)
+def test_rpcs_of_triton_we_do_not_serve_are_unimplemented(grpc_digits: GrpcTarget) -> None:
+    expect_error(lambda: grpc_digits.client.get_inference_statistics("digits"), "UNIMPLEMENTED")
+    expect_error(lambda: grpc_digits.client.get_model_repository_index(), "UNIMPLEMENTED")
+    assert_serves(grpc_digits)
 
 
-def test_grpc_requests_are_counted_by_status(digits: GrpcTarget) -> None:
-    assert_serves(digits)
-    expect_error(lambda: digits.client.infer("digits", []), "INVALID_ARGUMENT")
+def test_grpc_requests_are_counted_by_status(grpc_digits: GrpcTarget) -> None:
+    assert_serves(grpc_digits)
+    expect_error(lambda: grpc_digits.client.infer("digits", []), "INVALID_ARGUMENT")
 
-    with urllib.request.urlopen(f"{digits.served.http_url}/metrics") as resp:
+    with urllib.request.urlopen(f"{grpc_digits.served.http_url}/metrics") as resp:
         metrics = resp.read().decode()
 
     def count(status: str) -> float:
