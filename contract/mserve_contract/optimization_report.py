@@ -1,0 +1,188 @@
+"""What `mserve optimize` proves about an optimized model, and the short form the operator reads.
+
+`OptimizationReport` is written next to the artifact as `report.json`. `TerminationSummary`
+is the part that fits in a pod's termination message (Kubernetes keeps at most 4 KiB), so
+the operator learns the verdict without reaching the artifact store.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["passed", "failed"]
+QuantizeMode = Literal["none", "dynamic-int8", "static-int8", "fp16"]
+
+# Kubernetes truncates a termination message to 4096 bytes; stay clear of it.
+TERMINATION_MESSAGE_LIMIT = 4000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+class FileFacts(_Model):
+    """Where a model file came from, and its bytes' digest."""
+
+    uri: str = ""
+    sha256: str
+    size_bytes: int
+
+
+class StepTiming(_Model):
+    """One pipeline step (fetch, load, export, ...) and how long it took."""
+
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+class OutputValidation(_Model):
+    """How one output of the optimized model compares with the original on the samples."""
+
+    name: str
+    max_abs_error: float
+    mean_rel_error: float = Field(description="sum |optimized - original| / sum |original| (relative L1).")
+    cosine: float = Field(description="Mean over samples of the cosine between original and optimized rows.")
+    cosine_min: float = Field(description="The worst sample's cosine.")
+    top1_agreement: float | None = Field(
+        default=None, description="Share of samples whose argmax agrees; only for classifier-shaped outputs."
+    )
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    passed: bool
+    failures: list[str] = Field(default_factory=list, description="One line per missed threshold.")
+
+
+class LatencyFigures(_Model):
+    """Median latency in milliseconds of the original and optimized model, same machine, same threads."""
+
+    batch_small: int = 1
+    batch_large: int = 32
+    original_ms_small: float
+    optimized_ms_small: float
+    original_ms_large: float
+    optimized_ms_large: float
+    ratio_small: float = Field(description="original / optimized at the small batch: > 1 means faster.")
+    ratio_large: float = Field(description="original / optimized at the large batch: > 1 means faster.")
+    threads: int = 0
+    repeats: int = 0
+
+
+class PruningFigures(_Model):
+    """What pruning removed."""
+
+    requested: float
+    unstructured_sparsity: float = Field(description="Share of prunable weight values that are zero.")
+    structured_removed: int = Field(default=0, description="Whole neurons/channels removed.")
+    structured_total: int = 0
+    size_before_bytes: int = 0
+    size_after_bytes: int = 0
+
+
+class CandidateResult(_Model):
+    """One variant the optimizer tried for the requested mode, and why it was kept or not."""
+
+    name: str
+    passed: bool
+    ms_small: float | None = None
+    size_bytes: int | None = None
+    min_cosine: float | None = None
+    note: str = ""
+
+
+class OptimizationReport(_Model):
+    """Everything `mserve optimize` measured about one optimization; written as report.json."""
+
+    schema_version: int = 1
+    digest: str
+    optimizer_version: str
+    source: FileFacts
+    source_format: str
+    artifact: FileFacts | None = None
+    options: dict[str, object] = Field(default_factory=dict)
+    steps: list[StepTiming] = Field(default_factory=list)
+    validation: list[OutputValidation] = Field(default_factory=list)
+    samples: int = 0
+    samples_origin: str = ""
+    latency: LatencyFigures | None = None
+    pruning: PruningFigures | None = None
+    candidates: list[CandidateResult] = Field(default_factory=list)
+    chosen: str = ""
+    warnings: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    verdict: Verdict
+    message: str = ""
+
+    @property
+    def size_ratio(self) -> float | None:
+        if self.artifact is None or not self.source.size_bytes:
+            return None
+        return self.artifact.size_bytes / self.source.size_bytes
+
+    @property
+    def min_cosine(self) -> float | None:
+        return min((v.cosine for v in self.validation), default=None)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        values = [v.top1_agreement for v in self.validation if v.top1_agreement is not None]
+        return min(values) if values else None
+
+    def summary(self, artifact_uri: str = "") -> TerminationSummary:
+        return TerminationSummary(
+            digest=self.digest,
+            artifact_uri=artifact_uri,
+            artifact_sha256=self.artifact.sha256 if self.artifact else "",
+            verdict=self.verdict,
+            message=self.message,
+            size_ratio=_round(self.size_ratio),
+            latency_ratio_b1=_round(self.latency.ratio_small if self.latency else None),
+            latency_ratio_bn=_round(self.latency.ratio_large if self.latency else None),
+            min_cosine=_round(self.min_cosine, 6),
+            top1_agreement=_round(self.top1_agreement),
+            quantize=str(self.options.get("quantize", "none")),
+        )
+
+
+class TerminationSummary(_Model):
+    """The few figures the operator needs, small enough for a pod's termination message."""
+
+    digest: str = ""
+    artifact_uri: str = ""
+    artifact_sha256: str = ""
+    verdict: Verdict
+    message: str = ""
+    size_ratio: float | None = None
+    latency_ratio_b1: float | None = None
+    latency_ratio_bn: float | None = None
+    min_cosine: float | None = None
+    top1_agreement: float | None = None
+    quantize: str = "none"
+
+    def to_termination_message(self) -> str:
+        """Compact JSON under the Kubernetes limit; an over-long message is cut, never the figures."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        text = json.dumps(data, separators=(",", ":"))
+        overflow = len(text.encode()) - TERMINATION_MESSAGE_LIMIT
+        if overflow > 0:
+            message = data.get("message", "")
+            data["message"] = (
+                message.encode()[: max(0, len(message.encode()) - overflow - 3)].decode(errors="ignore")
+                + "..."
+            )
+            text = json.dumps(data, separators=(",", ":"))
+        return text
+
+    @classmethod
+    def parse_termination_message(cls, text: str) -> TerminationSummary:
+        """Read what `to_termination_message` wrote; raises `ValueError` on anything else."""
+        try:
+            return cls.model_validate_json(text.strip())
+        except Exception as exc:
+            raise ValueError(f"not an optimizer termination message: {exc}") from exc
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)

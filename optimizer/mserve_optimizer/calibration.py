@@ -1,0 +1,68 @@
+"""Calibration data for static INT8, and where activation outliers make a layer sensitive to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader
+
+from mserve_optimizer.options import InputSpec
+from mserve_optimizer.ort_session import open_session
+from mserve_optimizer.samples import iter_batches
+
+CALIBRATION_BATCH = 16
+# max|x| over the 99.99th percentile of |x|: at this ratio a MinMax range spends most of its
+# 256 levels on a handful of values and rounds the rest of the layer's input to a few steps.
+OUTLIER_RATIO = 12.0
+OUTLIER_QUANTILE = 0.9999
+
+
+class SampleReader(CalibrationDataReader):
+    """Feeds the calibration samples to onnxruntime's calibrators, a batch at a time."""
+
+    def __init__(self, samples: dict[str, np.ndarray], specs: list[InputSpec]) -> None:
+        self._samples = samples
+        self._specs = specs
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches = iter(list(iter_batches(self._samples, CALIBRATION_BATCH, self._specs)))
+
+
+def weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[str]:
+    """Names of the nodes of `op_types` that multiply by a constant weight."""
+    inits = {init.name for init in model.graph.initializer}
+    return [
+        n.name for n in model.graph.node if n.op_type in op_types and len(n.input) > 1 and n.input[1] in inits
+    ]
+
+
+def activation_outlier_ratios(
+    path: Path, node_names: list[str], samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path
+) -> dict[str, float]:
+    """For each named node, how far its input's largest value sits above the bulk of its values."""
+    model = onnx.load(str(path))
+    inputs = {n.name: n.input[0] for n in model.graph.node if n.name in node_names}
+    existing = {value.name for value in model.graph.output}
+    for tensor in sorted(set(inputs.values()) - existing):
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    probe = workdir / "outlier-probe.onnx"
+    onnx.save(model, str(probe))
+    session = open_session(probe, level="basic")
+    tensors = sorted(set(inputs.values()))
+    collected: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
+    for feeds in iter_batches(samples, CALIBRATION_BATCH, specs):
+        for tensor, value in zip(tensors, session.run(tensors, feeds), strict=True):
+            collected[tensor].append(np.abs(np.asarray(value, dtype=np.float32)).reshape(-1))
+    ratios = {}
+    for node, tensor in inputs.items():
+        values = np.concatenate(collected[tensor])
+        bulk = float(np.quantile(values, OUTLIER_QUANTILE)) if values.size else 0.0
+        ratios[node] = float(values.max() / bulk) if bulk > 0 else 0.0
+    probe.unlink(missing_ok=True)
+    return ratios

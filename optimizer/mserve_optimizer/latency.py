@@ -1,0 +1,70 @@
+"""Median latency of the original and the optimized model, measured alternately on the same machine."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from mserve_contract.optimization_report import LatencyFigures
+
+from mserve_optimizer.options import InputSpec
+from mserve_optimizer.ort_session import default_threads, open_session
+from mserve_optimizer.samples import batch_of
+
+WARMUP_RUNS = 3
+MIN_REPEATS = 7
+MAX_REPEATS = 100
+# Per model and batch size; a slow model gets fewer repeats, never fewer than MIN_REPEATS.
+BUDGET_SECONDS = 2.0
+
+
+def _timed_run(session, feeds: dict[str, np.ndarray]) -> float:  # session: ort.InferenceSession
+    started = time.perf_counter()
+    session.run(None, feeds)
+    return (time.perf_counter() - started) * 1000.0
+
+
+def alternating_medians(
+    sessions: list, feeds: dict[str, np.ndarray], *, budget_s: float = BUDGET_SECONDS
+) -> list[float]:
+    """Median milliseconds per session; runs alternate so drift on a noisy machine hits all alike."""
+    for session in sessions:
+        for _ in range(WARMUP_RUNS):
+            session.run(None, feeds)
+    samples: list[list[float]] = [[] for _ in sessions]
+    deadline = time.perf_counter() + budget_s * len(sessions)
+    while len(samples[0]) < MAX_REPEATS and (len(samples[0]) < MIN_REPEATS or time.perf_counter() < deadline):
+        for store, session in zip(samples, sessions, strict=True):
+            store.append(_timed_run(session, feeds))
+    return [statistics.median(store) for store in samples]
+
+
+def compare_latency(
+    original: Path,
+    optimized: Path,
+    specs: list[InputSpec],
+    samples: dict[str, np.ndarray],
+    *,
+    batch_large: int = 32,
+    threads: int | None = None,
+) -> LatencyFigures:
+    threads = threads or default_threads()
+    sessions = [open_session(original, threads=threads), open_session(optimized, threads=threads)]
+    dynamic = all(spec.dims[0] == -1 for spec in specs)
+    small, large = (1, batch_large) if dynamic else (0, 0)
+    small_ms = alternating_medians(sessions, batch_of(samples, max(small, 1), specs))
+    large_ms = alternating_medians(sessions, batch_of(samples, max(large, 1), specs)) if dynamic else small_ms
+    return LatencyFigures(
+        batch_small=small or specs[0].dims[0],
+        batch_large=large or specs[0].dims[0],
+        original_ms_small=round(small_ms[0], 4),
+        optimized_ms_small=round(small_ms[1], 4),
+        original_ms_large=round(large_ms[0], 4),
+        optimized_ms_large=round(large_ms[1], 4),
+        ratio_small=round(small_ms[0] / small_ms[1], 4),
+        ratio_large=round(large_ms[0] / large_ms[1], 4),
+        threads=threads,
+        repeats=MIN_REPEATS,
+    )

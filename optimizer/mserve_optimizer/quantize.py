@@ -1,0 +1,202 @@
+"""INT8 and FP16 variants of a model, all made by onnxruntime's own tools.
+
+Each mode yields a few candidate variants; `search.choose_variant` validates them, times
+them and keeps the fastest that passes. What differs between candidates is what the
+figures in shared/ANCHORS.md showed matters: per-channel vs per-tensor weights, which
+layers stay fp32, and how static activation ranges are calibrated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+
+from mserve_optimizer.calibration import OUTLIER_RATIO, SampleReader, activation_outlier_ratios, weight_nodes
+from mserve_optimizer.options import InputSpec
+
+# Numerically sensitive in fp16 (reductions, normalizations, exponentials): kept fp32, as
+# onnxruntime's converter allows, on top of its own default block list.
+FP16_KEEP_FP32 = (
+    "LayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipLayerNormalization",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Exp",
+    "Log",
+    "Softmax",
+    "LogSoftmax",
+    "Erf",
+)
+DYNAMIC_OPS_NO_CONV = ["MatMul", "Gemm", "Gather", "Attention", "LSTM", "GRU", "EmbedLayerNormalization"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One candidate for the requested mode: a recipe that writes a model file."""
+
+    name: str
+    note: str
+    make: Callable[[Path, Path], None]  # (source model, destination)
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizers log advice through the root logger; the report says what matters."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_dynamic_int8(
+    src: Path, dest: Path, *, per_channel: bool, op_types: list[str] | None = None
+) -> None:
+    """Weights to INT8 ahead of time; activations quantized per call by onnxruntime."""
+    with _quiet_root_logger():
+        quantize_dynamic(
+            src,
+            dest,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=op_types,
+            # Needed when the graph came out of onnxruntime's optimizer with tensors of unknown type.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+
+def quantize_static_int8(
+    src: Path,
+    dest: Path,
+    samples: dict[str, np.ndarray],
+    specs: list[InputSpec],
+    *,
+    method: CalibrationMethod,
+    nodes_to_quantize: list[str] | None = None,
+    nodes_to_exclude: list[str] | None = None,
+    op_types: list[str] | None = None,
+) -> None:
+    """QDQ INT8 with activation ranges calibrated on `samples` (U8 activations, S8 per-channel weights)."""
+    extra: dict[str, object] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    if method == CalibrationMethod.Percentile:
+        extra["CalibPercentile"] = 99.999
+    # U8S8 rather than S8S8: on x86 onnxruntime's VNNI kernels take unsigned activations
+    # (ANCHORS: 1.18x vs 0.42x at batch 1 for MiniLM).
+    with _quiet_root_logger():
+        quantize_static(
+            src,
+            dest,
+            SampleReader(samples, specs),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            nodes_to_quantize=nodes_to_quantize,
+            nodes_to_exclude=nodes_to_exclude,
+            op_types_to_quantize=op_types,
+            extra_options=extra,
+        )
+
+
+def convert_fp16(src: Path, dest: Path) -> None:
+    """FP16 weights and compute, float32 inputs/outputs, sensitive ops kept in fp32."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(src))
+    converted = convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_FP32)),
+        min_positive_val=1e-7,
+        max_finite_val=1e4,
+    )
+    onnx.save(converted, str(dest))
+
+
+def _has_op(path: Path, op_type: str) -> bool:
+    return any(node.op_type == op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def dynamic_variants(model_path: Path) -> list[Variant]:
+    variants = [
+        Variant(
+            "dynamic-int8 per-channel",
+            "INT8 weights, one scale per output channel",
+            lambda s, d: quantize_dynamic_int8(s, d, per_channel=True),
+        ),
+        Variant(
+            "dynamic-int8 per-tensor",
+            "INT8 weights, one scale per tensor",
+            lambda s, d: quantize_dynamic_int8(s, d, per_channel=False),
+        ),
+    ]
+    if _has_op(model_path, "Conv"):
+        # ConvInteger has no fast CPU kernel; the convolutions may be better left fp32.
+        variants.append(
+            Variant(
+                "dynamic-int8 per-channel, Conv fp32",
+                "MatMul/Gemm/Gather INT8, convolutions fp32",
+                lambda s, d: quantize_dynamic_int8(s, d, per_channel=True, op_types=DYNAMIC_OPS_NO_CONV),
+            )
+        )
+    return variants
+
+
+def static_variants(
+    model_path: Path, samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path
+) -> tuple[list[Variant], list[str]]:
+    """Static QDQ candidates, and the nodes found sensitive to activation outliers."""
+    weighted = weight_nodes(onnx.load(str(model_path), load_external_data=False))
+    ratios = activation_outlier_ratios(model_path, weighted, samples, specs, workdir)
+    sensitive = sorted(name for name, ratio in ratios.items() if ratio > OUTLIER_RATIO)
+    variants = [
+        Variant(
+            "static-int8 all ops, MinMax",
+            "every quantizable op, ranges from min/max",
+            lambda s, d: quantize_static_int8(s, d, samples, specs, method=CalibrationMethod.MinMax),
+        ),
+        Variant(
+            "static-int8 all ops, Percentile 99.999",
+            "every quantizable op, outliers clipped",
+            lambda s, d: quantize_static_int8(s, d, samples, specs, method=CalibrationMethod.Percentile),
+        ),
+    ]
+    kept = [name for name in weighted if name not in sensitive]
+    if kept:
+        note = f"weight layers only; {len(sensitive)} with activation outliers kept fp32"
+        variants.append(
+            Variant(
+                "static-int8 weight layers, outlier layers fp32",
+                note,
+                lambda s, d: quantize_static_int8(
+                    s, d, samples, specs, method=CalibrationMethod.MinMax, nodes_to_quantize=kept
+                ),
+            )
+        )
+    return variants, sensitive
+
+
+def fp16_variants() -> list[Variant]:
+    return [Variant("fp16", "fp16 weights and compute, float32 IO, sensitive ops fp32", convert_fp16)]

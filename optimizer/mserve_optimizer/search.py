@@ -1,0 +1,130 @@
+"""Make each candidate variant, validate it against the original, time it, keep the fastest that passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mserve_contract.optimization_report import CandidateResult, OutputValidation
+
+from mserve_optimizer.latency import alternating_medians
+from mserve_optimizer.options import InputSpec
+from mserve_optimizer.ort_session import open_session, run_all
+from mserve_optimizer.quantize import Variant
+from mserve_optimizer.samples import batch_of
+from mserve_optimizer.steps import StepLog
+from mserve_optimizer.validate import compare_outputs
+
+# Candidates within this share of the fastest count as equally fast; among those the more
+# accurate one wins (ANCHORS: per-channel costs ~2% speed and buys the accuracy).
+SPEED_TIE = 0.03
+CHOICE_BUDGET_SECONDS = 0.5
+
+
+@dataclass
+class Built:
+    variant: Variant
+    path: Path | None
+    error: str = ""
+
+
+@dataclass
+class Judged:
+    built: Built
+    validation: list[OutputValidation]
+    ms_small: float | None
+
+    @property
+    def passed(self) -> bool:
+        return self.built.path is not None and all(v.passed for v in self.validation)
+
+    @property
+    def min_cosine(self) -> float:
+        return min((v.cosine_min for v in self.validation), default=0.0)
+
+
+def build_variants(variants: list[Variant], base: Path, workdir: Path, log: StepLog) -> list[Built]:
+    built = []
+    for index, variant in enumerate(variants):
+        dest = workdir / f"candidate-{index}.onnx"
+        try:
+            variant.make(base, dest)
+            built.append(Built(variant, dest))
+            log.note(f"{variant.name}: {dest.stat().st_size / 1e6:.2f} MB")
+        except Exception as exc:  # a quantizer that cannot handle this graph rules out one candidate
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            built.append(Built(variant, None, f"{type(exc).__name__}: {reason}"))
+            log.note(f"{variant.name}: failed to build ({reason})")
+    return built
+
+
+def judge(
+    built: list[Built],
+    reference: dict[str, np.ndarray],
+    samples: dict[str, np.ndarray],
+    specs: list[InputSpec],
+    thresholds: dict[str, float],
+    log: StepLog,
+) -> list[Judged]:
+    judged = []
+    small = batch_of(samples, 1, specs)
+    for item in built:
+        if item.path is None:
+            judged.append(Judged(item, [], None))
+            continue
+        session = open_session(item.path)
+        names = [output.name for output in session.get_outputs()]
+        outputs = run_all(session, samples, specs)
+        validation = compare_outputs(names, [reference[name] for name in names], outputs, thresholds)
+        ms = alternating_medians([session], small, budget_s=CHOICE_BUDGET_SECONDS)[0]
+        result = Judged(item, validation, ms)
+        judged.append(result)
+        verdict = "passes" if result.passed else "fails"
+        log.note(f"{item.variant.name}: {verdict}, min cosine {result.min_cosine:.5f}, batch-1 {ms:.3f} ms")
+    return judged
+
+
+def choose(judged: list[Judged]) -> tuple[Judged | None, str]:
+    """The fastest passing candidate (ties broken by accuracy), and why."""
+    passing = [j for j in judged if j.passed]
+    if not passing:
+        return None, "no candidate passed validation"
+    fastest = min(passing, key=lambda j: j.ms_small or 0.0)
+    close = [j for j in passing if (j.ms_small or 0.0) <= (fastest.ms_small or 0.0) * (1 + SPEED_TIE)]
+    best = max(close, key=lambda j: j.min_cosine)
+    if len(passing) == 1:
+        why = "the only candidate that passed validation" if len(judged) > 1 else "the requested mode"
+    elif best is fastest:
+        why = f"fastest of {len(passing)} passing candidates"
+    else:
+        why = f"within {SPEED_TIE:.0%} of the fastest and more accurate (min cosine {best.min_cosine:.5f})"
+    return best, why
+
+
+def closest_failure(judged: list[Judged]) -> Judged | None:
+    """The failing candidate that came nearest, whose figures explain the failure."""
+    validated = [j for j in judged if j.validation]
+    return max(validated, key=lambda j: j.min_cosine) if validated else None
+
+
+def candidate_results(judged: list[Judged], chosen: Judged | None) -> list[CandidateResult]:
+    results = []
+    for j in judged:
+        note = j.built.error or j.built.variant.note
+        failures = [f"{v.name}: {', '.join(v.failures)}" for v in j.validation if not v.passed]
+        if failures:
+            note = f"{note}; failed: {'; '.join(failures)}"
+        if j is chosen:
+            note = f"{note}; chosen"
+        results.append(
+            CandidateResult(
+                name=j.built.variant.name,
+                passed=j.passed,
+                ms_small=round(j.ms_small, 4) if j.ms_small is not None else None,
+                size_bytes=j.built.path.stat().st_size if j.built.path else None,
+                min_cosine=round(j.min_cosine, 6) if j.validation else None,
+                note=note,
+            )
+        )
+    return results

@@ -1,0 +1,133 @@
+"""Does the optimized model still answer like the original? Per-output figures against thresholds."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from mserve_contract.optimization_report import OutputValidation
+
+# Lower bounds for cosine/cosine_min/top1, upper bounds for max_abs/mean_rel.
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "none": {"cosine": 0.9999, "mean_rel": 1e-3, "top1": 0.99},
+    "fp16": {"cosine": 0.999, "mean_rel": 1e-2, "top1": 0.98},
+    "dynamic-int8": {"cosine": 0.99, "mean_rel": 0.10, "top1": 0.95},
+    "static-int8": {"cosine": 0.98, "mean_rel": 0.15, "top1": 0.90},
+}
+# Pruning changes answers by design; it gets the looser of these and the mode's thresholds.
+PRUNED_THRESHOLDS: dict[str, float] = {"cosine": 0.98, "mean_rel": 0.20, "top1": 0.90}
+LOWER_BOUNDS = ("cosine", "cosine_min", "top1")
+
+# A rank-2 output with a modest number of columns is read as class scores, unless its name
+# says it is a vector representation, where an argmax means nothing.
+_NOT_A_CLASSIFIER = re.compile(r"embed|hidden|pool|feature|vector|state", re.IGNORECASE)
+MAX_CLASSES = 1000
+
+
+def thresholds_for(mode: str, prune: float, overrides: dict[str, float]) -> dict[str, float]:
+    chosen = dict(DEFAULT_THRESHOLDS[mode])
+    if prune > 0:
+        for key, loose in PRUNED_THRESHOLDS.items():
+            current = chosen.get(key)
+            if current is None:
+                chosen[key] = loose
+            else:
+                chosen[key] = min(current, loose) if key in LOWER_BOUNDS else max(current, loose)
+    chosen.update(overrides)
+    return chosen
+
+
+def is_classifier_output(name: str, array: np.ndarray) -> bool:
+    return (
+        array.ndim == 2
+        and 2 <= array.shape[1] <= MAX_CLASSES
+        and np.issubdtype(array.dtype, np.floating)
+        and not _NOT_A_CLASSIFIER.search(name)
+    )
+
+
+def _rows(array: np.ndarray) -> np.ndarray:
+    values = np.asarray(array, dtype=np.float64)
+    if values.ndim == 0:
+        return values.reshape(1, 1)
+    return values.reshape(values.shape[0], -1)
+
+
+def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    a, b = _rows(reference), _rows(candidate)
+    dot = (a * b).sum(axis=1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
+    return np.where(both_zero, 1.0, cosine)
+
+
+def compare_output(
+    name: str, reference: np.ndarray, candidate: np.ndarray, thresholds: dict[str, float]
+) -> OutputValidation:
+    """The figures for one output, and which thresholds it misses."""
+    if reference.shape != candidate.shape:
+        return OutputValidation(
+            name=name,
+            max_abs_error=float("inf"),
+            mean_rel_error=float("inf"),
+            cosine=0.0,
+            cosine_min=0.0,
+            thresholds=thresholds,
+            passed=False,
+            failures=[f"shape {candidate.shape} differs from the original's {reference.shape}"],
+        )
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    failures = []
+    if not np.isfinite(cand).all() and np.isfinite(ref).all():
+        failures.append("produces NaN or infinite values where the original does not")
+    diff = np.abs(cand - ref)
+    max_abs = float(np.nanmax(diff)) if diff.size else 0.0
+    scale = float(np.abs(ref).sum())
+    mean_rel = float(np.nansum(diff) / scale) if scale > 0 else float(np.nansum(diff) > 0)
+    cosines = row_cosines(ref, cand)
+    top1 = None
+    if is_classifier_output(name, reference):
+        top1 = float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
+    figures = {
+        "max_abs": max_abs,
+        "mean_rel": mean_rel,
+        "cosine": float(np.nanmean(cosines)),
+        "cosine_min": float(np.nanmin(cosines)),
+        "top1": top1,
+    }
+    for key, bound in thresholds.items():
+        value = figures.get(key)
+        if value is None:
+            continue
+        if key in LOWER_BOUNDS and not value >= bound:
+            failures.append(f"{key} {value:.6g} < {bound:g} (short by {bound - value:.3g})")
+        elif key not in LOWER_BOUNDS and not value <= bound:
+            failures.append(f"{key} {value:.6g} > {bound:g} (over by {value - bound:.3g})")
+    return OutputValidation(
+        name=name,
+        max_abs_error=max_abs,
+        mean_rel_error=mean_rel,
+        cosine=figures["cosine"],
+        cosine_min=figures["cosine_min"],
+        top1_agreement=top1,
+        thresholds=thresholds,
+        passed=not failures,
+        failures=failures,
+    )
+
+
+def compare_outputs(
+    names: list[str], reference: list[np.ndarray], candidate: list[np.ndarray], thresholds: dict[str, float]
+) -> list[OutputValidation]:
+    return [
+        compare_output(name, ref, cand, thresholds)
+        for name, ref, cand in zip(names, reference, candidate, strict=True)
+    ]
+
+
+def failure_message(results: list[OutputValidation]) -> str:
+    failed = [r for r in results if not r.passed]
+    return "; ".join(f"output {r.name!r}: {', '.join(r.failures)}" for r in failed)
