@@ -43,7 +43,7 @@ def find_binary(name: str) -> str:
     return found
 
 
-class CommandFailed(AssertionError):
+class CommandError(AssertionError):
     pass
 
 
@@ -55,13 +55,17 @@ class Cluster:
         self.kubectl_binary = find_binary("kubectl")
         self.helm_binary = find_binary("helm")
 
-    def _run(self, command: list[str], stdin: str | None, check: bool, timeout: float) -> subprocess.CompletedProcess:
+    def _run(
+        self, command: list[str], stdin: str | None, check: bool, timeout: float
+    ) -> subprocess.CompletedProcess:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig}
         result = subprocess.run(
             command, input=stdin, capture_output=True, text=True, timeout=timeout, env=env, check=False
         )
         if check and result.returncode != 0:
-            raise CommandFailed(f"{' '.join(command)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise CommandError(
+                f"{' '.join(command)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60) -> str:
@@ -78,7 +82,7 @@ class Cluster:
         if result.returncode != 0:
             if "NotFound" in result.stderr or "not found" in result.stderr:
                 return None
-            raise CommandFailed(result.stderr)
+            raise CommandError(result.stderr)
         return json.loads(result.stdout)
 
     def apply(self, manifest: dict[str, Any] | str, namespace: str | None = None) -> None:
@@ -96,13 +100,15 @@ def wait_until(what: str, condition: Callable[[], T], timeout: float = 300, inte
     while True:
         try:
             last = condition()
-        except (CommandFailed, subprocess.TimeoutExpired) as error:
+        except (CommandError, subprocess.TimeoutExpired) as error:
             last = error
         else:
             if last:
                 return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {str(last)[:2000]}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last: {str(last)[:2000]}"
+            )
         time.sleep(interval)
 
 
@@ -118,10 +124,15 @@ def dump_namespace(cluster: Cluster, namespace: str) -> str:
     for command in commands:
         result = cluster._run([cluster.kubectl_binary, "-n", namespace, *command], None, False, 60)
         sections.append(f"--- kubectl -n {namespace} {' '.join(command)}\n{result.stdout}{result.stderr}")
-    pods = cluster._run([cluster.kubectl_binary, "-n", namespace, "get", "pods", "-o", "name"], None, False, 30)
+    pods = cluster._run(
+        [cluster.kubectl_binary, "-n", namespace, "get", "pods", "-o", "name"], None, False, 30
+    )
     for pod in pods.stdout.split():
         logs = cluster._run(
-            [cluster.kubectl_binary, "-n", namespace, "logs", pod, "--all-containers", "--tail=80"], None, False, 30
+            [cluster.kubectl_binary, "-n", namespace, "logs", pod, "--all-containers", "--tail=80"],
+            None,
+            False,
+            30,
         )
         sections.append(f"--- logs {pod}\n{logs.stdout}{logs.stderr}")
     return "\n".join(sections)
