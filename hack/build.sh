@@ -98,7 +98,7 @@ build_coredns() {
 }
 
 build_metrics_server() {
-  local flags="" pkg=k8s.io/component-base/version
+  local flags="" pkg=k8s.io/client-go/pkg/version
   flags+=" -X ${pkg}.gitVersion=${METRICS_SERVER_VERSION} -X ${pkg}.gitCommit=${FAKE_COMMIT}"
   flags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${BUILD_DATE}"
   go_build "${HACK_DIR}/build/metrics-server" "${METRICS_SERVER_VERSION}" "${flags}" "" \
@@ -112,7 +112,7 @@ build_pause() {
 build_helm() {
   local minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
   go_build "${HACK_DIR}/build/helm" "${HELM_VERSION}" \
-    "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${minor}" "" \
+    "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${minor} -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${minor}" "" \
     "helm.sh/helm/v3/cmd/helm:helm"
 }
 

@@ -67,6 +67,16 @@ step() {
 
 kc() { "${KUBECTL}" --kubeconfig "${KUBECONFIG_ADMIN}" "$@"; }
 
+# ctr on the cluster's containerd; its cgroup v1 deprecation warnings are dropped, errors kept.
+ctr() {
+  local rc=0 err
+  err="$(mktemp)"
+  "${CTR}" -a "${CONTAINERD_SOCK}" "$@" 2>"${err}" || rc=$?
+  grep -v 'DEPRECATION: The support for cgroup v1' "${err}" >&2 || true
+  rm -f "${err}"
+  return "${rc}"
+}
+
 # wait_for SECONDS "what" command...: poll until the command succeeds
 wait_for() {
   local timeout="$1" what="$2"; shift 2
@@ -376,15 +386,15 @@ EOF
 }
 EOF
   PATH="${dir}/bin:${PATH}" start containerd "$(bin containerd "${CONTAINERD_VERSION}")" --config "${dir}/config.toml"
-  wait_for 60 "containerd socket" "${CTR}" -a "${CONTAINERD_SOCK}" version
+  wait_for 60 "containerd socket" ctr version
 }
 
 load_images() {
   local image tar
   for image in "${PAUSE_IMAGE}" "${COREDNS_IMAGE}" "${METRICS_SERVER_IMAGE}"; do
-    if "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io images ls -q | grep -qx "${image}"; then continue; fi
+    if ctr -n k8s.io images ls -q | grep -qx "${image}"; then continue; fi
     tar="$("${HACK_DIR}/image.sh" addon-tar "${image}")"
-    "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io images import --local "${tar}" >/dev/null
+    ctr -n k8s.io images import --local "${tar}" >/dev/null
     log "    imported ${image}"
   done
 }
@@ -513,11 +523,11 @@ cleanup_containers() {
   # Kill every container task and let containerd remove it; shims exit with their last task.
   if running containerd; then
     local id
-    for id in $("${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io tasks ls -q 2>/dev/null); do
-      "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io tasks kill -a -s SIGKILL "${id}" >/dev/null 2>&1 || true
+    for id in $(ctr -n k8s.io tasks ls -q 2>/dev/null); do
+      ctr -n k8s.io tasks kill -a -s SIGKILL "${id}" >/dev/null 2>&1 || true
     done
-    for id in $("${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io tasks ls -q 2>/dev/null); do
-      "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io tasks delete -f "${id}" >/dev/null 2>&1 || true
+    for id in $(ctr -n k8s.io tasks ls -q 2>/dev/null); do
+      ctr -n k8s.io tasks delete -f "${id}" >/dev/null 2>&1 || true
     done
   fi
   # Shims that are still there: containerd recorded their pids in each bundle.

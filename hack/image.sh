@@ -27,6 +27,16 @@ BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
 # The legacy builder works with Debian's dockerd and needs no buildx plugin.
 export DOCKER_BUILDKIT=0
 
+# ctr on the cluster's containerd; its cgroup v1 deprecation warnings are dropped, errors kept.
+ctr() {
+  local rc=0 err
+  err="$(mktemp)"
+  "${CTR}" -a "${CONTAINERD_SOCK}" "$@" 2>"${err}" || rc=$?
+  grep -v 'DEPRECATION: The support for cgroup v1' "${err}" >&2 || true
+  rm -f "${err}"
+  return "${rc}"
+}
+
 log() { printf '%s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -65,11 +75,10 @@ cmd_load() { # NAME
   [[ -S "${CONTAINERD_SOCK}" ]] || die "the cluster's containerd is not running (${CONTAINERD_SOCK}); run hack/cluster.sh up"
   ensure_docker
   local t0=${SECONDS}
-  docker save "${name}" | "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io images import --local - >/dev/null
-  # docker save names a short ref docker.io/library/...; make sure the exact NAME resolves too.
+  docker save "${name}" | ctr -n k8s.io images import --local - >/dev/null
+  # containerd names a short docker ref in full (docker.io/library/...), as the kubelet asks for it.
   local full; full="$(normalize "${name}")"
-  "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io images ls -q | grep -qx "${full}" \
-    || die "import did not produce ${full}"
+  ctr -n k8s.io images ls -q | grep -qx "${full}" || die "import did not produce ${full}"
   log "loaded ${name} into the cluster's containerd (k8s.io namespace) as ${full} in $((SECONDS - t0))s"
 }
 
