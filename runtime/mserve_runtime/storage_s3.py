@@ -47,8 +47,9 @@ def _client(endpoint: str | None, region: str, _credentials_env: tuple[str | Non
     from botocore.config import Config
 
     config = Config(
-        # Path-style works with every S3-compatible server; virtual-host style needs DNS per bucket.
-        s3={"addressing_style": "path"},
+        # Path-style works with every S3-compatible server (MinIO, moto, Ceph), where
+        # virtual-host style would need DNS per bucket; AWS itself gets botocore's default.
+        s3={"addressing_style": "path" if endpoint else "auto"},
         connect_timeout=5,
         read_timeout=60,
         retries={"max_attempts": 3, "mode": "standard"},

@@ -5,8 +5,10 @@ and start-up failures. (tritonclient and the server share this process on purpos
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -106,3 +108,27 @@ def test_a_taken_port_fails_to_start(loop_thread: LoopThread, dataplane: DataPla
 
         with pytest.raises(OSError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
             loop_thread.run(start_grpc_server(dataplane, port, max_message_bytes=1 << 20, host="127.0.0.1"))
+
+
+def test_every_call_is_access_logged_with_its_status(
+    served: Served, dataplane: DataPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client = served
+    dataplane.load()
+    caplog.set_level(logging.INFO, logger="mserve.access")
+
+    infer(client)
+    with pytest.raises(InferenceServerException):
+        client.is_model_ready("nope")
+
+    # The client may see the error status before the server has written the log record.
+    deadline = time.monotonic() + 5
+    while len(records := [r for r in caplog.records if r.name == "mserve.access"]) < 2:
+        assert time.monotonic() < deadline, records
+        time.sleep(0.01)
+    assert [(r.path, r.status) for r in records] == [
+        ("/inference.GRPCInferenceService/ModelInfer", "OK"),
+        ("/inference.GRPCInferenceService/ModelReady", "NOT_FOUND"),
+    ]
+    assert records[0].client == "127.0.0.1"
+    assert records[0].duration_ms > 0

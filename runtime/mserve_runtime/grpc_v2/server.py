@@ -16,6 +16,7 @@ from typing_extensions import override  # typing.override from Python 3.12
 
 from mserve_runtime.errors import MServeError
 from mserve_runtime.grpc_v2 import codec
+from mserve_runtime.grpc_v2.access_log import AccessLogInterceptor
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -133,6 +134,7 @@ async def start_grpc_server(
     if max_message_bytes is None:
         max_message_bytes = settings.max_request_bytes
     server = grpc.aio.server(
+        interceptors=[AccessLogInterceptor()] if settings.access_log else [],
         options=[
             # A larger request gets RESOURCE_EXHAUSTED from gRPC itself, like 413 on REST.
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -140,7 +142,7 @@ async def start_grpc_server(
             # gRPC sets SO_REUSEPORT by default: a second server on a taken port would start
             # and silently share its traffic instead of failing.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
