@@ -24,10 +24,12 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mserve_runtime.asgi_fast_path import InferFastPath
 from mserve_runtime.asgi_middleware import AccessLogMiddleware, BodyLimitMiddleware
 from mserve_runtime.dataplane import DataPlane, _server_version
 from mserve_runtime.errors import ModelLoadError, MServeError
 from mserve_runtime.logs import configure_logging
+from mserve_runtime.rest_infer import RestInference
 from mserve_runtime.rest_models import REQUEST_BODY_MODELS
 from mserve_runtime.rest_routes import build_metrics_router, build_v1_router, build_v2_router, json_response
 from mserve_runtime.settings import RuntimeSettings
@@ -77,7 +79,7 @@ def _openapi_with_body_models(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 
 def create_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifespan | None = None) -> FastAPI:
-    """The REST app: V2 + V1 routes, /metrics, one error handler, body limit, access log."""
+    """The REST app: V2 + V1 routes, /metrics, one error handler (no fast path, no access log)."""
     app = FastAPI(
         title="mserve",
         version=_server_version(),
@@ -87,15 +89,25 @@ def create_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifesp
         redoc_url=None,
     )
     app.state.dataplane = dataplane
-    app.include_router(build_v2_router(dataplane, settings.max_request_bytes))
-    app.include_router(build_v1_router(dataplane, settings.max_request_bytes))
+    handlers = RestInference(dataplane, settings.max_request_bytes)
+    app.state.rest_inference = handlers
+    app.include_router(build_v2_router(dataplane, handlers))
+    app.include_router(build_v1_router(dataplane, handlers))
     app.include_router(build_metrics_router(dataplane))
     _install_error_handlers(app)
     app.openapi = _openapi_with_body_models(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
-    if settings.access_log:
-        app.add_middleware(AccessLogMiddleware)
     return app
+
+
+def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifespan | None = None) -> Any:
+    """What uvicorn serves: access log -> body limit -> inference fast path -> the FastAPI app."""
+    app = create_app(settings, dataplane, lifespan)
+    asgi: Any = InferFastPath(app, app.state.rest_inference)
+    asgi = BodyLimitMiddleware(asgi, limit=settings.max_request_bytes)
+    if settings.access_log:
+        asgi = AccessLogMiddleware(asgi)
+    return asgi
 
 
 class _DrainingServer(uvicorn.Server):
@@ -207,7 +219,7 @@ def run(settings: RuntimeSettings) -> int:
         server_header=False,
     )
     server = _DrainingServer(config, dataplane, settings.drain_delay_s)
-    config.app = create_app(settings, dataplane, lifespan=_lifespan(settings, dataplane, server))
+    config.app = build_asgi_app(settings, dataplane, lifespan=_lifespan(settings, dataplane, server))
     # uvicorn re-raises the signal it caught after shutting down; ignoring it here lets the
     # process finish with our exit code instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
