@@ -70,6 +70,12 @@ class OperatorSettings(BaseSettings):
     optimizer_memory_limit: str = "4Gi"
     """Memory limit of the optimization Job's container."""
 
+    optimizer_node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels optimization pods must match (JSON object), e.g. a batch node pool."""
+
+    runtime_node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels every runtime pod must match (JSON object); a GPU spec's nodeSelector adds to it."""
+
     job_backoff_limit: int = Field(2, ge=0, le=10)
     """Retries of an optimization pod that died of something other than bad input or a failed
     validation (those fail the Job at once through its podFailurePolicy)."""

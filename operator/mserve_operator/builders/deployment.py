@@ -83,19 +83,18 @@ def _probe(path: str, period: int, failures: int) -> dict:
     }
 
 
-def _gpu_scheduling(spec: ModelServiceSpec) -> dict:
+def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
     gpu = spec.serving.gpu
+    node_selector = {**settings.runtime_node_selector, **(gpu.node_selector if gpu.count else {})}
+    scheduling: dict = {"nodeSelector": node_selector} if node_selector else {}
     if gpu.count == 0:
-        return {}
+        return scheduling
     tolerations = [t.model_dump(by_alias=True, exclude_defaults=True) for t in gpu.tolerations]
     # GPU nodes are commonly tainted with their resource name; tolerate that taint by default.
     default = {"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
     if default not in tolerations:
         tolerations.append(default)
-    scheduling: dict = {"tolerations": tolerations}
-    if gpu.node_selector:
-        scheduling["nodeSelector"] = dict(gpu.node_selector)
-    return scheduling
+    return {**scheduling, "tolerations": tolerations}
 
 
 def _access_for(
@@ -202,7 +201,7 @@ def build_deployment(
                 "labelSelector": {"matchLabels": selector},
             }
         ],
-        **_gpu_scheduling(spec),
+        **_scheduling(spec, settings),
     }
     deployment_spec: dict = {
         "selector": {"matchLabels": selector},

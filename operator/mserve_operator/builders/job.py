@@ -113,6 +113,11 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
                     "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": [tmp, *access.volumes],
+                    **(
+                        {"nodeSelector": dict(settings.optimizer_node_selector)}
+                        if settings.optimizer_node_selector
+                        else {}
+                    ),
                 },
             },
         },

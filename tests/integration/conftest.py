@@ -1,0 +1,148 @@
+"""Fixtures of the operator's integration tier: a real kube-apiserver, the operator as its own identity.
+
+The kubeconfig is $MSERVE_KUBECONFIG, $KUBECONFIG, or the admin kubeconfig `hack/cluster.sh up`
+writes. Without a reachable API server every test here skips with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+from operator_harness import (
+    CRDS,
+    OPERATOR_SA,
+    Kube,
+    OperatorProcess,
+    dump,
+    find_kubeconfig,
+    ns_path,
+    service_account_kubeconfig,
+    wait_until,
+)
+
+pytestmark = pytest.mark.cluster
+
+_CLUSTER_PATHS = {
+    "CustomResourceDefinition": "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    "Namespace": "/api/v1/namespaces",
+}
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def kube() -> Kube:
+    kubeconfig = find_kubeconfig()
+    if not kubeconfig:
+        pytest.skip("no cluster: run `hack/cluster.sh up` (or set KUBECONFIG) for the integration tests")
+    try:
+        kube = Kube(kubeconfig)
+        kube.call("GET", "/version")
+    except Exception as exc:
+        pytest.skip(f"no reachable kube-apiserver in {kubeconfig}: {str(exc)[:200]}")
+    return kube
+
+
+def _apply_file(kube: Kube, path: Path) -> list[dict]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        kube.apply(f"{_CLUSTER_PATHS[doc['kind']]}/{doc['metadata']['name']}", doc, manager="mserve-install")
+    return docs
+
+
+@pytest.fixture(scope="session")
+def installed(kube: Kube) -> Kube:
+    """CRDs (ModelService, kopf peering) and the operator's ClusterRole, bound to its ServiceAccount."""
+    for path in sorted(CRDS.glob("*.yaml")):
+        for doc in _apply_file(kube, path):
+            if doc["kind"] == "CustomResourceDefinition":
+                name = doc["metadata"]["name"]
+                wait_until(f"CRD {name} Established", lambda n=name: _established(kube, n), timeout=30)
+    namespace, account = OPERATOR_SA
+    kube.apply(
+        f"/api/v1/namespaces/{namespace}",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    kube.apply(
+        ns_path(namespace, "serviceaccounts", account),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": namespace}},
+    )
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "mserve-operator-integration"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "mserve-operator",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+    kube.apply(f"{_CLUSTER_PATHS['ClusterRoleBinding']}/mserve-operator-integration", binding)
+    return kube
+
+
+def _established(kube: Kube, name: str) -> bool:
+    crd = kube.get(f"{_CLUSTER_PATHS['CustomResourceDefinition']}/{name}") or {}
+    return any(
+        c["type"] == "Established" and c["status"] == "True"
+        for c in (crd.get("status") or {}).get("conditions", [])
+    )
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(installed: Kube, tmp_path_factory) -> str:
+    """Credentials of the operator's ServiceAccount: the tests' operator has exactly the ClusterRole."""
+    return str(service_account_kubeconfig(installed, tmp_path_factory.mktemp("operator") / "kubeconfig"))
+
+
+@pytest.fixture
+def namespace(installed: Kube, request) -> Iterator[str]:
+    """A fresh namespace under the restricted Pod Security level, with the operator's peering object."""
+    name = f"msvc-it-{uuid.uuid4().hex[:6]}"
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/warn": "restricted",
+    }
+    installed.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
+    )
+    installed.create(
+        f"/apis/kopf.dev/v1/namespaces/{name}/kopfpeerings",
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "mserve", "namespace": name},
+        },
+    )
+    yield name
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        operator = request.node.funcargs.get("operator")
+        print(f"\n===== evidence from namespace {name} =====\n{dump(installed, name, operator)}")
+    with contextlib.suppress(ApiException):
+        installed.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def operator(namespace: str, operator_kubeconfig: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """`mserve operator run --namespace <ns>` as the operator's ServiceAccount; fails on any 403."""
+    process = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator.log").start()
+    yield process
+    process.stop()
+    forbidden = [line for line in process.log().splitlines() if "Forbidden" in line]
+    assert not forbidden, "the operator's ClusterRole lacks a permission:\n" + "\n".join(forbidden[:20])
