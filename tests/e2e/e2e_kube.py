@@ -71,6 +71,12 @@ class Cluster:
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60) -> str:
         return self._run([self.kubectl_binary, *args], stdin, check, timeout).stdout
 
+    def try_kubectl(
+        self, *args: str, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        """kubectl whose failure is the expected outcome (e.g. an admission refusal)."""
+        return self._run([self.kubectl_binary, *args], stdin, False, timeout)
+
     def helm(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         return self._run([self.helm_binary, *args], None, check, timeout)
 
