@@ -84,7 +84,7 @@ def test_gpu_modelservice_lands_on_the_gpu_node(
     assert pod["spec"]["nodeName"] == gpu_node
     assert pod["spec"]["nodeSelector"][GPU_LABEL] == "true"
     assert TOLERATION in [{k: t.get(k) for k in TOLERATION} for t in pod["spec"]["tolerations"]]
-    container = next(c for c in pod["spec"]["containers"] if c["name"] != "fetch")
+    container = next(c for c in pod["spec"]["containers"] if c["name"] == "server")
     assert container["resources"]["limits"][GPU] == "1"
 
 
