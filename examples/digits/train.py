@@ -90,8 +90,14 @@ def save_all(model: nn.Module, arch: str, out: Path) -> dict[str, Path]:
         torch.export.save(program, paths["pt2"])
         torch.jit.trace(model, example).save(str(paths["ts"]))
         torch.onnx.export(
-            model, (example,), str(paths["onnx"]), dynamo=False, input_names=[INPUT_NAME], output_names=["logits"],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+            model,
+            (example,),
+            str(paths["onnx"]),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=["logits"],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
         )
     paths["samples"] = out / "samples.npz"
     np.savez(paths["samples"], **{INPUT_NAME: x_test, "label": y_test})
@@ -99,7 +105,9 @@ def save_all(model: nn.Module, arch: str, out: Path) -> dict[str, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("out/digits"))
     parser.add_argument("--arch", choices=("mlp", "cnn"), default="mlp")
     parser.add_argument("--epochs", type=int, default=30)
@@ -110,8 +118,10 @@ def main() -> None:
     print(f"{args.arch}: held-out accuracy {accuracy:.4f}")
     for name, path in paths.items():
         print(f"  {name:8s} {path}")
-    print(f"  optimize: mserve optimize {paths['pt2']} --input-shape {shape} --quantize dynamic-int8 "
-          f"--samples {paths['samples']} --output out/artifacts")
+    print(
+        f"  optimize: mserve optimize {paths['pt2']} --input-shape {shape} --quantize dynamic-int8 "
+        f"--samples {paths['samples']} --output out/artifacts"
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from mserve_optimizer.samples import iter_batches
 CALIBRATION_BATCH = 16
 # max|x| over the 99.99th percentile of |x|: at this ratio a MinMax range spends most of its
 # 256 levels on a handful of values and rounds the rest of the layer's input to a few steps.
-OUTLIER_RATIO = 12.0
+OUTLIER_RATIO = 5.0
 OUTLIER_QUANTILE = 0.9999
+QUANTILE_SAMPLE = 1_000_000
 
 
 class SampleReader(CalibrationDataReader):
@@ -62,7 +63,11 @@ def activation_outlier_ratios(
     ratios = {}
     for node, tensor in inputs.items():
         values = np.concatenate(collected[tensor])
-        bulk = float(np.quantile(values, OUTLIER_QUANTILE)) if values.size else 0.0
+        # The bulk's quantile from an even subsample (the max from everything) is accurate
+        # enough and ~50x cheaper on a transformer's FFN activations.
+        step = max(1, values.size // QUANTILE_SAMPLE)
+        bulk_values = values[::step]
+        bulk = float(np.quantile(bulk_values, OUTLIER_QUANTILE)) if values.size else 0.0
         ratios[node] = float(values.max() / bulk) if bulk > 0 else 0.0
     probe.unlink(missing_ok=True)
     return ratios

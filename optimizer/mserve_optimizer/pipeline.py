@@ -163,7 +163,7 @@ def _run(
             step.detail = "skipped"
     with log.step("quantize") as step:
         if options.quantize == "dynamic-int8":
-            variants = quantize.dynamic_variants(optimized)
+            variants = quantize.dynamic_variants(optimized, data, specs, workdir)
         elif options.quantize == "static-int8":
             calibration = data
             if request.calibration is not None:

@@ -71,7 +71,12 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_dynamic_int8(
-    src: Path, dest: Path, *, per_channel: bool, op_types: list[str] | None = None
+    src: Path,
+    dest: Path,
+    *,
+    per_channel: bool,
+    op_types: list[str] | None = None,
+    nodes: list[str] | None = None,
 ) -> None:
     """Weights to INT8 ahead of time; activations quantized per call by onnxruntime."""
     with _quiet_root_logger():
@@ -81,6 +86,7 @@ def quantize_dynamic_int8(
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
             op_types_to_quantize=op_types,
+            nodes_to_quantize=nodes,
             # Needed when the graph came out of onnxruntime's optimizer with tensors of unknown type.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
@@ -139,7 +145,9 @@ def _has_op(path: Path, op_type: str) -> bool:
     return any(node.op_type == op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def dynamic_variants(model_path: Path) -> list[Variant]:
+def dynamic_variants(
+    model_path: Path, samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path
+) -> list[Variant]:
     variants = [
         Variant(
             "dynamic-int8 per-channel",
@@ -161,7 +169,28 @@ def dynamic_variants(model_path: Path) -> list[Variant]:
                 lambda s, d: quantize_dynamic_int8(s, d, per_channel=True, op_types=DYNAMIC_OPS_NO_CONV),
             )
         )
+    model = onnx.load(str(model_path), load_external_data=False)
+    matmuls = weight_nodes(model, ("MatMul", "Gemm"))
+    sensitive = outlier_nodes(model_path, matmuls, samples, specs, workdir)
+    if sensitive and len(sensitive) < len(matmuls):
+        # Dynamic quantization takes each activation's range per call, so a layer whose
+        # input has outliers loses most of its resolution; the fallback keeps those fp32.
+        keep = [n.name for n in model.graph.node if n.name and n.name not in sensitive]
+        variants.append(
+            Variant(
+                "dynamic-int8 per-channel, outlier layers fp32",
+                f"{len(sensitive)} layers with activation outliers kept fp32",
+                lambda s, d: quantize_dynamic_int8(s, d, per_channel=True, nodes=keep),
+            )
+        )
     return variants
+
+
+def outlier_nodes(
+    model_path: Path, nodes: list[str], samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path
+) -> list[str]:
+    ratios = activation_outlier_ratios(model_path, nodes, samples, specs, workdir)
+    return sorted(name for name, ratio in ratios.items() if ratio > OUTLIER_RATIO)
 
 
 def static_variants(
@@ -169,8 +198,7 @@ def static_variants(
 ) -> tuple[list[Variant], list[str]]:
     """Static QDQ candidates, and the nodes found sensitive to activation outliers."""
     weighted = weight_nodes(onnx.load(str(model_path), load_external_data=False))
-    ratios = activation_outlier_ratios(model_path, weighted, samples, specs, workdir)
-    sensitive = sorted(name for name, ratio in ratios.items() if ratio > OUTLIER_RATIO)
+    sensitive = outlier_nodes(model_path, weighted, samples, specs, workdir)
     variants = [
         Variant(
             "static-int8 all ops, MinMax",

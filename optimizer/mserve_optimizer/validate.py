@@ -8,14 +8,16 @@ import numpy as np
 from mserve_contract.optimization_report import OutputValidation
 
 # Lower bounds for cosine/cosine_min/top1, upper bounds for max_abs/mean_rel.
+# Cosine is the main criterion; mean_rel is a sanity bound (relative L1 runs high on
+# outputs with many near-zero entries, such as normalized embeddings).
 DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
     "none": {"cosine": 0.9999, "mean_rel": 1e-3, "top1": 0.99},
-    "fp16": {"cosine": 0.999, "mean_rel": 1e-2, "top1": 0.98},
-    "dynamic-int8": {"cosine": 0.99, "mean_rel": 0.10, "top1": 0.95},
-    "static-int8": {"cosine": 0.98, "mean_rel": 0.15, "top1": 0.90},
+    "fp16": {"cosine": 0.999, "mean_rel": 0.02, "top1": 0.98},
+    "dynamic-int8": {"cosine": 0.99, "mean_rel": 0.20, "top1": 0.95},
+    "static-int8": {"cosine": 0.98, "mean_rel": 0.25, "top1": 0.90},
 }
 # Pruning changes answers by design; it gets the looser of these and the mode's thresholds.
-PRUNED_THRESHOLDS: dict[str, float] = {"cosine": 0.98, "mean_rel": 0.20, "top1": 0.90}
+PRUNED_THRESHOLDS: dict[str, float] = {"cosine": 0.98, "mean_rel": 0.30, "top1": 0.90}
 LOWER_BOUNDS = ("cosine", "cosine_min", "top1")
 
 # A rank-2 output with a modest number of columns is read as class scores, unless its name
