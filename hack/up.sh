@@ -75,7 +75,8 @@ kubectl -n "${APP_NS}" create secret generic s3-creds \
 
 # ------------------------------------------------------------------ 4. the chart
 step "helm upgrade --install ${RELEASE} charts/mserve -n ${NS}"
-"${HELM}" upgrade --install "${RELEASE}" charts/mserve -n "${NS}" --wait --timeout 5m \
+# --take-ownership adopts same-named objects that tests/integration leaves on this cluster.
+"${HELM}" upgrade --install "${RELEASE}" charts/mserve -n "${NS}" --wait --timeout 5m --take-ownership \
   --set artifactStore.uri=s3://mserve-artifacts/ \
   --set artifactStore.s3.endpoint="${S3_ENDPOINT}" \
   --set artifactStore.s3.credentialsSecret=s3-creds

@@ -115,6 +115,8 @@ def s3_client(s3_store: str):
 def helm_install(cluster: Cluster, *extra: str) -> None:
     cluster.helm(
         "upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS, "--create-namespace", "--wait",
+        # adopt same-named objects that tests/integration leaves (its ServiceAccount and ClusterRole)
+        "--take-ownership",
         "--timeout", "5m",
         "--set", "artifactStore.uri=s3://mserve-artifacts/",
         "--set", f"artifactStore.s3.endpoint={S3_ENDPOINT}",

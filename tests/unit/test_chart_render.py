@@ -22,11 +22,19 @@ def app_version() -> str:
 def test_defaults_install_the_operator_cluster_wide(tmp_path: Path) -> None:
     docs = render(tmp_path)
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Pod", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Pod",
+        "Service",
+        "ServiceAccount",
+    ]
     deployment = one(docs, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"mserve-operator:{app_version()}"
-    assert container["args"] == ["operator", "--all-namespaces"]
+    assert container["args"] == ["operator", "run", "--all-namespaces"]
     assert (
         deployment["spec"]["template"]["spec"]["serviceAccountName"]
         == one(docs, "ServiceAccount")["metadata"]["name"]
@@ -55,6 +63,12 @@ def test_operator_settings_come_from_values(tmp_path: Path) -> None:
     assert json.loads(env["MSERVE_OPERATOR_GPU_NODE_SELECTOR"]) == {"nvidia.com/gpu.present": "true"}
 
 
+def test_peering_object_is_the_one_the_operator_uses(tmp_path: Path) -> None:
+    docs = render(tmp_path)
+    env = container_env(one(docs, "Deployment"))
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == env["MSERVE_OPERATOR_PEERING_NAME"]
+
+
 def test_env_names_match_the_operator_settings(tmp_path: Path) -> None:
     from mserve_operator.settings import OperatorSettings
 
@@ -69,12 +83,14 @@ def test_env_names_match_the_operator_settings(tmp_path: Path) -> None:
 def test_watched_namespaces_get_role_bindings_and_policies(tmp_path: Path) -> None:
     docs = render(tmp_path, NAMESPACED)
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["operator", "--namespace=team-a", "--namespace=team-b"]
+    assert container["args"] == ["operator", "run", "--namespace=team-a", "--namespace=team-b"]
     bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     policies = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in by_kind(docs, "NetworkPolicy")}
     assert {ns for ns, _ in policies} == {"mserve-system", "team-a", "team-b"}
     assert len(by_kind(docs, "ClusterRole")) == 2
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
+    assert not by_kind(docs, "ClusterKopfPeering")
 
 
 def test_monitoring_objects_only_when_enabled(tmp_path: Path) -> None:
