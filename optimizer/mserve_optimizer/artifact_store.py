@@ -98,8 +98,10 @@ class ArtifactStore:
             (staging / REPORT_NAME).write_text(report.model_dump_json(indent=2))
             _fsync(staging / REPORT_NAME)
             staging.chmod(0o755)  # mkdtemp makes it private; the artifact is for readers
-            if target.exists() and name.startswith(FAILED_FOLDER):
-                shutil.rmtree(target)  # a re-run's failure report replaces the old one
+            if target.exists() and (name.startswith(FAILED_FOLDER) or not (target / REPORT_NAME).is_file()):
+                # A re-run's failure report replaces the old one; an incomplete folder (not
+                # written by this code, which renames whole folders) is replaced too.
+                shutil.rmtree(target)
             if target.exists():
                 # Another run with the same digest finished first: same inputs, same artifact.
                 shutil.rmtree(staging)

@@ -167,7 +167,7 @@ def _run(
         elif options.quantize == "static-int8":
             calibration = data
             if request.calibration is not None:
-                calibration = samples.load_samples(request.calibration.path, specs)
+                calibration = samples.load_samples(request.calibration.path, specs, "--calibration")
             elif request.samples is None:
                 warnings.append(
                     "static-int8 calibrated on GENERATED inputs: activation ranges may not match real data; "

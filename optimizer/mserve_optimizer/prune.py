@@ -254,7 +254,13 @@ def _consumer(chain: _Chain, graph: _Graph, node: onnx.NodeProto) -> bool:
 
 def _cut(chain: _Chain, graph: _Graph, fraction: float) -> int:
     weight = graph.array(chain.weight)
-    norms = np.linalg.norm(np.moveaxis(weight, chain.out_axis, 0).reshape(chain.channels, -1), axis=1)
+    consumer = graph.array(chain.consumer_weight)
+    # A neuron matters by what it reads and what it feeds on: score both sides' weight norms.
+    incoming = np.linalg.norm(np.moveaxis(weight, chain.out_axis, 0).reshape(chain.channels, -1), axis=1)
+    outgoing = np.linalg.norm(
+        np.moveaxis(consumer, chain.consumer_axis, 0).reshape(chain.channels, -1), axis=1
+    )
+    norms = incoming * outgoing
     remove = min(round(fraction * chain.channels), chain.channels - 1)
     if remove <= 0:
         return 0
@@ -263,7 +269,6 @@ def _cut(chain: _Chain, graph: _Graph, fraction: float) -> int:
     for name, axis in chain.slices:
         graph.replace(name, np.take(graph.array(name), keep, axis=axis))
     rows = (keep[:, None] * chain.block + np.arange(chain.block)[None, :]).reshape(-1)
-    consumer = graph.array(chain.consumer_weight)
     graph.replace(chain.consumer_weight, np.take(consumer, rows, axis=chain.consumer_axis))
     if chain.reshape is not None:
         shape = graph.array(chain.reshape[0]).copy()

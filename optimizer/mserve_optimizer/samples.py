@@ -92,36 +92,36 @@ def generate_samples(
     return samples
 
 
-def load_samples(path: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+def load_samples(path: Path, specs: list[InputSpec], label: str = "--samples") -> dict[str, np.ndarray]:
     """An .npz with one array per input name, samples along axis 0."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             data = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"{path}: not a readable .npz of input arrays ({exc})") from None
+    except (OSError, ValueError, AttributeError):
+        raise BadInputError(f"{label} {path}: not an .npz of numeric arrays (np.savez)") from None
     samples = {}
     counts = set()
     for spec in specs:
         if spec.name not in data:
             raise BadInputError(
-                f"{path}: no array named {spec.name!r} (holds {', '.join(sorted(data)) or 'nothing'})"
+                f"{label} {path}: no array named {spec.name!r} (holds {', '.join(sorted(data)) or 'nothing'})"
             )
         array = data[spec.name]
         expected = _concrete(spec.dims, array.shape[0] if array.ndim else 0)
         if array.ndim != len(spec.dims) or (spec.dims[0] != -1 and array.shape != expected):
             raise BadInputError(
-                f"{path}: {spec.name!r} has shape {array.shape}, the model expects {spec.dims}"
+                f"{label} {path}: {spec.name!r} has shape {array.shape}, the model expects {spec.dims}"
             )
         if spec.dims[0] == -1 and array.shape[1:] != expected[1:]:
             raise BadInputError(
-                f"{path}: {spec.name!r} has shape {array.shape}, the model expects {spec.dims}"
+                f"{label} {path}: {spec.name!r} has shape {array.shape}, the model expects {spec.dims}"
             )
         samples[spec.name] = array.astype(spec.dtype, copy=False)
         counts.add(array.shape[0])
     if len(counts) > 1:
-        raise BadInputError(f"{path}: inputs hold different numbers of samples: {sorted(counts)}")
+        raise BadInputError(f"{label} {path}: inputs hold different numbers of samples: {sorted(counts)}")
     if not counts or 0 in counts:
-        raise BadInputError(f"{path}: holds no samples")
+        raise BadInputError(f"{label} {path}: holds no samples")
     return samples
 
 
