@@ -47,6 +47,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Events are posted by the reconciler on transitions; kopf's per-handler chatter is not.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 16
+    # A replica killed without a goodbye blocks equal-or-lower-priority replicas until its
+    # peering entry expires; keep that short.
+    settings.peering.lifetime = 30
+    # The loop exits within a reconcile of being stopped; waiting for that spares a polling cycle.
+    settings.background.instant_exit_timeout = 5.0
     # CRDs are installed before the operator; not scanning for new ones spares the
     # ClusterRole list/watch on CRDs and namespaces.
     settings.scanning.disabled = True
@@ -68,7 +73,8 @@ def reconciling(**_: Any) -> int:
     return len(_PHASES)
 
 
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL)
+# Polling every second: on deletion kopf removes its finalizer only once the loop has exited.
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_polling=1.0)
 async def reconcile_loop(
     body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger, **_: Any
 ) -> None:
