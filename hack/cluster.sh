@@ -90,6 +90,17 @@ wait_for() {
   done
 }
 
+# write_config FILE NAME: write stdin to FILE if its content differs; a running component NAME
+# is then restarted by its start step (kube-proxy, for one, exits when its config file changes).
+write_config() {
+  local file="$1" name="$2" tmp
+  tmp="$(mktemp)"
+  cat >"${tmp}"
+  if [[ -f "${file}" ]] && cmp -s "${tmp}" "${file}"; then rm -f "${tmp}"; return 0; fi
+  mv "${tmp}" "${file}" && chmod 644 "${file}"
+  if running "${name}"; then log "    ${file##*/} changed: restarting ${name}"; stop "${name}"; fi
+}
+
 pid_of() { [[ -f "${PIDS}/$1.pid" ]] && cat "${PIDS}/$1.pid"; }
 
 running() { # NAME: is the recorded process alive (and still ours)?
@@ -103,7 +114,7 @@ start() {
   local name="$1"; shift
   if running "${name}"; then log "    ${name} already running (pid $(pid_of "${name}"))"; return 0; fi
   mkdir -p "${LOGS}" "${PIDS}"
-  setsid "$@" >>"${LOGS}/${name}.log" 2>&1 </dev/null &
+  setsid "$@" >>"${LOGS}/${name}.log" 2>&1 </dev/null 9>&- &
   echo $! >"${PIDS}/${name}.pid"
   log "    ${name} started (pid $!), log: ${LOGS}/${name}.log"
 }
@@ -327,12 +338,15 @@ start_scheduler() {
 }
 
 # ---------------------------------------------------------------- node
+# (dockerd, which image.sh may start, must not inherit the lock)
+addon_images() { "${HACK_DIR}/image.sh" addon-tars 9>&-; }
+
 start_containerd() {
   local dir="${STATE}/containerd"
   mkdir -p "${dir}/bin" "${dir}/cni" "${VAR_DIR}/containerd" "${RUN_DIR}/containerd"
   # containerd finds its shim on PATH: give it the cached, versioned binary under its plain name.
   ln -sf "$(bin containerd-shim-runc-v2 "${CONTAINERD_VERSION}")" "${dir}/bin/containerd-shim-runc-v2"
-  cat >"${dir}/config.toml" <<EOF
+  write_config "${dir}/config.toml" containerd <<EOF
 version = 3
 root = "${VAR_DIR}/containerd"
 state = "${RUN_DIR}/containerd"
@@ -348,12 +362,16 @@ state = "${RUN_DIR}/containerd"
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
   netns_mounts_under_state_dir = true
+  # Root here lacks CAP_SYS_RESOURCE (not in the bounding set), so no process may lower its
+  # oom_score_adj: clamp containers' values to containerd's own instead of failing runc.
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = "$(command -v runc)"
+        Root = "${RUN_DIR}/runc"
         SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
@@ -363,7 +381,7 @@ state = "${RUN_DIR}/containerd"
 [plugins.'io.containerd.grpc.v1.cri']
   disable_tcp_service = true
 EOF
-  cat >"${dir}/cni/10-mserve-bridge.conflist" <<EOF
+  write_config "${dir}/cni/10-mserve-bridge.conflist" none <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "mserve",
@@ -402,7 +420,7 @@ load_images() {
 start_kubelet() {
   local dir="${STATE}/kubelet"
   mkdir -p "${dir}" "${VAR_DIR}/kubelet" "${VAR_DIR}/pod-logs"
-  cat >"${dir}/config.yaml" <<EOF
+  write_config "${dir}/config.yaml" kubelet <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication:
@@ -438,7 +456,7 @@ EOF
 start_kube_proxy() {
   local dir="${STATE}/kube-proxy"
   mkdir -p "${dir}"
-  cat >"${dir}/config.yaml" <<EOF
+  write_config "${dir}/config.yaml" kube-proxy <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: "${STATE}/kube-proxy.kubeconfig"}
@@ -449,6 +467,7 @@ bindAddress: "${NODE_IP}"
 healthzBindAddress: "127.0.0.1:10256"
 metricsBindAddress: "127.0.0.1:10249"
 conntrack: {maxPerCore: 0}
+nodePortAddresses: ["primary"]
 EOF
   start kube-proxy "$(bin kube-proxy "${K8S_VERSION}")" --config="${dir}/config.yaml" --v=1
   wait_for 60 "kube-proxy /healthz" curl -sf http://127.0.0.1:10256/healthz
@@ -459,8 +478,12 @@ node_ready() {
 }
 
 apply_addons() {
-  sed -e "s|@COREDNS_IMAGE@|${COREDNS_IMAGE}|g" -e "s|@METRICS_SERVER_IMAGE@|${METRICS_SERVER_IMAGE}|g" \
-      -e "s|@DNS_SVC_IP@|${DNS_SVC_IP}|g" "${HACK_DIR}/addons/"*.yaml | kc apply -f - >/dev/null
+  local f
+  for f in "${HACK_DIR}/addons/"*.yaml; do
+    echo "---"
+    sed -e "s|@COREDNS_IMAGE@|${COREDNS_IMAGE}|g" -e "s|@METRICS_SERVER_IMAGE@|${METRICS_SERVER_IMAGE}|g" \
+        -e "s|@DNS_SVC_IP@|${DNS_SVC_IP}|g" "${f}"
+  done | kc apply -f - >/dev/null
   kc -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null
   kc -n kube-system rollout status deploy/metrics-server --timeout=120s >/dev/null
   wait_for 120 "metrics API (APIService v1beta1.metrics.k8s.io Available)" \
@@ -503,7 +526,7 @@ cmd_up() {
   step "kube-controller-manager" start_controller_manager
   if [[ "${NODE_MODE}" == full ]]; then
     step "kube-scheduler" start_scheduler
-    step "add-on images (pause, coredns, metrics-server)" "${HACK_DIR}/image.sh" addon-tars
+    step "add-on images (pause, coredns, metrics-server)" addon_images
     step "containerd" start_containerd
     step "import images into containerd" load_images
     step "kubelet" start_kubelet
@@ -604,8 +627,19 @@ cmd_logs() {
   if [[ "${2:-}" == "-f" ]]; then tail -n 200 -f "${file}"; else tail -n 200 "${file}"; fi
 }
 
+# One up/down at a time (several engineers' scripts may call `up`).
+lock() {
+  mkdir -p "${MSERVE_CACHE}"
+  exec 9>"${MSERVE_CACHE}/cluster.lock"
+  if ! flock -n 9; then
+    log "waiting for another hack/cluster.sh up/down to finish..."
+    flock 9
+  fi
+}
+
 main() {
   local cmd="${1:-}"; shift || true
+  case "${cmd}" in up | down) lock ;; esac
   case "${cmd}" in
     up) cmd_up "$@" ;;
     down) cmd_down ;;

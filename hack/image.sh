@@ -142,7 +142,8 @@ addon() {
     [[ -z "${user}" ]] || echo "USER ${user}"
     echo "ENTRYPOINT ${entrypoint}"
   } >"${ctx}/Dockerfile"
-  docker build -q -t "${image}" "${ctx}" >/dev/null
+  docker build -q -t "${image}" "${ctx}" >"${ctx}.log" 2>&1 || { cat "${ctx}.log" >&2; die "docker build ${image} failed"; }
+  rm -f "${ctx}.log"
   mkdir -p "${IMAGE_CACHE}"
   docker save "${image}" -o "${tar}.tmp" && mv "${tar}.tmp" "${tar}"
   rm -rf "${ctx}"
