@@ -18,6 +18,11 @@ _LENGTH = struct.Struct("<I")
 
 
 def _decode_bytes_elements(name: str, buffer: memoryview, count: int) -> np.ndarray:
+    if count * 4 > len(buffer):
+        # Checked before allocating: a huge shape must not make us allocate `count` slots.
+        raise InvalidInput(
+            f"input '{name}': {count} BYTES elements need at least {count * 4} bytes, received {len(buffer)}"
+        )
     out = np.empty(count, dtype=object)
     offset, end = 0, len(buffer)
     for i in range(count):

@@ -52,5 +52,7 @@ def digits_server(digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def datatypes_server(datatypes_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("datatypes-server") / "mserve.log"
-    with serving(datatypes_model, "datatypes", log) as server:
+    # Batching on here, so that every datatype also goes through concatenation and splitting.
+    batching = ("--max-batch-size", "8", "--max-batch-delay-ms", "1")
+    with serving(datatypes_model, "datatypes", log, *batching) as server:
         yield server

@@ -121,6 +121,7 @@ def test_settings_come_from_environment(tmp_path: Path, digits) -> None:
 
     env = {**os.environ, "MSERVE_MODEL_PATH": str(digits.path), "MSERVE_MODEL_NAME": "envname"}
     env |= {"MSERVE_HTTP_PORT": str(port), "MSERVE_GRPC_PORT": "0", "MSERVE_HOST": "127.0.0.1"}
+    env |= {"MSERVE_THREADS": "1", "MSERVE_JSON_LOGS": "true"}
     with (tmp_path / "mserve.log").open("wb") as log:
         proc = subprocess.Popen([str(MSERVE), "serve"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -139,3 +140,19 @@ def test_settings_come_from_environment(tmp_path: Path, digits) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+    logs = (tmp_path / "mserve.log").read_text()
+    assert "intra_op_threads=1" in logs
+    assert logs.lstrip().startswith("{")
+
+
+def test_invalid_setting_is_a_usage_error(tmp_path: Path, digits) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [str(MSERVE), "serve", str(digits.path), "--name", "x", "--max-batch-size", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "max_batch_size" in proc.stderr

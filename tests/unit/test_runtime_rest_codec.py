@@ -145,3 +145,8 @@ def test_datatype_mapping() -> None:
     assert v2_to_numpy("UINT64") == np.uint64
     with pytest.raises(InvalidInput, match="BF16"):
         v2_to_numpy("BF16")
+
+
+def test_huge_bytes_shape_is_rejected_before_allocating() -> None:
+    with pytest.raises(InvalidInput, match="need at least"):
+        decode_raw_tensor("s", "BYTES", [10**6, 10**6], b"\x00" * 8)
