@@ -77,8 +77,8 @@ class PruningFigures(_Model):
     unstructured_sparsity: float = Field(description="Share of prunable weight values that are zero.")
     structured_removed: int = Field(default=0, description="Whole neurons/channels removed.")
     structured_total: int = 0
-    size_before_bytes: int = 0
-    size_after_bytes: int = 0
+    size_before_bytes: int = Field(default=0, description="Bytes of weights (initializers) before pruning.")
+    size_after_bytes: int = Field(default=0, description="Bytes of weights after pruning.")
 
 
 class CandidateResult(_Model):

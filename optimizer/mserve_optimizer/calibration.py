@@ -32,7 +32,15 @@ class SampleReader(CalibrationDataReader):
         return next(self._batches, None)
 
     def rewind(self) -> None:
-        self._batches = iter(list(iter_batches(self._samples, CALIBRATION_BATCH, self._specs)))
+        batches = list(iter_batches(self._samples, CALIBRATION_BATCH, self._specs))
+        # onnxruntime's histogram calibrators stack batches and need them all the same size.
+        if len(batches) > 1 and _batch_size(batches[-1]) != _batch_size(batches[0]):
+            batches.pop()
+        self._batches = iter(batches)
+
+
+def _batch_size(feeds: dict[str, np.ndarray]) -> int:
+    return min(array.shape[0] for array in feeds.values())
 
 
 def weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[str]:

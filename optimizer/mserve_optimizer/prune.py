@@ -299,8 +299,13 @@ def prune_structured(model: onnx.ModelProto, fraction: float) -> tuple[onnx.Mode
     return pruned, removed, total
 
 
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of all initializers: what pruning can change (the file also holds shapes and names)."""
+    return sum(init.ByteSize() for init in model.graph.initializer)
+
+
 def prune(model: onnx.ModelProto, fraction: float, structure: str) -> tuple[onnx.ModelProto, PruningFigures]:
-    before = model.ByteSize()
+    before = weight_bytes(model)
     if structure == "structured":
         pruned, removed, total = prune_structured(model, fraction)
     else:
@@ -311,6 +316,6 @@ def prune(model: onnx.ModelProto, fraction: float, structure: str) -> tuple[onnx
         structured_removed=removed,
         structured_total=total,
         size_before_bytes=before,
-        size_after_bytes=pruned.ByteSize(),
+        size_after_bytes=weight_bytes(pruned),
     )
     return pruned, figures

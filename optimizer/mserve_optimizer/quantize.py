@@ -8,6 +8,8 @@ layers stay fp32, and how static activation ranges are calibrated.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,7 +67,9 @@ def _quiet_root_logger() -> Iterator[None]:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        # The calibrators also print progress to stdout, which is the step log's.
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
@@ -214,6 +218,8 @@ def static_variants(
     kept = [name for name in weighted if name not in sensitive]
     if kept:
         note = f"weight layers only; {len(sensitive)} with activation outliers kept fp32"
+        if sensitive:
+            note += f" ({', '.join(sensitive[:6])}{', ...' if len(sensitive) > 6 else ''})"
         variants.append(
             Variant(
                 "static-int8 weight layers, outlier layers fp32",
