@@ -77,7 +77,10 @@ def _deployed(obs: Observation) -> Condition:
     # The Deployment controller says NewReplicaSetAvailable once the new pods are all available.
     rolled_out = desired == 0 or progressing.get("reason") == "NewReplicaSetAvailable"
     if observed < generation or updated < desired or total > updated or not rolled_out:
-        message = f"{updated} of {desired} replicas updated to artifact {obs.served.digest or obs.served.uri}"
+        available = _int(deployment, "status", "availableReplicas")
+        artifact = obs.served.digest or obs.served.uri
+        counts = f"{updated}/{desired} replicas updated, {available}/{desired} available"
+        message = f"rolling out artifact {artifact}: {counts}"
         return Condition.of(DEPLOYED, False, Reason.ROLLING_OUT, message)
     return Condition.of(DEPLOYED, True, Reason.ROLLOUT_COMPLETE, f"serving artifact {obs.served.digest}")
 
