@@ -328,6 +328,19 @@ def bench_tiny(work: Path, seconds: float, skip_mlserver: bool) -> list[Row]:
             "yes" if gain >= 3 else "NO",
         )
     )
+    ceiling = http_ceiling(body, seconds)
+    rows.append(
+        Row(
+            "tiny MLP 16-64-4, JSON",
+            "HTTP ceiling: bare uvicorn answering '{}' (no model)",
+            ceiling["rps"],
+            ceiling["p50_ms"],
+            ceiling["p99_ms"],
+            f"batching on reaches {on['rps'] / ceiling['rps']:.2f} of it",
+            "(bound)",
+            "-",
+        )
+    )
     rows += bench_batching_compute_bound(work, seconds)
     if skip_mlserver:
         return rows
@@ -363,6 +376,48 @@ def bench_tiny(work: Path, seconds: float, skip_mlserver: bool) -> list[Row]:
         )
     )
     return rows
+
+
+CEILING_APP = """
+import sys, uvicorn
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+port = int(sys.argv[1])
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+"""
+
+
+def http_ceiling(body: bytes, seconds: float) -> dict:
+    """The most this client and machine can do through uvicorn with no work behind it.
+
+    Batching can only remove model-run cost; when a model is as small as the tiny MLP, the
+    served rate is bounded by this, whatever the batching.
+    """
+    import httpx
+    from served import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", CEILING_APP, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        return run_load(port, "/", body, 32, seconds, 200_000)
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def bench_batching_compute_bound(work: Path, seconds: float) -> list[Row]:

@@ -18,12 +18,9 @@ _LENGTH = struct.Struct("<I")
 
 
 def _decode_bytes_elements(name: str, buffer: memoryview, count: int) -> np.ndarray:
-    if count * 4 > len(buffer):
-        # Checked before allocating: a huge shape must not make us allocate `count` slots.
-        raise InvalidInput(
-            f"input '{name}': {count} BYTES elements need at least {count * 4} bytes, received {len(buffer)}"
-        )
-    out = np.empty(count, dtype=object)
+    # A list grown element by element (not np.empty(count)): a huge declared shape must not
+    # make us allocate before the bytes prove the elements exist.
+    items: list[str] = []
     offset, end = 0, len(buffer)
     for i in range(count):
         if offset + 4 > end:
@@ -38,7 +35,7 @@ def _decode_bytes_elements(name: str, buffer: memoryview, count: int) -> np.ndar
             )
         try:
             # onnxruntime string tensors hold text: bytes would reach the model as "b'...'".
-            out[i] = str(buffer[offset : offset + length], "utf-8")
+            items.append(str(buffer[offset : offset + length], "utf-8"))
         except UnicodeDecodeError:
             raise InvalidInput(
                 f"input '{name}': BYTES element {i} is not UTF-8 text (onnxruntime string tensors hold text)"
@@ -46,6 +43,8 @@ def _decode_bytes_elements(name: str, buffer: memoryview, count: int) -> np.ndar
         offset += length
     if offset != end:
         raise InvalidInput(f"input '{name}': {end - offset} bytes left over after {count} BYTES elements")
+    out = np.empty(count, dtype=object)
+    out[:] = items
     return out
 
 
