@@ -131,6 +131,54 @@ CASES = [
     ),
     ("binary size without binary part", "digits", BINARY_X, {}, 400, ["'x'", "no binary part"]),
     ("bad gzip", "digits", b"not gzip", {"Content-Encoding": "gzip"}, 400, ["decompress"]),
+    ("unknown content encoding", "digits", orjson.dumps(GOOD), {"Content-Encoding": "br"}, 400, ["'br'"]),
+    ("empty body", "digits", b"", {}, 400, ["malformed JSON"]),
+    ("invalid UTF-8 in JSON", "digits", b'{"id": "\xff\xfe"}', {}, 400, ["malformed JSON"]),
+    ("NaN literal", "digits", b'{"inputs": [{"name": "x", "data": [NaN]}]}', {}, 400, ["malformed JSON"]),
+    ("deeply nested JSON", "digits", b"[" * 5000 + b"]" * 5000, {}, 400, ["malformed JSON"]),
+    (
+        "integer beyond 64 bits",
+        "digits",
+        b'{"inputs": [], "id": 1' + b"0" * 40 + b"}",
+        {},
+        400,
+        ["'id' must be a string"],
+    ),
+    ("float dimension", "digits", _x(shape=[1.0, 64]), {}, 400, ["'x'", "non-negative integers"]),
+    (
+        "input given twice",
+        "digits",
+        {"inputs": [GOOD["inputs"][0], GOOD["inputs"][0]]},
+        {},
+        400,
+        ["'x'", "more than once"],
+    ),
+    (
+        "negative header length",
+        "digits",
+        orjson.dumps(GOOD),
+        {"Inference-Header-Content-Length": "-5"},
+        400,
+        ["-5"],
+    ),
+    ("outputs not a list", "digits", {**GOOD, "outputs": {"name": "logits"}}, {}, 400, ["'outputs'"]),
+    ("parameters not an object", "digits", {**GOOD, "parameters": [1]}, {}, 400, ["parameters"]),
+    (
+        "binary_data not a boolean",
+        "digits",
+        {**GOOD, "outputs": [{"name": "logits", "parameters": {"binary_data": "yes"}}]},
+        {},
+        400,
+        ["binary_data"],
+    ),
+    (
+        "BYTES data for a number tensor",
+        "digits",
+        _x(datatype="BYTES", data=["a"] * 64),
+        {},
+        400,
+        ["'x'", "expected datatype FP32", "BYTES"],
+    ),
 ]
 
 
@@ -190,3 +238,11 @@ def test_v1_predict_bad_instances(digits_server: Server, digits: DigitsModel) ->
         assert "instances" in r.json()["error"]
         ok = http.post("/v1/models/digits:predict", json={"instances": np.zeros((1, 64)).tolist()})
         assert ok.status_code == 200
+
+
+def test_wrong_method_is_405(digits_server: Server) -> None:
+    with digits_server.client() as http:
+        r = http.get("/v2/models/digits/infer")
+        assert r.status_code == 405
+        assert "error" in r.json()
+        assert http.post("/v2/models/digits/infer", json=GOOD).status_code == 200
