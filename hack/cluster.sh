@@ -578,6 +578,36 @@ remove_cgroups() { # kubelet's pod cgroups (cgroup v1, cgroupfs driver)
   done
 }
 
+clean_iptables() { # every KUBE-* chain and the jumps to them (kubelet's canaries/firewall, kube-proxy)
+  local cmd table rule chain
+  for cmd in iptables ip6tables; do
+    command -v "${cmd}" >/dev/null || continue
+    for table in filter nat mangle; do
+      while IFS= read -r rule; do
+        eval "${cmd} -t ${table} -D ${rule#-A }" 2>/dev/null || true
+      done < <("${cmd}" -t "${table}" -S 2>/dev/null | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j KUBE-' || true)
+      for chain in $("${cmd}" -t "${table}" -S 2>/dev/null | awk '/^-N KUBE-/ { print $2 }'); do
+        "${cmd}" -t "${table}" -F "${chain}" 2>/dev/null || true
+      done
+      for chain in $("${cmd}" -t "${table}" -S 2>/dev/null | awk '/^-N KUBE-/ { print $2 }'); do
+        "${cmd}" -t "${table}" -X "${chain}" 2>/dev/null || true
+      done
+    done
+  done
+}
+
+remove_state() {
+  # Renamed away at once, deleted in the background: containerd's snapshots of big images
+  # take a minute to delete on this disk, and nothing needs to wait for that.
+  local dir trash=()
+  for dir in "${STATE}" "${VAR_DIR}" "${RUN_DIR}"; do
+    [[ -e "${dir}" ]] || continue
+    mv "${dir}" "${dir}.deleting.$$" && trash+=("${dir}.deleting.$$")
+  done
+  ((${#trash[@]} == 0)) || (setsid rm -rf "${trash[@]}" </dev/null >/dev/null 2>&1 9>&- &)
+  log "    removed ${STATE}, ${VAR_DIR}, ${RUN_DIR}"
+}
+
 cmd_down() {
   local t0; t0="$(now)"
   NODE_MODE=full
@@ -591,7 +621,8 @@ cmd_down() {
   step "unmount" unmount_under "${VAR_DIR}" "${RUN_DIR}"
   step "remove pod cgroups" remove_cgroups
   step "remove network devices" teardown_network
-  step "remove state" rm -rf "${STATE}" "${VAR_DIR}" "${RUN_DIR}"
+  step "remove iptables chains (kubelet, kube-proxy)" clean_iptables
+  step "remove state" remove_state
   log "cluster down in $(elapsed "${t0}")s (binaries and images stay cached in ${MSERVE_CACHE})"
 }
 
