@@ -106,7 +106,7 @@ pid_of() { [[ -f "${PIDS}/$1.pid" ]] && cat "${PIDS}/$1.pid"; }
 running() { # NAME: is the recorded process alive (and still ours)?
   local pid; pid="$(pid_of "$1" 2>/dev/null)" || return 1
   [[ -n "${pid}" && -d "/proc/${pid}" ]] || return 1
-  tr '\0' ' ' <"/proc/${pid}/cmdline" | grep -q -- "${BIN_DIR}/"
+  tr "\0" " " <"/proc/${pid}/cmdline" | grep -- "${BIN_DIR}/" >/dev/null
 }
 
 # start NAME BINARY ARGS...: start a daemon in its own session, record its pid, log to logs/NAME.log
@@ -410,7 +410,7 @@ EOF
 load_images() {
   local image tar
   for image in "${PAUSE_IMAGE}" "${COREDNS_IMAGE}" "${METRICS_SERVER_IMAGE}"; do
-    if ctr -n k8s.io images ls -q | grep -qx "${image}"; then continue; fi
+    if ctr -n k8s.io images ls -q | grep -x "${image}" >/dev/null; then continue; fi
     tar="$("${HACK_DIR}/image.sh" addon-tar "${image}")"
     ctr -n k8s.io images import --local "${tar}" >/dev/null
     log "    imported ${image}"

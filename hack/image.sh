@@ -78,7 +78,7 @@ cmd_load() { # NAME
   docker save "${name}" | ctr -n k8s.io images import --local - >/dev/null
   # containerd names a short docker ref in full (docker.io/library/...), as the kubelet asks for it.
   local full; full="$(normalize "${name}")"
-  ctr -n k8s.io images ls -q | grep -qx "${full}" || die "import did not produce ${full}"
+  ctr -n k8s.io images ls -q | grep -x "${full}" >/dev/null || die "import did not produce ${full}"
   log "loaded ${name} into the cluster's containerd (k8s.io namespace) as ${full} in $((SECONDS - t0))s"
 }
 

@@ -24,7 +24,7 @@ cmd_up() {
   command -v kind >/dev/null || { echo "kind is not installed: https://kind.sigs.k8s.io/docs/user/quick-start/" >&2; exit 1; }
   cd "${REPO}"
   mkdir -p .work/models "$(dirname "${KUBECONFIG_FILE}")"
-  if ! kind get clusters | grep -qx "${CLUSTER}"; then
+  if ! kind get clusters | grep -x "${CLUSTER}" >/dev/null; then
     kind create cluster --name "${CLUSTER}" --image "${KIND_NODE_IMAGE}" \
       --config "${HACK_DIR}/kind-config.yaml" --kubeconfig "${KUBECONFIG_FILE}" --wait 120s
   fi
