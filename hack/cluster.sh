@@ -138,15 +138,28 @@ rss_mib() { # PID -> resident MiB
 }
 
 # ---------------------------------------------------------------- preflight + network
+# Debian packages the cluster needs (a fresh machine or CI has none of them): command -> package
+DEBIAN_PACKAGES="openssl:openssl ip:iproute2 iptables:iptables runc:runc curl:curl conntrack:conntrack
+flock:util-linux sysctl:procps dockerd:docker.io debootstrap:debootstrap /usr/lib/cni/bridge:containernetworking-plugins"
+
+ensure_packages() {
+  local pair missing=()
+  for pair in ${DEBIAN_PACKAGES}; do
+    if [[ "${pair%%:*}" == /* ]]; then [[ -e "${pair%%:*}" ]] && continue
+    else command -v "${pair%%:*}" >/dev/null && continue; fi
+    missing+=("${pair##*:}")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  command -v apt-get >/dev/null || die "missing packages: ${missing[*]} (and no apt-get to install them)"
+  log "    apt-get install ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 preflight() {
   [[ "$(id -u)" == 0 ]] || die "must run as root (kubelet, containerd and the network need it)"
-  local c missing=()
-  for c in go openssl ip iptables runc curl awk setsid; do command -v "${c}" >/dev/null || missing+=("${c}"); done
-  ((${#missing[@]} == 0)) || die "missing commands: ${missing[*]} (apt-get install -y iproute2 iptables runc curl openssl; Go from go.dev)"
-  if [[ "${NODE_MODE}" == full ]]; then
-    [[ -d /usr/lib/cni ]] || die "CNI plugins missing: apt-get install -y containernetworking-plugins"
-    command -v conntrack >/dev/null || die "conntrack missing: apt-get install -y conntrack"
-  fi
+  command -v go >/dev/null || die "Go is needed to build the components (https://go.dev/dl/)"
+  ensure_packages
   # Bridged pod -> Service traffic must pass iptables; pods need forwarding.
   [[ -d /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null || true
   [[ -d /proc/sys/net/bridge ]] || die "br_netfilter is not available in this kernel"

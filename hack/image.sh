@@ -42,7 +42,11 @@ die() { log "ERROR: $*"; exit 1; }
 
 ensure_docker() {
   if docker info >/dev/null 2>&1; then return 0; fi
-  command -v dockerd >/dev/null || die "dockerd missing: apt-get install -y docker.io"
+  if ! command -v dockerd >/dev/null; then
+    log "installing Debian's docker.io"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  fi
   mkdir -p "${DOCKER_DIR}"
   log "starting dockerd (log: ${DOCKER_DIR}/dockerd.log)"
   # No docker iptables rules (its FORWARD DROP policy would cut pod traffic) and no bridge:
@@ -94,7 +98,10 @@ normalize() { # docker's short names -> the full reference the kubelet asks cont
 cmd_base() {
   ensure_docker
   if docker image inspect "${BASE_IMAGE}" >/dev/null 2>&1; then log "${BASE_IMAGE} present"; return 0; fi
-  command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install -y debootstrap"
+  if ! command -v debootstrap >/dev/null; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  fi
   local tar="${IMAGE_CACHE}/debian-base-bookworm.tar" t0=${SECONDS}
   mkdir -p "${IMAGE_CACHE}"
   if [[ ! -f "${tar}" ]]; then
