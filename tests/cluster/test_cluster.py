@@ -281,7 +281,7 @@ def test_restricted_pod_security_refuses_privileged_pod(kubectl: Kubectl, namesp
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("MSERVE_CLUSTER_RESTART_TEST") != "1",
-    reason="restarts the shared cluster; set MSERVE_CLUSTER_RESTART_TEST=1 (CI does)",
+    reason="restarts the shared cluster; set MSERVE_CLUSTER_RESTART_TEST=1 to run it",
 )
 def test_down_then_up_is_clean(kubectl: Kubectl, ready_node: str):
     """`down` leaves no process, mount or device behind: shown by a second `up` succeeding."""
