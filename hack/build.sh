@@ -12,7 +12,7 @@
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck disable=SC1091  # versions.env, beside this script
 source "${HACK_DIR}/versions.env"
 MSERVE_CACHE="${MSERVE_CACHE:-$HOME/.cache/mserve}"
 BIN_DIR="${MSERVE_CACHE}/bin"
@@ -51,13 +51,21 @@ go_build() {
   )
   local i
   for i in "${!pkgs[@]}"; do
-    local built="${tmp}/$(basename "${pkgs[$i]}")"
+    local built
+    built="${tmp}/$(basename "${pkgs[$i]}")"
     # a package at a module root (etcd, coredns) builds to the module's last path element
     [[ -f "${built}" ]] || built="$(find "${tmp}" -maxdepth 1 -type f | head -n 1)"
     mv "${built}" "$(cached "${names[$i]}" "${version}")"
   done
   rmdir "${tmp}" 2>/dev/null || rm -rf "${tmp}"
   log "built ${names[*]} in $((SECONDS - t0))s"
+}
+
+# pinned MODULE_DIR MODULE VERSION: the go.mod must require what versions.env says
+pinned() {
+  grep -Eq "^[[:space:]]*(require[[:space:]]+)?$2 $3([[:space:]]|\$)" "$1/go.mod" \
+    || { echo "hack/versions.env says $2 $3 but ${1#"${HACK_DIR}/"}/go.mod requires another version:" \
+              "cd ${1} && go get $2@$3 && go mod tidy" >&2; exit 1; }
 }
 
 k8s_ldflags() {
@@ -72,12 +80,14 @@ k8s_ldflags() {
 }
 
 build_k8s() { # NAME...
+  pinned "${HACK_DIR}/build/kubernetes" k8s.io/kubernetes "${K8S_VERSION}"
   local specs=() n
   for n in "$@"; do specs+=("k8s.io/kubernetes/cmd/${n}:${n}"); done
   go_build "${HACK_DIR}/build/kubernetes" "${K8S_VERSION}" "$(k8s_ldflags)" "" "${specs[@]}"
 }
 
 build_etcd() {
+  pinned "${HACK_DIR}/build/etcd" go.etcd.io/etcd/server/v3 "${ETCD_VERSION}"
   go_build "${HACK_DIR}/build/etcd" "${ETCD_VERSION}" \
     "-X go.etcd.io/etcd/api/v3/version.GitSHA=${FAKE_COMMIT:0:8}" "" \
     "go.etcd.io/etcd/server/v3:etcd"
@@ -85,6 +95,7 @@ build_etcd() {
 
 build_containerd() {
   local p=github.com/containerd/containerd/v2
+  pinned "${HACK_DIR}/build/containerd" "${p}" "${CONTAINERD_VERSION}"
   go_build "${HACK_DIR}/build/containerd" "${CONTAINERD_VERSION}" \
     "-X ${p}/version.Version=${CONTAINERD_VERSION} -X ${p}/version.Revision=${FAKE_COMMIT} -X ${p}/version.Package=${p}" \
     "no_btrfs no_devmapper no_zfs no_aufs" \
@@ -92,12 +103,14 @@ build_containerd() {
 }
 
 build_coredns() {
+  pinned "${HACK_DIR}/build/coredns" github.com/coredns/coredns "${COREDNS_VERSION}"
   go_build "${HACK_DIR}/build/coredns" "${COREDNS_VERSION}" \
     "-X github.com/coredns/coredns/coremain.GitCommit=${FAKE_COMMIT:0:8}" "" \
     "github.com/coredns/coredns:coredns"
 }
 
 build_metrics_server() {
+  pinned "${HACK_DIR}/build/metrics-server" sigs.k8s.io/metrics-server "${METRICS_SERVER_VERSION}"
   local flags="" pkg=k8s.io/client-go/pkg/version
   flags+=" -X ${pkg}.gitVersion=${METRICS_SERVER_VERSION} -X ${pkg}.gitCommit=${FAKE_COMMIT}"
   flags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${BUILD_DATE}"
@@ -110,6 +123,7 @@ build_pause() {
 }
 
 build_helm() {
+  pinned "${HACK_DIR}/build/helm" helm.sh/helm/v3 "${HELM_VERSION}"
   local minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
   go_build "${HACK_DIR}/build/helm" "${HELM_VERSION}" \
     "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${minor} -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${minor}" "" \

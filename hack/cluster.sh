@@ -16,7 +16,7 @@
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck disable=SC1091  # versions.env, beside this script
 source "${HACK_DIR}/versions.env"
 
 MSERVE_CACHE="${MSERVE_CACHE:-$HOME/.cache/mserve}"
@@ -125,8 +125,8 @@ stop() {
   pid="$(pid_of "${name}" 2>/dev/null)" || return 0
   if running "${name}"; then
     kill -TERM "${pid}" 2>/dev/null || true
-    local i
-    for i in $(seq 1 100); do [[ -d "/proc/${pid}" ]] || break; sleep 0.2; done
+
+    for _ in $(seq 1 100); do [[ -d "/proc/${pid}" ]] || break; sleep 0.2; done
     if [[ -d "/proc/${pid}" ]]; then kill -KILL "${pid}" 2>/dev/null || true; fi
     log "    stopped ${name} (pid ${pid})"
   fi

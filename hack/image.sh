@@ -15,7 +15,7 @@
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck disable=SC1091  # versions.env, beside this script
 source "${HACK_DIR}/versions.env"
 MSERVE_CACHE="${MSERVE_CACHE:-$HOME/.cache/mserve}"
 BIN_DIR="${MSERVE_CACHE}/bin"
@@ -53,8 +53,7 @@ ensure_docker() {
   # builds run with --network host instead.
   setsid dockerd --iptables=false --ip-masq=false --bridge=none \
     --pidfile "${DOCKER_DIR}/dockerd.pid" >>"${DOCKER_DIR}/dockerd.log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "dockerd ready (pid $(cat "${DOCKER_DIR}/dockerd.pid"))"; return 0; }
     sleep 1
   done

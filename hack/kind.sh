@@ -11,7 +11,7 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "${HACK_DIR}/.." && pwd)"
-# shellcheck source=versions.env
+# shellcheck disable=SC1091  # versions.env, beside this script
 source "${HACK_DIR}/versions.env"
 CLUSTER="${KIND_CLUSTER_NAME:-mserve}"
 KUBECONFIG_FILE="${MSERVE_CACHE:-$HOME/.cache/mserve}/kind/${CLUSTER}.kubeconfig"
