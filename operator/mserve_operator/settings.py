@@ -76,6 +76,10 @@ class OperatorSettings(BaseSettings):
     runtime_node_selector: dict[str, str] = Field(default_factory=dict)
     """Node labels every runtime pod must match (JSON object); a GPU spec's nodeSelector adds to it."""
 
+    scheduler_name: str = ""
+    """Scheduler of every pod the operator creates (e.g. a GPU bin-packing or batch scheduler);
+    empty means the cluster's default scheduler."""
+
     job_backoff_limit: int = Field(2, ge=0, le=10)
     """Retries of an optimization pod that died of something other than bad input or a failed
     validation (those fail the Job at once through its podFailurePolicy)."""

@@ -99,7 +99,7 @@ def _established(kube: Kube, name: str) -> bool:
     crd = kube.get(f"{_CLUSTER_PATHS['CustomResourceDefinition']}/{name}") or {}
     return any(
         c["type"] == "Established" and c["status"] == "True"
-        for c in (crd.get("status") or {}).get("conditions", [])
+        for c in (crd.get("status") or {}).get("conditions") or []
     )
 
 

@@ -28,8 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 GROUP_PATH = "/apis/mserve.io/v1alpha1"
 OPERATOR_SA = ("mserve-system", "mserve-operator")
-# No node carries this label: optimizer and runtime pods stay unscheduled even on a full
-# cluster, so only the statuses the tests write decide how they "ran".
+# No scheduler has this name: optimizer and runtime pods stay unscheduled (and untouched by
+# any scheduler) even on a full cluster, so only the statuses the tests write decide how
+# they "ran". No node carries the label either, in case a test binds nothing by mistake.
+NO_SCHEDULER = "mserve-integration-no-scheduler"
 NO_NODE = {"mserve.io/integration-test": "no-such-node"}
 
 
@@ -209,6 +211,7 @@ class OperatorProcess:
             "MSERVE_OPERATOR_ARTIFACT_URI": "s3://mserve-artifacts/",
             "MSERVE_OPERATOR_OPTIMIZER_NODE_SELECTOR": json.dumps(NO_NODE),
             "MSERVE_OPERATOR_RUNTIME_NODE_SELECTOR": json.dumps(NO_NODE),
+            "MSERVE_OPERATOR_SCHEDULER_NAME": NO_SCHEDULER,
         }
         env.pop("MSERVE_KUBECONFIG", None)
         command = [sys.executable, "-c", "from mserve_cli.main import cli; cli()", "operator", "run"]

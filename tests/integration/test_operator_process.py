@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mserve_contract.optimization_report import TerminationSummary
 from operator_harness import (
+    NO_SCHEDULER,
     OPERATOR_SA,
     Kube,
     OperatorProcess,
@@ -199,3 +200,28 @@ def test_fifty_modelservices_at_once_all_reach_their_children(
         f"peak RSS {operator.rss_mib():.0f} MiB; {operator.reconciles():.0f} reconciles."
     )
     assert len(installed.list(jobs_path(namespace))) == count
+
+
+def test_in_process_with_kopf_runner(installed: Kube, namespace: str, operator_kubeconfig: str, monkeypatch):
+    """The same handlers, run in-process by kopf's own test runner, as the operator's identity."""
+    from kopf.testing import KopfRunner
+
+    monkeypatch.setenv("KUBECONFIG", operator_kubeconfig)
+    monkeypatch.setenv("MSERVE_OPERATOR_METRICS_PORT", "0")
+    monkeypatch.setenv("MSERVE_OPERATOR_IMAGE_TAG", "it")
+    monkeypatch.setenv("MSERVE_OPERATOR_SCHEDULER_NAME", NO_SCHEDULER)
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "mserve_operator.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        installed.create(msvc_path(namespace), modelservice("digits"))
+        (job,) = wait_until("the Job", lambda: installed.list(jobs_path(namespace)), timeout=30)
+        wait_until(
+            "status Optimizing",
+            lambda: (
+                (installed.get(msvc_path(namespace, "digits")).get("status") or {}).get("phase")
+                == "Optimizing"
+            ),
+            timeout=30,
+        )
+    assert runner.exception is None
+    assert runner.exit_code == 0
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "mserve-optimizer:it"

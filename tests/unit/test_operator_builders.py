@@ -298,3 +298,15 @@ def test_pdb_only_with_more_than_one_replica(serving, expected):
     if pdb:
         _owned(pdb)
         assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_install_wide_node_selectors_and_scheduler_reach_every_pod():
+    options = {"runtime_node_selector": {"pool": "serving"}, "optimizer_node_selector": {"pool": "batch"}}
+    custom = settings(scheduler_name="gpu-packer", **options)
+    gpu_pod = _pod(build_deployment(gpu_spec(), OWNER, ARTIFACT, custom))
+    assert gpu_pod["nodeSelector"] == {"pool": "serving", "nvidia.com/gpu.product": "H100"}
+    assert gpu_pod["schedulerName"] == "gpu-packer"
+    job_pod = _pod(build_job(cpu_spec(), OWNER, "a" * 16, custom))
+    assert job_pod["nodeSelector"] == {"pool": "batch"}
+    assert job_pod["schedulerName"] == "gpu-packer"
+    assert "schedulerName" not in _pod(_deployment())

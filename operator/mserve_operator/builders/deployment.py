@@ -87,6 +87,8 @@ def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
     gpu = spec.serving.gpu
     node_selector = {**settings.runtime_node_selector, **(gpu.node_selector if gpu.count else {})}
     scheduling: dict = {"nodeSelector": node_selector} if node_selector else {}
+    if settings.scheduler_name:
+        scheduling["schedulerName"] = settings.scheduler_name
     if gpu.count == 0:
         return scheduling
     tolerations = [t.model_dump(by_alias=True, exclude_defaults=True) for t in gpu.tolerations]

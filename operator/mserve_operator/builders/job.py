@@ -54,6 +54,15 @@ def optimizer_args(spec: ModelServiceSpec, output: str) -> list[str]:
     return [*args, "--termination-message", TERMINATION_LOG]
 
 
+def _scheduling(settings: OperatorSettings) -> dict:
+    scheduling: dict = {}
+    if settings.optimizer_node_selector:
+        scheduling["nodeSelector"] = dict(settings.optimizer_node_selector)
+    if settings.scheduler_name:
+        scheduling["schedulerName"] = settings.scheduler_name
+    return scheduling
+
+
 def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: OperatorSettings) -> dict:
     store = artifact_store(spec, settings)
     access = StorageAccess()
@@ -113,11 +122,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
                     "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": [tmp, *access.volumes],
-                    **(
-                        {"nodeSelector": dict(settings.optimizer_node_selector)}
-                        if settings.optimizer_node_selector
-                        else {}
-                    ),
+                    **_scheduling(settings),
                 },
             },
         },
