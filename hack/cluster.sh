@@ -527,6 +527,10 @@ cmd_up() {
   local t0; t0="$(now)"
   log "mserve cluster up (${NODE_MODE}); Kubernetes ${K8S_VERSION}, etcd ${ETCD_VERSION}, containerd ${CONTAINERD_VERSION}"
   step "preflight" preflight
+  if stale_state; then
+    log "==> leftovers of a cluster whose processes are gone: cleaning them up first"
+    teardown
+  fi
   if [[ "${NODE_MODE}" == full ]]; then
     step "build binaries (cached in ${BIN_DIR})" "${HACK_DIR}/build.sh" control-plane node addons
   else
@@ -621,9 +625,7 @@ remove_state() {
   log "    removed ${STATE}, ${VAR_DIR}, ${RUN_DIR}"
 }
 
-cmd_down() {
-  local t0; t0="$(now)"
-  NODE_MODE=full
+teardown() {
   step "stop kubelet" stop kubelet
   step "stop containers" cleanup_containers
   step "stop kube-proxy, clean its rules" stop_kube_proxy
@@ -636,6 +638,21 @@ cmd_down() {
   step "remove network devices" teardown_network
   step "remove iptables chains (kubelet, kube-proxy)" clean_iptables
   step "remove state" remove_state
+}
+
+# State of an earlier cluster none of whose processes runs any more (they were killed, or the
+# machine was handed on): mounts, devices and data of a dead cluster, cleaned before a new up.
+stale_state() {
+  [[ -d "${STATE}" || -d "${VAR_DIR}" || -d "${RUN_DIR}" ]] || return 1
+  local name
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
+    if running "${name}"; then return 1; fi
+  done
+}
+
+cmd_down() {
+  local t0; t0="$(now)"
+  teardown
   log "cluster down in $(elapsed "${t0}")s (binaries and images stay cached in ${MSERVE_CACHE})"
 }
 
