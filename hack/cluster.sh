@@ -616,8 +616,10 @@ clean_iptables() { # every KUBE-* chain and the jumps to them (kubelet's canarie
 remove_state() {
   # Renamed away at once, deleted in the background: containerd's snapshots of big images
   # take a minute to delete on this disk, and nothing needs to wait for that.
-  local dir trash=()
+  local dir old trash=()
   for dir in "${STATE}" "${VAR_DIR}" "${RUN_DIR}"; do
+    # (including what an earlier, interrupted deletion left)
+    for old in "${dir}".deleting.*; do [[ -e "${old}" ]] && trash+=("${old}"); done
     [[ -e "${dir}" ]] || continue
     mv "${dir}" "${dir}.deleting.$$" && trash+=("${dir}.deleting.$$")
   done
