@@ -20,7 +20,8 @@ TERMINATION_MESSAGE_LIMIT = 4000
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=False)
+    # NaN or infinite errors (a broken model) survive a JSON round trip as "NaN"/"Infinity".
+    model_config = ConfigDict(extra="ignore", ser_json_inf_nan="strings")
 
 
 class FileFacts(_Model):

@@ -16,6 +16,7 @@ CALIBRATION_BATCH = 16
 # max|x| over the 99.99th percentile of |x|: at this ratio a MinMax range spends most of its
 # 256 levels on a handful of values and rounds the rest of the layer's input to a few steps.
 OUTLIER_RATIO = 5.0
+OUTLIER_RATIO_WIDE = 2.5
 OUTLIER_QUANTILE = 0.9999
 QUANTILE_SAMPLE = 1_000_000
 

@@ -26,7 +26,13 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from mserve_optimizer.calibration import OUTLIER_RATIO, SampleReader, activation_outlier_ratios, weight_nodes
+from mserve_optimizer.calibration import (
+    OUTLIER_RATIO,
+    OUTLIER_RATIO_WIDE,
+    SampleReader,
+    activation_outlier_ratios,
+    weight_nodes,
+)
 from mserve_optimizer.options import InputSpec
 
 # Numerically sensitive in fp16 (reductions, normalizations, exponentials): kept fp32, as
@@ -202,7 +208,7 @@ def static_variants(
 ) -> tuple[list[Variant], list[str]]:
     """Static QDQ candidates, and the nodes found sensitive to activation outliers."""
     weighted = weight_nodes(onnx.load(str(model_path), load_external_data=False))
-    sensitive = outlier_nodes(model_path, weighted, samples, specs, workdir)
+    ratios = activation_outlier_ratios(model_path, weighted, samples, specs, workdir)
     variants = [
         Variant(
             "static-int8 all ops, MinMax",
@@ -215,21 +221,29 @@ def static_variants(
             lambda s, d: quantize_static_int8(s, d, samples, specs, method=CalibrationMethod.Percentile),
         ),
     ]
-    kept = [name for name in weighted if name not in sensitive]
-    if kept:
-        note = f"weight layers only; {len(sensitive)} with activation outliers kept fp32"
+    # Two cut-offs: the strict one keeps the fewest layers fp32 (faster, smaller); the wide
+    # one is the fallback when validation (or a stricter --tolerance) refuses the first.
+    seen: set[tuple[str, ...]] = set()
+    for label, cutoff in (("outlier layers", OUTLIER_RATIO), ("outlier-prone layers", OUTLIER_RATIO_WIDE)):
+        sensitive = tuple(sorted(name for name, ratio in ratios.items() if ratio > cutoff))
+        kept = [name for name in weighted if name not in sensitive]
+        if not kept or sensitive in seen:
+            continue
+        seen.add(sensitive)
+        note = f"weight layers only; {len(sensitive)} with input max/p99.99 > {cutoff:g} kept fp32"
         if sensitive:
             note += f" ({', '.join(sensitive[:6])}{', ...' if len(sensitive) > 6 else ''})"
         variants.append(
             Variant(
-                "static-int8 weight layers, outlier layers fp32",
+                f"static-int8 weight layers, {label} fp32",
                 note,
-                lambda s, d: quantize_static_int8(
+                lambda s, d, kept=kept: quantize_static_int8(
                     s, d, samples, specs, method=CalibrationMethod.MinMax, nodes_to_quantize=kept
                 ),
             )
         )
-    return variants, sensitive
+    strict = sorted(name for name, ratio in ratios.items() if ratio > OUTLIER_RATIO)
+    return variants, strict
 
 
 def fp16_variants() -> list[Variant]:
