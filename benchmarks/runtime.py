@@ -1,6 +1,6 @@
 """Benchmark of the mserve runtime against its baselines, measured in one run on this machine.
 
-    python benchmarks/runtime.py [--seconds 8] [--skip-minilm] [--skip-mlserver]
+    python benchmarks/runtime.py [--seconds 4] [--rounds 3] [--skip-minilm] [--skip-mlserver]
 
 | case                               | baseline (same run)                     | target           |
 | MiniLM b1, c8, REST binary         | raw onnxruntime session.run loop        | >= 0.90 of raw   |
@@ -8,22 +8,24 @@
 | tiny MLP c32                       | MLServer 1.7.1 + adaptive batching      | >= 2x req/s      |
 | 1x128x384 fp32, c1                 | JSON encoding vs binary extension       | report the ratio |
 
-Load comes from a separate client process (asyncio + uvloop over raw keep-alive sockets,
-closed loop: each connection sends its next request when the previous answer is in),
-bounded by a request count and a duration. Machines are noisy: compare ratios.
+Load comes from a separate client process (http_load.py), bounded by a request count and a
+duration. The machines are shared and noisy, so each comparison runs its two sides in
+alternation (A B A B ...) for `--rounds` rounds, both servers up the whole time, and reports
+the median of each side and the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,189 +33,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from http_load import binary_body, json_body, run_load  # noqa: E402
 
 CACHE = Path(os.environ.get("MSERVE_CACHE", Path.home() / ".cache" / "mserve"))
-MLSERVER_VENV = CACHE / "mlserver-venv"
-MLSERVER_VERSION = "1.7.1"
-
-
-# -- load generator (runs in its own process) -------------------------------------------------
-
-
-class _ClosedLoopClient(asyncio.Protocol):
-    """One keep-alive connection: send, wait for the whole answer, send again (no pipelining).
-
-    A Protocol with hand parsing costs the client far less per request than asyncio streams,
-    so that the client process is not what limits the measured server.
-    """
-
-    def __init__(self, request: bytes, deadline: float, state: dict, lat: list, done: asyncio.Future) -> None:
-        self.request, self.deadline, self.state, self.lat, self.done = request, deadline, state, lat, done
-        self.buffer = bytearray()
-        self.need = -1
-        self.sent = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self._send()
-
-    def _send(self) -> None:
-        if self.state["left"] <= 0 or time.perf_counter() >= self.deadline:
-            self.transport.close()
-            if not self.done.done():
-                self.done.set_result(None)
-            return
-        self.state["left"] -= 1
-        self.sent = time.perf_counter()
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            if self.need < 0:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = bytes(self.buffer[:end]).lower()
-                at = head.find(b"content-length:")
-                stop = head.find(b"\r\n", at)
-                self.status = int(head[9:12])
-                self.need = end + 4 + int(head[at + 15 : stop if stop > 0 else len(head)])
-            if len(self.buffer) < self.need:
-                return
-            del self.buffer[: self.need]
-            self.need = -1
-            self.lat.append(time.perf_counter() - self.sent)
-            statuses = self.state["status"]
-            statuses[self.status] = statuses.get(self.status, 0) + 1
-            self._send()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-async def _connection(host: str, port: int, request: bytes, deadline: float, state: dict, lat: list) -> None:
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    await loop.create_connection(lambda: _ClosedLoopClient(request, deadline, state, lat, done), host, port)
-    await done
-
-
-async def _load(spec: dict, body: bytes) -> dict:
-    headers = "".join(f"{k}: {v}\r\n" for k, v in spec.get("headers", {}).items())
-    request = (
-        f"POST {spec['path']} HTTP/1.1\r\nHost: {spec['host']}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n{headers}\r\n"
-    ).encode() + body
-    results = {}
-    for phase, seconds, total in (
-        ("warmup", spec["warmup_s"], 10**9),
-        ("measure", spec["seconds"], spec["total"]),
-    ):
-        state: dict = {"left": total, "status": {}}
-        lat: list[float] = []
-        started = time.perf_counter()
-        deadline = started + seconds
-        await asyncio.gather(
-            *(
-                _connection(spec["host"], spec["port"], request, deadline, state, lat)
-                for _ in range(spec["c"])
-            )
-        )
-        elapsed = time.perf_counter() - started
-        lat.sort()
-        results[phase] = {
-            "n": len(lat),
-            "rps": len(lat) / elapsed,
-            "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
-            "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan"),
-            "status": {str(k): v for k, v in state["status"].items()},
-        }
-    return results["measure"]
-
-
-def run_load(
-    port: int,
-    path: str,
-    body: bytes,
-    c: int,
-    seconds: float,
-    total: int,
-    headers: dict | None = None,
-    warmup_s: float = 1.5,
-) -> dict:
-    """Drive the server from a separate client process; its JSON result."""
-    with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
-        f.write(body)
-    spec = {
-        "host": "127.0.0.1",
-        "port": port,
-        "path": path,
-        "body_file": f.name,
-        "c": c,
-        "seconds": seconds,
-        "total": total,
-        "headers": headers or {},
-        "warmup_s": warmup_s,
-    }
-    try:
-        out = subprocess.run(
-            [sys.executable, __file__, "--loadgen", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            timeout=seconds + warmup_s + 120,
-        )
-    finally:
-        os.unlink(f.name)
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
-    result = json.loads(out.stdout)
-    bad = {k: v for k, v in result["status"].items() if k != "200"}
-    if bad:
-        raise RuntimeError(f"non-200 answers during the load: {bad}")
-    return result
-
-
-# -- request bodies ---------------------------------------------------------------------------
-
-
-def json_body(inputs: dict[str, np.ndarray], datatype: str = "FP32") -> bytes:
-    import orjson
-
-    return orjson.dumps(
-        {
-            "inputs": [
-                {"name": n, "datatype": datatype, "shape": list(a.shape), "data": a.ravel().tolist()}
-                for n, a in inputs.items()
-            ]
-        }
-    )
-
-
-def binary_body(inputs: dict[str, np.ndarray], datatypes: dict[str, str], binary_outputs: bool = True):
-    import orjson
-
-    header = orjson.dumps(
-        {
-            "inputs": [
-                {
-                    "name": n,
-                    "datatype": datatypes[n],
-                    "shape": list(a.shape),
-                    "parameters": {"binary_data_size": a.nbytes},
-                }
-                for n, a in inputs.items()
-            ],
-            "parameters": {"binary_data_output": binary_outputs},
-        }
-    )
-    return header + b"".join(np.ascontiguousarray(a).tobytes() for a in inputs.values()), {
-        "Inference-Header-Content-Length": str(len(header))
-    }
-
-
-# -- rows -------------------------------------------------------------------------------------
+TINY = "tiny MLP 16-64-4, JSON"
 
 
 @dataclass
@@ -228,8 +53,22 @@ class Row:
     met: str = ""
 
 
-def _row(case: str, config: str, r: dict) -> Row:
-    return Row(case, config, r["rps"], r["p50_ms"], r["p99_ms"])
+def _row(case: str, config: str, r: dict, ratio: str = "", target: str = "", met: str = "") -> Row:
+    return Row(case, config, r["rps"], r["p50_ms"], r["p99_ms"], ratio, target, met)
+
+
+def alternate(a: Callable[[], dict], b: Callable[[], dict], rounds: int) -> tuple[dict, dict, float]:
+    """Run a, b, a, b, ...; the median result of each side and the median of the b/a ratios."""
+    runs_a, runs_b, ratios = [], [], []
+    for _ in range(rounds):
+        runs_a.append(a())
+        runs_b.append(b())
+        ratios.append(runs_b[-1]["rps"] / runs_a[-1]["rps"])
+
+    def median(runs: list[dict]) -> dict:
+        return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+
+    return median(runs_a), median(runs_b), statistics.median(ratios)
 
 
 def raw_session_loop(
@@ -266,116 +105,205 @@ def raw_session_loop(
     }
 
 
-def bench_minilm(work: Path, seconds: float, threads: int) -> list[Row]:
+def bench_minilm(work: Path, seconds: float, rounds: int, threads: int) -> list[Row]:
     from models import export_minilm, minilm_inputs
     from served import serving
 
     model = export_minilm(CACHE / "bench" / "minilm-l6.onnx")
     feed = minilm_inputs(["mserve serves ONNX models over the V2 inference protocol."])
-    # Baselines before and after the served run, averaged: the machine's load drifts.
-    raw_before = raw_session_loop(model, feed, threads, seconds / 2, server_options=True)
-    default_before = raw_session_loop(model, feed, threads, seconds / 2, server_options=False)
     body, headers = binary_body(feed, dict.fromkeys(feed, "INT64"))
+    case = "MiniLM b1 seq128"
     with serving(
         model, "minilm", work / "minilm.log", "--no-access-log", "--threads", str(threads)
     ) as server:
-        served = run_load(server.port, "/v2/models/minilm/infer", body, 8, seconds, 100_000, headers)
-    raw_after = raw_session_loop(model, feed, threads, seconds / 2, server_options=True)
-    default_after = raw_session_loop(model, feed, threads, seconds / 2, server_options=False)
-    raw = {k: (raw_before[k] + raw_after[k]) / 2 for k in raw_before}
-    default = {k: (default_before[k] + default_after[k]) / 2 for k in default_before}
-    ratio = served["rps"] / raw["rps"]
-    case = "MiniLM b1 seq128"
+
+        def served() -> dict:
+            return run_load(server.port, "/v2/models/minilm/infer", body, 8, seconds, 100_000, headers, 1.0)
+
+        raw, srv, ratio = alternate(
+            lambda: raw_session_loop(model, feed, threads, seconds, True), served, rounds
+        )
+        default = raw_session_loop(model, feed, threads, seconds, False)
     return [
-        _row(case, f"raw session.run loop, {threads} threads, onnxruntime defaults", default),
+        _row(case, f"raw session.run loop, {threads} threads, onnxruntime defaults (1 run)", default),
         _row(case, f"raw session.run loop, {threads} threads, mserve's session options", raw),
-        Row(
+        _row(
             case,
-            "mserve REST binary, c8",
-            served["rps"],
-            served["p50_ms"],
-            served["p99_ms"],
-            f"{ratio:.2f} of raw (same options), {served['rps'] / default['rps']:.2f} of defaults",
+            "mserve REST binary, c8, batching off",
+            srv,
+            f"{ratio:.2f} of raw (same options)",
             ">= 0.90",
             "yes" if ratio >= 0.90 else "NO",
         ),
     ]
 
 
-def bench_tiny(work: Path, seconds: float, skip_mlserver: bool) -> list[Row]:
+def bench_tiny(work: Path, seconds: float, rounds: int, skip_mlserver: bool, threads: int) -> list[Row]:
     from models import build_tiny_mlp
     from served import serving
 
     model = build_tiny_mlp(work / "tiny.onnx")
     body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
-    rows = []
-    with serving(model, "tiny", work / "tiny-off.log", "--no-access-log") as server:
-        off = run_load(server.port, "/v2/models/tiny/infer", body, 32, seconds, 200_000)
+    path = "/v2/models/tiny/infer"
     batching = ("--max-batch-size", "32", "--max-batch-delay-ms", "2")
-    with serving(model, "tiny", work / "tiny-on.log", "--no-access-log", *batching) as server:
-        on = run_load(server.port, "/v2/models/tiny/infer", body, 32, seconds, 200_000)
-    gain = on["rps"] / off["rps"]
-    rows.append(_row("tiny MLP 16-64-4, JSON", "mserve c32, batching off", off))
-    rows.append(
-        Row(
-            "tiny MLP 16-64-4, JSON",
-            "mserve c32, batching on (32 rows, 2 ms)",
-            on["rps"],
-            on["p50_ms"],
-            on["p99_ms"],
-            f"{gain:.2f}x batching off",
-            ">= 3x",
-            "yes" if gain >= 3 else "NO",
+    rows = []
+    with ExitStack() as stack:
+        off_server = stack.enter_context(serving(model, "tiny", work / "tiny-off.log", "--no-access-log"))
+        on_server = stack.enter_context(
+            serving(model, "tiny", work / "tiny-on.log", "--no-access-log", *batching)
         )
-    )
+
+        def off() -> dict:
+            return run_load(off_server.port, path, body, 32, seconds, 200_000, warmup_s=1.0)
+
+        def on() -> dict:
+            return run_load(on_server.port, path, body, 32, seconds, 200_000, warmup_s=1.0)
+
+        off_r, on_r, gain = alternate(off, on, rounds)
+        rows.append(_row(TINY, "mserve c32, batching off", off_r))
+        rows.append(
+            _row(
+                TINY,
+                "mserve c32, batching on (32 rows, 2 ms)",
+                on_r,
+                f"{gain:.2f}x batching off",
+                ">= 3x",
+                "yes" if gain >= 3 else "NO",
+            )
+        )
+        if not skip_mlserver:
+            rows += _vs_mlserver(work, model, body, seconds, rounds, on, threads)
+    for batch in (1, 32):
+        us = handler_cost_us(model, body, batch)
+        label = "off" if batch == 1 else "on"
+        rows.append(
+            Row(
+                TINY,
+                f"same handlers in-process, no HTTP, batching {label}",
+                1e6 / us,
+                float("nan"),
+                float("nan"),
+                f"{us:.0f} us/request",
+                "(why)",
+                "-",
+            )
+        )
     ceiling = http_ceiling(body, seconds)
     rows.append(
-        Row(
-            "tiny MLP 16-64-4, JSON",
+        _row(
+            TINY,
             "HTTP ceiling: bare uvicorn answering '{}' (no model)",
-            ceiling["rps"],
-            ceiling["p50_ms"],
-            ceiling["p99_ms"],
-            f"batching on reaches {on['rps'] / ceiling['rps']:.2f} of it",
+            ceiling,
+            f"{ceiling['rps'] / off_r['rps']:.2f}x batching off",
             "(bound)",
             "-",
         )
     )
-    rows += bench_batching_compute_bound(work, seconds)
-    if skip_mlserver:
-        return rows
-    try:
-        ml = bench_mlserver(work, model, body, seconds)
-    except Exception as exc:
-        print(f"MLServer row skipped: {exc}", file=sys.stderr)
-        rows.append(
-            Row(
-                "tiny MLP 16-64-4, JSON",
-                f"MLServer {MLSERVER_VERSION}: not measured ({exc})"[:110],
-                float("nan"),
-                float("nan"),
-                float("nan"),
-            )
-        )
-        return rows
-    speedup = on["rps"] / ml["rps"]
-    rows.append(
-        _row("tiny MLP 16-64-4, JSON", f"MLServer {MLSERVER_VERSION} c32, adaptive batching 32/2 ms", ml)
-    )
-    p99_better = on["p99_ms"] < ml["p99_ms"]
-    rows.append(
-        Row(
-            "tiny MLP 16-64-4, JSON",
-            "mserve batching on vs MLServer",
-            on["rps"],
-            on["p50_ms"],
-            on["p99_ms"],
-            f"{speedup:.2f}x MLServer req/s, p99 {'lower' if p99_better else 'HIGHER'}",
-            ">= 2x, lower p99",
-            "yes" if speedup >= 2 and p99_better else "NO",
-        )
-    )
     return rows
+
+
+def _vs_mlserver(
+    work: Path,
+    model: Path,
+    body: bytes,
+    seconds: float,
+    rounds: int,
+    mserve_on: Callable[[], dict],
+    threads: int,
+) -> list[Row]:
+    from mlserver_baseline import MLSERVER_VERSION, mlserver_serving
+
+    try:
+        with mlserver_serving(work, model, body, threads) as port:
+
+            def mlserver() -> dict:
+                return run_load(port, "/v2/models/tiny/infer", body, 32, seconds, 200_000, warmup_s=1.0)
+
+            ml, ours, speedup = alternate(mlserver, mserve_on, rounds)
+    except Exception as exc:
+        print(f"MLServer rows skipped: {exc}", file=sys.stderr)
+        reason = f"MLServer {MLSERVER_VERSION}: not measured ({exc})"[:120]
+        return [Row(TINY, reason, float("nan"), float("nan"), float("nan"))]
+    p99_lower = ours["p99_ms"] < ml["p99_ms"]
+    return [
+        _row(TINY, f"MLServer {MLSERVER_VERSION} c32, adaptive batching 32/2 ms", ml),
+        _row(
+            TINY,
+            "mserve c32, batching on, alternated with MLServer",
+            ours,
+            f"{speedup:.2f}x MLServer req/s, p99 {'lower' if p99_lower else 'HIGHER'}",
+            ">= 2x, lower p99",
+            "yes" if speedup >= 2 and p99_lower else "NO",
+        ),
+    ]
+
+
+def bench_compute_bound(work: Path, seconds: float, rounds: int) -> list[Row]:
+    """Where the model, not HTTP, is the cost: the compute-bound MLP of ANCHORS.md."""
+    from models import build_tiny_mlp
+    from served import serving
+
+    model = build_tiny_mlp(work / "mlp-1024-4096.onnx", sizes=(1024, 4096, 4096, 1024))
+    body = json_body({"x": np.linspace(-1, 1, 1024, dtype=np.float32).reshape(1, 1024)})
+    case = "MLP 1024-4096-4096-1024, JSON"
+    batching = ("--max-batch-size", "32", "--max-batch-delay-ms", "2")
+    with ExitStack() as stack:
+        off_server = stack.enter_context(serving(model, "mlp", work / "mlp-off.log", "--no-access-log"))
+        on_server = stack.enter_context(
+            serving(model, "mlp", work / "mlp-on.log", "--no-access-log", *batching)
+        )
+        off_r, on_r, gain = alternate(
+            lambda: run_load(
+                off_server.port, "/v2/models/mlp/infer", body, 32, seconds, 200_000, warmup_s=1.0
+            ),
+            lambda: run_load(
+                on_server.port, "/v2/models/mlp/infer", body, 32, seconds, 200_000, warmup_s=1.0
+            ),
+            rounds,
+        )
+    return [
+        _row(case, "mserve c32, batching off", off_r),
+        _row(
+            case,
+            "mserve c32, batching on (32 rows, 2 ms)",
+            on_r,
+            f"{gain:.2f}x batching off",
+            "(extra row)",
+            "-",
+        ),
+    ]
+
+
+def handler_cost_us(model: Path, body: bytes, max_batch_size: int, requests: int = 20_000) -> float:
+    """Event-loop cost per request of decode + data plane + encode, 32 concurrent, no HTTP.
+
+    The difference between batching off and on is all that batching can save per request.
+    """
+    import uvloop
+    from mserve_runtime.dataplane import DataPlane
+    from mserve_runtime.rest_infer import RestInference
+    from mserve_runtime.settings import RuntimeSettings
+
+    async def measure() -> float:
+        settings = RuntimeSettings(
+            model_path=str(model), model_name="tiny", max_batch_size=max_batch_size, max_batch_delay_ms=2
+        )
+        plane = DataPlane(settings)
+        plane.load()
+        handlers = RestInference(plane, 10**8)
+
+        async def client(n: int) -> None:
+            for _ in range(n):
+                await handlers.v2_infer(body, "tiny")
+
+        await asyncio.gather(*(client(100) for _ in range(32)))
+        started = time.perf_counter()
+        await asyncio.gather(*(client(requests // 32) for _ in range(32)))
+        elapsed = time.perf_counter() - started
+        await plane.close()
+        return 1e6 * elapsed / (32 * (requests // 32))
+
+    return uvloop.run(measure())
 
 
 CEILING_APP = """
@@ -420,35 +348,6 @@ def http_ceiling(body: bytes, seconds: float) -> dict:
         proc.wait(20)
 
 
-def bench_batching_compute_bound(work: Path, seconds: float) -> list[Row]:
-    """Where the model, not HTTP, is the cost: the compute-bound MLP of ANCHORS.md."""
-    from models import build_tiny_mlp
-    from served import serving
-
-    model = build_tiny_mlp(work / "mlp-1024-4096.onnx", sizes=(1024, 4096, 4096, 1024))
-    body = json_body({"x": np.linspace(-1, 1, 1024, dtype=np.float32).reshape(1, 1024)})
-    case = "MLP 1024-4096-4096-1024, JSON"
-    with serving(model, "mlp", work / "mlp-off.log", "--no-access-log") as server:
-        off = run_load(server.port, "/v2/models/mlp/infer", body, 32, seconds, 200_000)
-    batching = ("--max-batch-size", "32", "--max-batch-delay-ms", "2")
-    with serving(model, "mlp", work / "mlp-on.log", "--no-access-log", *batching) as server:
-        on = run_load(server.port, "/v2/models/mlp/infer", body, 32, seconds, 200_000)
-    gain = on["rps"] / off["rps"]
-    return [
-        _row(case, "mserve c32, batching off", off),
-        Row(
-            case,
-            "mserve c32, batching on (32 rows, 2 ms)",
-            on["rps"],
-            on["p50_ms"],
-            on["p99_ms"],
-            f"{gain:.2f}x batching off",
-            "(extra row)",
-            "-",
-        ),
-    ]
-
-
 def bench_encoding(work: Path, n: int) -> list[Row]:
     from onnx import TensorProto, helper
     from served import serving
@@ -488,127 +387,6 @@ def bench_encoding(work: Path, n: int) -> list[Row]:
 
 # -- MLServer in its own venv -------------------------------------------------------------------
 
-MLSERVER_MODEL = """
-import onnxruntime as ort
-from mlserver import MLModel
-from mlserver.codecs import NumpyCodec
-from mlserver.types import InferenceRequest, InferenceResponse
-
-
-class OnnxRuntimeModel(MLModel):
-    async def load(self) -> bool:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = {threads}
-        self._session = ort.InferenceSession(
-            self.settings.parameters.uri, options, providers=["CPUExecutionProvider"]
-        )
-        self._input = self._session.get_inputs()[0].name
-        self.ready = True
-        return True
-
-    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        x = NumpyCodec.decode_input(payload.inputs[0])
-        outputs = self._session.run(None, {{self._input: x}})
-        names = [o.name for o in self._session.get_outputs()]
-        return InferenceResponse(
-            model_name=self.name, outputs=[NumpyCodec.encode_output(n, y) for n, y in zip(names, outputs)]
-        )
-"""
-
-
-def ensure_mlserver() -> Path:
-    """MLServer in its own venv (its pins conflict with ours); created on first use."""
-    mlserver = MLSERVER_VENV / "bin" / "mlserver"
-    if mlserver.exists():
-        return mlserver
-    print(f"creating {MLSERVER_VENV} with mlserver=={MLSERVER_VERSION} (once)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True, timeout=300)
-    pip = [
-        str(MLSERVER_VENV / "bin" / "pip"),
-        "install",
-        "-q",
-        f"mlserver=={MLSERVER_VERSION}",
-        "onnxruntime",
-        "numpy",
-    ]
-    done = subprocess.run(pip, capture_output=True, text=True, timeout=1200)
-    if done.returncode != 0 or not mlserver.exists():
-        shutil.rmtree(MLSERVER_VENV, ignore_errors=True)
-        raise RuntimeError(f"pip install mlserver=={MLSERVER_VERSION} failed: {done.stderr[-500:]}")
-    return mlserver
-
-
-def bench_mlserver(work: Path, model: Path, body: bytes, seconds: float) -> dict:
-    import httpx
-    from served import free_port
-
-    mlserver = ensure_mlserver()
-    root = work / "mlserver"
-    (root / "tiny").mkdir(parents=True, exist_ok=True)
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    (root / "settings.json").write_text(
-        json.dumps(
-            {
-                "http_port": http_port,
-                "grpc_port": grpc_port,
-                "metrics_port": metrics_port,
-                # Its default worker pool did not start on these machines (see docs/runtime.md).
-                "parallel_workers": 0,
-                "debug": False,
-            }
-        )
-    )
-    (root / "tiny" / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": "tiny",
-                "implementation": "onnx_runtime_model.OnnxRuntimeModel",
-                "max_batch_size": 32,
-                "max_batch_time": 0.002,
-                "parameters": {"uri": str(model)},
-            }
-        )
-    )
-    (root / "tiny" / "onnx_runtime_model.py").write_text(MLSERVER_MODEL.format(threads=_threads()))
-    log = (work / "mlserver.log").open("wb")
-    proc = subprocess.Popen(
-        [str(mlserver), "start", str(root)], stdout=log, stderr=subprocess.STDOUT, cwd=root / "tiny"
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"mlserver exited {proc.returncode}: {(work / 'mlserver.log').read_text()[-800:]}"
-                )
-            try:
-                if (
-                    httpx.get(f"http://127.0.0.1:{http_port}/v2/models/tiny/ready", timeout=1).status_code
-                    == 200
-                ):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlserver not ready after 120 s")
-            time.sleep(0.2)
-        check = httpx.post(f"http://127.0.0.1:{http_port}/v2/models/tiny/infer", content=body, timeout=10)
-        check.raise_for_status()
-        return run_load(http_port, "/v2/models/tiny/infer", body, 32, seconds, 200_000)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _threads() -> int:
-    from mserve_runtime.cpu_limit import default_threads
-
-    return default_threads()
-
 
 def print_table(rows: list[Row]) -> str:
     lines = [
@@ -625,20 +403,20 @@ def print_table(rows: list[Row]) -> str:
     return table
 
 
+def _threads() -> int:
+    from mserve_runtime.cpu_limit import default_threads
+
+    return default_threads()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loadgen", help=argparse.SUPPRESS)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load row")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per load run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations per comparison")
     parser.add_argument("--encoding-requests", type=int, default=200, help="requests per encoding row")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--skip-mlserver", action="store_true")
     args = parser.parse_args()
-    if args.loadgen:
-        import uvloop
-
-        spec = json.loads(args.loadgen)
-        print(json.dumps(uvloop.run(_load(spec, Path(spec["body_file"]).read_bytes()))))
-        return
     threads = _threads()
     print(
         f"# mserve runtime benchmark: {os.cpu_count()} CPUs, onnxruntime threads {threads}, "
@@ -649,8 +427,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mserve-bench-") as tmp:
         work = Path(tmp)
         if not args.skip_minilm:
-            rows += bench_minilm(work, args.seconds, threads)
-        rows += bench_tiny(work, args.seconds, args.skip_mlserver)
+            rows += bench_minilm(work, args.seconds, args.rounds, threads)
+        rows += bench_tiny(work, args.seconds, args.rounds, args.skip_mlserver, threads)
+        rows += bench_compute_bound(work, args.seconds, args.rounds)
         rows += bench_encoding(work, args.encoding_requests)
     print(f"# load average after {os.getloadavg()[0]:.1f}")
     print_table(rows)
