@@ -2,7 +2,7 @@
 # Build mserve's images on the local base image and (optionally) load them into a cluster.
 #
 #   hack/images.sh build [COMPONENT...]   runtime optimizer operator (default: all three); runtime-gpu on request
-#   hack/images.sh load  [COMPONENT...]   into the cluster: this machine's containerd, or kind
+#   hack/images.sh load  [COMPONENT|IMAGE...]  into the cluster: this machine's containerd, or kind
 #   hack/images.sh names                  print "component image" lines
 #   hack/images.sh sizes                  print each built image's size
 #
@@ -39,15 +39,37 @@ cmd_build() {
   done
 }
 
+# This machine's containerd (hack/cluster.sh): skip an import when containerd already has the
+# image under its name and a stamp says it is the same Docker image (a gigabyte import is a minute).
+source hack/versions.env
+CTR="${MSERVE_CACHE:-$HOME/.cache/mserve}/bin/ctr-${CONTAINERD_VERSION}"
+CONTAINERD_SOCK="/run/mserve/containerd/containerd.sock"
+STAMPS="${MSERVE_CACHE:-$HOME/.cache/mserve}/images/loaded"
+
+load_local() { # NAME
+  local name="$1" id stamp full
+  id="$(docker image inspect -f '{{.Id}}' "${name}")"
+  stamp="${STAMPS}/${name//[:\/]/_}"
+  full="docker.io/library/${name}"
+  if [[ "$(cat "${stamp}" 2>/dev/null)" == "${id}" ]] \
+    && "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io images ls -q 2>/dev/null | grep -qx "${full}"; then
+    log "${name} already loaded (${id:7:12})"
+    return 0
+  fi
+  bash hack/image.sh load "${name}"
+  mkdir -p "${STAMPS}" && echo "${id}" > "${stamp}"
+}
+
 cmd_load() {
   local components=("${@:-${DEFAULT_COMPONENTS[@]}}") c context
   context="$(kubectl config current-context 2>/dev/null || true)"
   for c in "${components[@]}"; do
+    if [[ "${c}" == */* || "${c}" == *:* ]]; then local name="${c}"; else local name; name="$(image "${c}")"; fi
     if [[ "${context}" == kind-* ]]; then
-      log "loading $(image "${c}") into kind cluster ${context#kind-}"
-      kind load docker-image "$(image "${c}")" --name "${context#kind-}"
+      log "loading ${name} into kind cluster ${context#kind-}"
+      kind load docker-image "${name}" --name "${context#kind-}"
     else
-      bash hack/image.sh load "$(image "${c}")"
+      load_local "${name}"
     fi
   done
 }

@@ -50,21 +50,18 @@ make --no-print-directory helm >/dev/null
 HELM="$(make --no-print-directory -s print-helm)"
 
 # ------------------------------------------------------------------ 2. images
-step "images (Docker's layer cache makes a rebuild quick)"
-bash hack/images.sh build
-bash hack/image.sh build mserve-s3:dev hack/s3-store/Dockerfile hack/s3-store \
-  --build-arg BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
-bash hack/images.sh load
-if [[ "$(kubectl config current-context)" == kind-* ]]; then
-  kind load docker-image mserve-s3:dev --name "$(kubectl config current-context | sed 's/^kind-//')"
-else
-  bash hack/image.sh load mserve-s3:dev
-fi
+step "images: build (Docker's layer cache makes a rebuild quick) and load (log: ${OUT}/images.log)"
+{
+  bash hack/images.sh build
+  bash hack/image.sh build mserve-s3:dev hack/s3-store/Dockerfile hack/s3-store \
+    --build-arg BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
+} >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OUT}/images.log"; die "image build failed"; }
+bash hack/images.sh load runtime optimizer operator mserve-s3:dev 2>&1 | sed 's/^/    /'
 bash hack/images.sh sizes
 
 # ------------------------------------------------------------------ 3. S3 store
 step "S3-compatible store (moto) in namespace ${NS}"
-kubectl create namespace "${NS}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl get namespace "${NS}" >/dev/null 2>&1 || kubectl create namespace "${NS}"
 kubectl apply -f hack/s3-store/s3-store.yaml
 kubectl -n "${NS}" rollout status deployment/mserve-s3 --timeout=180s
 S3_ENDPOINT="http://mserve-s3.${NS}.svc:9000"
