@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from mserve_operator import metrics, names
-from mserve_operator.kube_api import KubeApi
+from mserve_operator.kube_api import KubeApi, load_client_config
 from mserve_operator.reconcile import Reconciler
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import API_GROUP, API_VERSION, PLURAL
@@ -58,6 +58,23 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.settings = operator_settings
     memo.reconciler = Reconciler(KubeApi(), operator_settings, _emit)
     metrics.serve(operator_settings.metrics_port)
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf and the reconciler authenticate the same way: in-cluster, else $KUBECONFIG as it is now."""
+    config = load_client_config()
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+    )
 
 
 @kopf.on.cleanup()

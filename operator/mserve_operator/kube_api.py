@@ -7,6 +7,7 @@ shape, create-if-absent for Jobs (immutable, named by digest), merge patches for
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import kubernetes
@@ -39,7 +40,10 @@ def load_client_config() -> kubernetes.client.Configuration:
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=configuration)
+        # $KUBECONFIG read now: the client library reads it once, at import.
+        kubernetes.config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
     # Reconciles run in a thread pool; the default pool of 4 connections would serialize them.
     configuration.connection_pool_maxsize = 32
     return configuration

@@ -248,7 +248,8 @@ def test_serving_change_and_no_change_run_no_job_and_write_nothing(
 
     # Nothing changes: more reconciles (a label edit wakes one; resync does too) write nothing.
     wait_until(
-        "status for generation 2", lambda: _status(installed, namespace).get("observedGeneration") == 2
+        "status for generation 2 after the Deployment controller made all 3 pods",
+        lambda: "3/3 replicas updated" in _status(installed, namespace).get("message", ""),
     )
     before = {
         "deployment": installed.get(deployments_path(namespace, NAME))["metadata"]["resourceVersion"],
