@@ -117,12 +117,8 @@ def export_onnx(model: TorchModel, specs: list[InputSpec], dest: Path) -> list[s
         with contextlib.redirect_stdout(quiet), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if model.format == "torchscript":
-                axes: dict[str, dict[int, str]] = {
-                    name: {0: BATCH_AXIS_NAME}
-                    for name, dyn in zip(input_names, dynamic_inputs, strict=True)
-                    if dyn
-                }
-                if axes:
+                axes = _dynamic_axes(specs)
+                if any(spec.dims[0] == -1 for spec in specs):
                     axes.update({name: {0: BATCH_AXIS_NAME} for name in output_names})
                 torch.onnx.export(
                     model.module,
@@ -159,6 +155,17 @@ def export_onnx(model: TorchModel, specs: list[InputSpec], dest: Path) -> list[s
         raise BadInputError(f"export to ONNX failed: {type(exc).__name__}: {_first_line(exc)}") from None
     _name_batch_axis(dest, input_names, dynamic_inputs)
     return output_names
+
+
+def _dynamic_axes(specs: list[InputSpec]) -> dict[str, dict[int, str]]:
+    """Every -1 axis stays dynamic: axis 0 is 'batch', others are named after input and axis."""
+    axes = {
+        spec.name: {
+            i: BATCH_AXIS_NAME if i == 0 else f"{spec.name}_{i}" for i, d in enumerate(spec.dims) if d == -1
+        }
+        for spec in specs
+    }
+    return {name: dims for name, dims in axes.items() if dims}
 
 
 def _name_batch_axis(path: Path, input_names: list[str], dynamic_inputs: list[bool]) -> None:

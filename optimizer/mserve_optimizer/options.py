@@ -19,7 +19,11 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input: its name, dims (-1 marks the dynamic batch axis) and dtype."""
+    """One model input: its name, dims and dtype.
+
+    -1 on the first axis is the dynamic batch axis; -1 elsewhere (a sequence length) is
+    dynamic too, and generated samples give it `samples.DYNAMIC_AXIS_SIZE`.
+    """
 
     name: str
     dims: tuple[int, ...]
@@ -45,8 +49,6 @@ def parse_input_shape(text: str) -> InputSpec:
         raise BadInputError(f"--input-shape {text!r}: dims must be integers, -1 for the batch axis") from None
     if not dims or any(d == 0 or d < -1 for d in dims):
         raise BadInputError(f"--input-shape {text!r}: dims must be positive integers or -1")
-    if -1 in dims[1:]:
-        raise BadInputError(f"--input-shape {text!r}: only the first (batch) axis may be -1")
     return InputSpec(name, dims, dtype)
 
 

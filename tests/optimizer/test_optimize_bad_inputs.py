@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import DigitsModel, optimize_subprocess
+from optimizer_harness import DigitsModel, optimize_subprocess
 
 
 def _free_port() -> int:

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import onnx
-from conftest import DigitsModel, optimize_in_process, optimize_subprocess
+from optimizer_harness import DigitsModel, optimize_in_process, optimize_subprocess
 
 
 def test_second_run_is_cached_and_fast(digits_mlp: DigitsModel, out_dir: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import DigitsModel, accuracy_of, optimize_in_process
+from optimizer_harness import DigitsModel, accuracy_of, optimize_in_process
 
 STEPS = ["fetch", "load", "export", "check", "graph-opt", "prune", "quantize", "validate", "latency", "write"]
 # Held-out accuracy may drop by at most this much (the bar for dynamic INT8 and FP16).

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import load_example, optimize_in_process
+from optimizer_harness import load_example, optimize_in_process
 
 SEQ_LEN = 64
 pytestmark = pytest.mark.slow

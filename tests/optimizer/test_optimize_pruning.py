@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import DigitsModel, optimize_in_process
 from onnx import numpy_helper
+from optimizer_harness import DigitsModel, optimize_in_process
 
 # Structured pruning without fine-tuning moves logits a lot; these tests check the rewrite,
 # so they accept what validation would (rightly) refuse by default.

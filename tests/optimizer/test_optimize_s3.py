@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DigitsModel, optimize_in_process
+from optimizer_harness import DigitsModel, optimize_in_process
 
 
 @pytest.fixture(scope="module")

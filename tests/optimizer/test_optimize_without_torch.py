@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import DigitsModel, optimize_subprocess
+from optimizer_harness import DigitsModel, optimize_subprocess
 
 # Importing torch (or anything that imports it) raises ImportError in this process.
 BLOCK_TORCH = "import sys\nsys.modules['torch'] = None"

@@ -14,9 +14,10 @@ def test_input_shape_with_and_without_dtype() -> None:
     assert parse_input_shape("x=-1,64") == InputSpec("x", (-1, 64), "float32")
     assert parse_input_shape("input_ids=-1,128:int64") == InputSpec("input_ids", (-1, 128), "int64")
     assert parse_input_shape("img=1,3,224,224:float16").dims == (1, 3, 224, 224)
+    assert parse_input_shape("ids=-1,-1:int64").dims == (-1, -1)  # a dynamic sequence axis too
 
 
-@pytest.mark.parametrize("text", ["x", "=1,2", "x=", "x=a,b", "x=-1,-1", "x=0,3", "x=-1,4:complex", "x=-2"])
+@pytest.mark.parametrize("text", ["x", "=1,2", "x=", "x=a,b", "x=-2,3", "x=0,3", "x=-1,4:complex", "x=-2"])
 def test_bad_input_shapes(text: str) -> None:
     with pytest.raises(BadInputError, match="--input-shape"):
         parse_input_shape(text)
