@@ -113,17 +113,18 @@ def bench_minilm(work: Path, seconds: float, rounds: int, threads: int) -> list[
     feed = minilm_inputs(["mserve serves ONNX models over the V2 inference protocol."])
     body, headers = binary_body(feed, dict.fromkeys(feed, "INT64"))
     case = "MiniLM b1 seq128"
-    with serving(
-        model, "minilm", work / "minilm.log", "--no-access-log", "--threads", str(threads)
-    ) as server:
+    common = ("--no-access-log", "--threads", str(threads))
+    with serving(model, "minilm", work / "minilm.log", *common) as server:
+
+        def raw_loop() -> dict:
+            return raw_session_loop(model, feed, threads, seconds, True)
 
         def served() -> dict:
             return run_load(server.port, "/v2/models/minilm/infer", body, 8, seconds, 100_000, headers, 1.0)
 
-        raw, srv, ratio = alternate(
-            lambda: raw_session_loop(model, feed, threads, seconds, True), served, rounds
-        )
+        raw, srv, ratio = alternate(raw_loop, served, rounds)
         default = raw_session_loop(model, feed, threads, seconds, False)
+    met = "yes" if ratio >= 0.90 else "NO"
     return [
         _row(case, f"raw session.run loop, {threads} threads, onnxruntime defaults (1 run)", default),
         _row(case, f"raw session.run loop, {threads} threads, mserve's session options", raw),
@@ -133,7 +134,7 @@ def bench_minilm(work: Path, seconds: float, rounds: int, threads: int) -> list[
             srv,
             f"{ratio:.2f} of raw (same options)",
             ">= 0.90",
-            "yes" if ratio >= 0.90 else "NO",
+            met,
         ),
     ]
 

@@ -34,7 +34,7 @@ SERVER_NAME = "mserve"
 EXTENSIONS = ["binary_tensor_data"]
 
 
-def _server_version() -> str:
+def server_version() -> str:
     try:
         return version("mserve")
     except PackageNotFoundError:
@@ -55,7 +55,7 @@ class DataPlane:
         self.model: OnnxModel | None = None
         self.batcher: DynamicBatcher | None = None
         self.draining = False
-        self._server_metadata = ServerMetadata(SERVER_NAME, _server_version(), EXTENSIONS)
+        self._server_metadata = ServerMetadata(SERVER_NAME, server_version(), EXTENSIONS)
         self._in_flight = self.metrics.in_flight.labels(settings.model_name)
         self._batch_size = self.metrics.batch_size.labels(settings.model_name)
 

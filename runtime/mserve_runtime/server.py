@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mserve_runtime.asgi_fast_path import InferFastPath
 from mserve_runtime.asgi_middleware import AccessLogMiddleware, BodyLimitMiddleware
-from mserve_runtime.dataplane import DataPlane, _server_version
+from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ModelLoadError, MServeError
 from mserve_runtime.logs import configure_logging
 from mserve_runtime.rest_infer import RestInference
@@ -82,7 +82,7 @@ def create_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifesp
     """The REST app: V2 + V1 routes, /metrics, one error handler (no fast path, no access log)."""
     app = FastAPI(
         title="mserve",
-        version=_server_version(),
+        version=server_version(),
         description="V2 Open Inference Protocol (with Triton's binary tensor extension) for one ONNX model.",
         lifespan=lifespan,
         docs_url="/docs",
