@@ -140,9 +140,17 @@ def _run(
         step.detail = f"{len(model.graph.node)} nodes; inputs {', '.join(s.text() for s in specs)}"
     with log.step("graph-opt") as step:
         optimized = workdir / "graph.onnx"
-        graph.optimize_graph(original, optimized, options.graph_level)
+        # basic here; a higher level runs on each candidate after quantization (see search).
+        graph.optimize_graph(original, optimized, "basic")
         before, after = len(model.graph.node), len(onnx.load(str(optimized)).graph.node)
-        step.detail = f"level {options.graph_level}: {before} -> {after} nodes"
+        step.detail = f"level basic: {before} -> {after} nodes"
+        if options.graph_level != "basic":
+            step.detail += f"; level {options.graph_level} after quantization"
+            if options.graph_level == "all":
+                warnings.append(
+                    "--graph-level all saves layout optimizations specific to this CPU; "
+                    "onnxruntime applies them at load anyway"
+                )
     pruning = None
     with log.step("prune") as step:
         if options.prune > 0:
@@ -181,7 +189,7 @@ def _run(
             variants = quantize.fp16_variants()
         else:
             variants = [quantize.Variant("fp32", "graph-optimized fp32", lambda s, d: shutil.copyfile(s, d))]
-        built = search.build_variants(variants, optimized, workdir, log)
+        built = search.build_variants(variants, optimized, workdir, log, graph_level=options.graph_level)
         step.detail = (
             f"{options.quantize}: {sum(b.path is not None for b in built)} of {len(built)} candidates built"
         )

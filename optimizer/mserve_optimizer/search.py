@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from mserve_contract.optimization_report import CandidateResult, OutputValidation
 
+from mserve_optimizer.errors import BadInputError
+from mserve_optimizer.graph import optimize_graph
 from mserve_optimizer.latency import alternating_medians
 from mserve_optimizer.options import InputSpec
 from mserve_optimizer.ort_session import open_session, run_all
@@ -44,12 +46,23 @@ class Judged:
         return min((v.cosine_min for v in self.validation), default=0.0)
 
 
-def build_variants(variants: list[Variant], base: Path, workdir: Path, log: StepLog) -> list[Built]:
+def build_variants(
+    variants: list[Variant], base: Path, workdir: Path, log: StepLog, *, graph_level: str = "basic"
+) -> list[Built]:
+    """Make each candidate; `graph_level` above basic is applied to each one afterwards.
+
+    The quantizers and the fp16 converter know standard ONNX ops, not onnxruntime's fused
+    or NCHWc-layout ones, so the higher offline levels run after them, never before.
+    """
     built = []
     for index, variant in enumerate(variants):
         dest = workdir / f"candidate-{index}.onnx"
         try:
             variant.make(base, dest)
+            if graph_level != "basic":
+                made = dest.with_suffix(".made.onnx")
+                dest.rename(made)
+                optimize_graph(made, dest, graph_level)
             built.append(Built(variant, dest))
             log.note(f"{variant.name}: {dest.stat().st_size / 1e6:.2f} MB")
         except Exception as exc:  # a quantizer that cannot handle this graph rules out one candidate
@@ -73,9 +86,15 @@ def judge(
         if item.path is None:
             judged.append(Judged(item, [], None))
             continue
-        session = open_session(item.path)
-        names = [output.name for output in session.get_outputs()]
-        outputs = run_all(session, samples, specs)
+        try:
+            session = open_session(item.path)
+            names = [output.name for output in session.get_outputs()]
+            outputs = run_all(session, samples, specs)
+        except BadInputError as exc:  # a variant onnxruntime cannot run is ruled out, not fatal
+            item.path, item.error = None, str(exc)
+            judged.append(Judged(item, [], None))
+            log.note(f"{item.variant.name}: cannot run ({exc})")
+            continue
         validation = compare_outputs(names, [reference[name] for name in names], outputs, thresholds)
         ms = alternating_medians([session], small, budget_s=CHOICE_BUDGET_SECONDS)[0]
         result = Judged(item, validation, ms)

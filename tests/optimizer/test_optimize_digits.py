@@ -119,3 +119,22 @@ def test_report_matches_an_independent_recomputation(digits_mlp: DigitsModel, ou
 
     quantized = {node.op_type for node in onnx.load(str(artifact)).graph.node}
     assert quantized & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+
+
+def test_higher_graph_levels_still_quantize(digits_cnn: DigitsModel, out_dir: Path) -> None:
+    source = digits_cnn.source("onnx")
+    run = optimize_in_process(
+        source,
+        "--output",
+        out_dir,
+        "--quantize",
+        "dynamic-int8",
+        "--graph-level",
+        "extended",
+        "--samples",
+        digits_cnn.paths["samples"],
+    )
+    assert run.exit_code == 0, run.stdout + run.stderr
+    artifact = run.artifact_dir() / "model.onnx"
+    assert artifact.stat().st_size < 0.5 * source.stat().st_size
+    assert accuracy_of(artifact, digits_cnn.x_test, digits_cnn.y_test) >= digits_cnn.accuracy - 0.01
