@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import uuid
 
 import click
 
@@ -42,6 +44,9 @@ def run(
     if priority is None:
         # Replicas of one Deployment must not tie: kopf freezes all replicas sharing the top priority.
         priority = random.randint(1, 2**30)
+    # kopf's default peering identity asks the passwd database for the user name, which a
+    # container running under an arbitrary uid does not have.
+    identity = f"mserve-operator@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
     kopf.configure(verbose=verbose)
     if not verbose:
         # kopf logs every routed child event at INFO; transitions are Events and status instead.
@@ -51,6 +56,7 @@ def run(
         namespaces=list(namespaces),
         standalone=standalone or None,
         priority=priority,
+        identity=identity,
         # Naming the peering makes it mandatory: without kopf's peering CRDs the operator waits.
         peering_name=None if standalone else settings.peering_name,
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"
