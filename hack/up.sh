@@ -76,7 +76,8 @@ step "helm upgrade --install ${RELEASE} charts/mserve -n ${NS}"
 "${HELM}" upgrade --install "${RELEASE}" charts/mserve -n "${NS}" --wait --timeout 5m --take-ownership \
   --set artifactStore.uri=s3://mserve-artifacts/ \
   --set artifactStore.s3.endpoint="${S3_ENDPOINT}" \
-  --set artifactStore.s3.credentialsSecret=s3-creds
+  --set artifactStore.s3.credentialsSecret=s3-creds \
+  --set-string "operator.podAnnotations.mserve\.io/image-id=$(docker image inspect -f '{{.Id}}' mserve-operator:"$(awk -F'"' '/^appVersion:/ { print $2 }' charts/mserve/Chart.yaml)" | cut -c8-19)"
 kubectl -n "${NS}" rollout status deployment/"${RELEASE}-operator" --timeout=180s
 
 # ------------------------------------------------------------------ 5. the model
@@ -97,8 +98,12 @@ kill "${forward}" 2>/dev/null || true
 
 # ------------------------------------------------------------------ 6. the ModelService
 step "kubectl apply -f examples/digits.yaml (namespace ${APP_NS})"
-kubectl -n "${APP_NS}" apply -f examples/digits.yaml
 NAME="$(awk '/^  name:/ { print $2; exit }' examples/digits.yaml)"
+# A Failed verdict is final for its spec: start over rather than wait on it.
+if [[ "$(kubectl -n "${APP_NS}" get msvc "${NAME}" -o jsonpath='{.status.phase}' 2>/dev/null)" == Failed ]]; then
+  kubectl -n "${APP_NS}" delete msvc "${NAME}" --wait --timeout=120s
+fi
+kubectl -n "${APP_NS}" apply -f examples/digits.yaml
 deadline=$((SECONDS + READY_TIMEOUT)); last=""
 while :; do
   line="$(kubectl -n "${APP_NS}" get msvc "${NAME}" \
