@@ -67,14 +67,24 @@ class InferFastPath:
         self, scope: dict[str, Any], receive: Any, send: Any, match: re.Match[str], v1: bool
     ) -> None:
         header_length = encoding = None
+        declared = 0
         for key, value in scope["headers"]:
             if key == b"inference-header-content-length":
                 header_length = value.decode("latin-1")
             elif key == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
+            elif key == b"content-length" and value.isdigit():
+                declared = int(value)
         extra: list[tuple[bytes, bytes]] = []
         content_type = _JSON
         try:
+            if declared > self.limit:
+                # Answer before reading a byte of it, and close: the body stays unread.
+                extra.append((b"connection", b"close"))
+                raise PayloadTooLarge(
+                    f"request body of {declared} bytes exceeds the limit of {self.limit} bytes "
+                    "(MSERVE_MAX_REQUEST_BYTES)"
+                )
             body = await self._read_body(receive)
             if body is None:
                 return

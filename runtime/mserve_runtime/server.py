@@ -101,10 +101,12 @@ def create_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifesp
 
 
 def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifespan | None = None) -> Any:
-    """What uvicorn serves: access log -> body limit -> inference fast path -> the FastAPI app."""
+    """What uvicorn serves: access log -> inference fast path -> the FastAPI app.
+
+    The fast path enforces the body limit itself; the FastAPI app has BodyLimitMiddleware.
+    """
     app = create_app(settings, dataplane, lifespan)
     asgi: Any = InferFastPath(app, app.state.rest_inference)
-    asgi = BodyLimitMiddleware(asgi, limit=settings.max_request_bytes)
     if settings.access_log:
         asgi = AccessLogMiddleware(asgi)
     return asgi
