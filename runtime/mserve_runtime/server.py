@@ -29,7 +29,7 @@ from mserve_runtime.asgi_middleware import AccessLogMiddleware, BodyLimitMiddlew
 from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ModelLoadError, MServeError
 from mserve_runtime.logs import configure_logging
-from mserve_runtime.rest_infer import RestInference
+from mserve_runtime.rest_infer import RestInference, error_body
 from mserve_runtime.rest_models import REQUEST_BODY_MODELS
 from mserve_runtime.rest_routes import build_metrics_router, build_v1_router, build_v2_router, json_response
 from mserve_runtime.settings import RuntimeSettings
@@ -42,7 +42,7 @@ Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 def _install_error_handlers(app: FastAPI) -> None:
     async def mserve_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MServeError)
-        return json_response({"error": exc.message}, exc.status_code)
+        return Response(error_body(exc), status_code=exc.status_code, media_type="application/json")
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
