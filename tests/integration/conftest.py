@@ -7,6 +7,8 @@ writes. Without a reachable API server every test here skips with the reason.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +103,45 @@ def _established(kube: Kube, name: str) -> bool:
         c["type"] == "Established" and c["status"] == "True"
         for c in (crd.get("status") or {}).get("conditions") or []
     )
+
+
+CLUSTER_PEERING = "/apis/kopf.dev/v1/clusterkopfpeerings/mserve"
+PAUSER = "mserve-integration-tests"
+
+
+def _announce(kube: Kube, lifetime: int) -> None:
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    entry = None if lifetime == 0 else {"priority": 2**31, "lifetime": lifetime, "lastseen": now}
+    kube.merge_patch(CLUSTER_PEERING, {"status": {PAUSER: entry}})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cluster_operators_paused(installed: Kube) -> Iterator[None]:
+    """A cluster-wide mserve operator (a Helm install) would reconcile the tests' namespaces too
+    and fight the operator under test. The tests pause it the way kopf pauses any peer: an
+    entry of the highest priority in the ClusterKopfPeering, kept alive while they run."""
+    created = installed.get(CLUSTER_PEERING) is None
+    if created:
+        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "mserve"}}
+        installed.create("/apis/kopf.dev/v1/clusterkopfpeerings", body)
+    _announce(installed, lifetime=60)
+    stop = threading.Event()
+
+    def keep_alive() -> None:
+        while not stop.wait(20):
+            with contextlib.suppress(Exception):
+                _announce(installed, lifetime=60)
+
+    thread = threading.Thread(target=keep_alive, name="peering-keepalive", daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+    with contextlib.suppress(ApiException):
+        if created:
+            installed.delete(CLUSTER_PEERING)
+        else:
+            _announce(installed, lifetime=0)
 
 
 @pytest.fixture(scope="session")
