@@ -190,7 +190,10 @@ def free_port() -> int:
 class OperatorProcess:
     """`mserve operator run` as a child process, with its own identity (kubeconfig) and log."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, *, priority: int = 100) -> None:
+    def __init__(
+        self, kubeconfig: str, namespace: str, log_path: Path, *, priority: int = 100, env: dict | None = None
+    ) -> None:
+        self.extra_env = env or {}
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
@@ -213,6 +216,7 @@ class OperatorProcess:
             "MSERVE_OPERATOR_RUNTIME_NODE_SELECTOR": json.dumps(NO_NODE),
             "MSERVE_OPERATOR_SCHEDULER_NAME": NO_SCHEDULER,
         }
+        env.update(self.extra_env)
         env.pop("MSERVE_KUBECONFIG", None)
         command = [sys.executable, "-c", "from mserve_cli.main import cli; cli()", "operator", "run"]
         command += ["--namespace", self.namespace, "--priority", str(self.priority), "--verbose"]

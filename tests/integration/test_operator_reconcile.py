@@ -5,6 +5,7 @@ Each test reads like a user's steps: apply, wait for what the operator makes, lo
 
 from __future__ import annotations
 
+import pytest
 from mserve_contract.optimization_report import TerminationSummary
 from operator_harness import (
     Kube,
@@ -406,3 +407,42 @@ def test_delete_removes_every_child(installed: Kube, namespace: str, operator: O
 
     # The garbage collector (kube-controller-manager) follows the ownerReferences.
     wait_until("children garbage-collected", lambda: not any(children().values()) or None, timeout=90)
+
+
+def test_gpu_pod_the_real_scheduler_cannot_place_is_reported_with_its_words(
+    installed: Kube, namespace: str, operator_kubeconfig: str, tmp_path
+):
+    """No status is written here: kube-scheduler itself finds no node with a free GPU."""
+    nodes = installed.list("/api/v1/nodes")
+    if not nodes:
+        pytest.skip(
+            "no node: the scheduler has nothing to refuse (hack/cluster.sh up without --control-plane-only)"
+        )
+    if any("nvidia.com/gpu" in (n["status"].get("allocatable") or {}) for n in nodes):
+        pytest.skip("this cluster has GPUs")
+    scheduled = {"MSERVE_OPERATOR_SCHEDULER_NAME": "", "MSERVE_OPERATOR_RUNTIME_NODE_SELECTOR": "{}"}
+    operator = OperatorProcess(
+        operator_kubeconfig, namespace, tmp_path / "operator.log", env=scheduled
+    ).start()
+    try:
+        spec = {
+            "model": {"uri": "https://models.example/m.onnx"},
+            "optimization": {"quantize": "none"},
+            "serving": {"replicas": 1, "gpu": {"count": 1}},
+        }
+        installed.create(msvc_path(namespace), modelservice(NAME, **spec))
+        deployment = wait_until("the Deployment", lambda: installed.get(deployments_path(namespace, NAME)))
+        server = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert server["image"] == "mserve-runtime-gpu:it"
+
+        def unschedulable():
+            status = _status(installed, namespace)
+            deployed = _condition(status, "Deployed") if status.get("conditions") else {}
+            return deployed.get("reason") == "Unschedulable" and status
+
+        status = wait_until("the scheduler's verdict in the status", unschedulable, timeout=90)
+        assert status["phase"] == "Degraded"
+        assert "Insufficient nvidia.com/gpu" in _condition(status, "Deployed")["message"]
+    finally:
+        operator.stop()
