@@ -6,6 +6,7 @@ exception handler (server.py) turns into a status code.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -64,7 +65,21 @@ def _add_model_routes(
     router: APIRouter, suffix: str, endpoint: Callable[..., Any], methods: list[str], **kwargs: Any
 ) -> None:
     """Register `/v2/models/{model_name}{suffix}` and its `/versions/{model_version}` form."""
-    router.add_api_route(f"/v2/models/{{model_name}}{suffix}", endpoint, methods=methods, **kwargs)
+
+    async def unversioned(**params: Any) -> Any:
+        return await endpoint(**params)
+
+    # Without this, FastAPI would read `model_version` from the query string of the plain route.
+    signature = inspect.signature(endpoint)
+    unversioned.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "model_version"]
+    )
+    router.add_api_route(
+        f"/v2/models/{{model_name}}{suffix}",
+        unversioned,
+        methods=methods,
+        **{**kwargs, "name": kwargs.get("name", endpoint.__name__)},
+    )
     router.add_api_route(
         f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}",
         endpoint,
