@@ -64,7 +64,10 @@ def test_server_survived_the_fuzzing(fuzz_server: Server) -> None:
 def test_openapi_document_lists_every_route(fuzz_server: Server) -> None:
     import httpx
 
-    paths = set(httpx.get(f"{fuzz_server.url}/openapi.json").json()["paths"])
+    doc = httpx.get(f"{fuzz_server.url}/openapi.json").json()
+    paths = set(doc["paths"])
+    plain = doc["paths"]["/v2/models/{model_name}"]["get"]["parameters"]
+    assert [p["name"] for p in plain] == ["model_name"]
     for suffix in ("", "/ready", "/infer"):
         assert f"/v2/models/{{model_name}}{suffix}" in paths
         assert f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}" in paths
