@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from optimizer_harness import DigitsModel, optimize_subprocess
+from optimizer_harness import DigitsModel, optimize_in_process, optimize_subprocess
 
 
 def _free_port() -> int:
@@ -79,3 +79,22 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     run = optimize_subprocess(_garbage(tmp_path), "--output", tmp_path / "out", "--debug")
     assert run.exit_code == 1
     assert "Traceback" in run.stderr
+
+
+def test_pt2_with_a_static_batch_axis_is_refused_with_the_fix(
+    digits_mlp: DigitsModel, tmp_path: Path
+) -> None:
+    import torch
+    from optimizer_harness import load_example
+
+    train = load_example("digits_train_example", "examples/digits/train.py")
+    model = train.build("mlp").eval()
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 64),)), path)
+    run = optimize_in_process(path, "--input-shape", "x=-1,64", "--output", tmp_path / "out")
+    assert run.exit_code == 1
+    assert "static batch axis" in run.stderr
+    assert "torch.export.Dim" in run.stderr
+    # Asking for that fixed batch works.
+    fixed = optimize_in_process(path, "--input-shape", "x=2,64", "--output", tmp_path / "out")
+    assert fixed.exit_code == 0, fixed.stdout + fixed.stderr

@@ -138,3 +138,35 @@ def test_higher_graph_levels_still_quantize(digits_cnn: DigitsModel, out_dir: Pa
     artifact = run.artifact_dir() / "model.onnx"
     assert artifact.stat().st_size < 0.5 * source.stat().st_size
     assert accuracy_of(artifact, digits_cnn.x_test, digits_cnn.y_test) >= digits_cnn.accuracy - 0.01
+
+
+def test_static_int8_without_calibration_data_warns(digits_mlp: DigitsModel, out_dir: Path) -> None:
+    run = optimize_in_process(digits_mlp.source("onnx"), "--output", out_dir, "--quantize", "static-int8")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    assert "WARNING: static-int8 calibrated on GENERATED inputs" in run.stdout
+    warnings = run.report()["warnings"]
+    assert any("GENERATED" in w for w in warnings)
+    assert any("validated on generated inputs" in w for w in warnings)
+
+
+def test_static_int8_with_calibration_data(digits_mlp: DigitsModel, out_dir: Path) -> None:
+    samples = digits_mlp.paths["samples"]
+    run = optimize_in_process(
+        digits_mlp.source("onnx"),
+        "--output",
+        out_dir,
+        "--quantize",
+        "static-int8",
+        "--calibration",
+        samples,
+        "--samples",
+        samples,
+    )
+    assert run.exit_code == 0, run.stdout + run.stderr
+    report = run.report()
+    assert report["warnings"] == []
+    assert report["options"]["calibration_sha256"] == report["options"]["samples_sha256"]
+    assert len(report["candidates"]) >= 3
+    assert accuracy_of(run.artifact_dir() / "model.onnx", digits_mlp.x_test, digits_mlp.y_test) >= (
+        digits_mlp.accuracy - 0.03
+    )

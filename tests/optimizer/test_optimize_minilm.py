@@ -41,7 +41,9 @@ def test_dynamic_int8_keeps_sentence_embeddings(minilm: dict[str, Path], tmp_pat
     report = run.report()
     (validation,) = report["validation"]
     assert validation["cosine"] >= 0.99
-    assert report["artifact"]["size_bytes"] / report["source"]["size_bytes"] <= 0.30
+    assert report["chosen"].startswith("dynamic-int8 per-channel")
+    # INT8 weights (0.25 of fp32; 0.33 if the search kept outlier layers fp32).
+    assert report["artifact"]["size_bytes"] / report["source"]["size_bytes"] < 0.4
 
     # Independently: the fp32 torch model's embeddings vs the artifact's, sentence by sentence.
     import torch

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from optimizer_harness import DigitsModel, optimize_subprocess
 
 # Importing torch (or anything that imports it) raises ImportError in this process.
 BLOCK_TORCH = "import sys\nsys.modules['torch'] = None"
 
 
-def test_onnx_optimization_without_torch(digits_mlp: DigitsModel, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["dynamic-int8", "static-int8", "fp16"])
+def test_onnx_optimization_without_torch(mode: str, digits_mlp: DigitsModel, tmp_path: Path) -> None:
     run = optimize_subprocess(
         digits_mlp.source("onnx"),
         "--output",
         tmp_path,
         "--quantize",
-        "dynamic-int8",
+        mode,
         "--samples",
         digits_mlp.paths["samples"],
         python_prelude=BLOCK_TORCH,
