@@ -446,3 +446,26 @@ def test_gpu_pod_the_real_scheduler_cannot_place_is_reported_with_its_words(
         assert "Insufficient nvidia.com/gpu" in _condition(status, "Deployed")["message"]
     finally:
         operator.stop()
+
+
+def test_spec_change_during_optimization_cancels_the_obsolete_job(
+    installed: Kube, namespace: str, operator: OperatorProcess
+):
+    installed.create(msvc_path(namespace), modelservice(NAME))
+    first = _one_job(installed, namespace)
+    installed.merge_patch(msvc_path(namespace, NAME), {"spec": {"optimization": {"prune": 0.3}}})
+
+    def only_the_new_job():
+        jobs = [j for j in _jobs(installed, namespace) if not j["metadata"].get("deletionTimestamp")]
+        names = [j["metadata"]["name"] for j in jobs]
+        return len(jobs) == 1 and first["metadata"]["name"] not in names and jobs[0]
+
+    second = wait_until("the running Job of the old spec to be replaced", only_the_new_job, timeout=30)
+    assert "0.3" in second["spec"]["template"]["spec"]["containers"][0]["args"]
+    status = wait_until(
+        "status for generation 2",
+        lambda: (
+            _status(installed, namespace).get("observedGeneration") == 2 and _status(installed, namespace)
+        ),
+    )
+    assert status["optimization"]["jobName"] == second["metadata"]["name"]
