@@ -108,3 +108,30 @@ def test_load_failure_is_a_model_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot load"):
         plane.load()
     assert not plane.ready()
+
+
+def test_cuda_that_onnxruntime_cannot_start_is_a_load_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+    from mserve_runtime.onnx_model import SessionConfig, build_session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    # onnxruntime-gpu installed but no usable GPU: the provider is listed, the session falls back to CPU.
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    with pytest.raises(ModelLoadError, match="could not start CUDAExecutionProvider"):
+        build_session(str(_model(tmp_path / "m.onnx")), SessionConfig(threads=1, device="cuda"))
+
+
+def test_cuda_missing_from_onnxruntime_is_a_load_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+    from mserve_runtime.onnx_model import SessionConfig, build_session
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ModelLoadError, match=r"no CUDAExecutionProvider .* install mserve\[gpu\]"):
+        build_session(str(_model(tmp_path / "m.onnx")), SessionConfig(threads=1, device="cuda"))
