@@ -68,9 +68,8 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
         return _failed(failed, pods)
     problems = pod_problems(pods)
     if problems:
-        return JobOutcome(
-            "running", Reason.JOB_RUNNING, f"optimizer pod: {problems[0].reason}: {problems[0].message}"
-        )
+        # Still running as far as the Job knows, but say why nothing happens (e.g. no node with room).
+        return JobOutcome("running", problems[0].reason, f"optimizer {problems[0].message}")
     return JobOutcome("running", Reason.JOB_RUNNING, f"optimization Job {job['metadata']['name']} is running")
 
 

@@ -153,3 +153,22 @@ def test_pods_being_deleted_are_not_problems():
     pod = _waiting("ImagePullBackOff")
     pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert pod_problems([pod]) == []
+
+
+def test_optimizer_pod_that_cannot_start_is_named_while_the_job_runs():
+    pod = _pod(0, "")
+    pod["status"] = {
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes: Insufficient memory.",
+            }
+        ]
+    }
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job(None), [pod])
+    assert not state.ok
+    assert not state.terminal_failure
+    assert state.reason == Reason.UNSCHEDULABLE
+    assert "Insufficient memory" in state.message
