@@ -230,8 +230,12 @@ def test_changed_optimization_runs_a_new_job_and_rolls_out_the_new_artifact(
         timeout=60,
     )
     assert rolled["metadata"]["generation"] > deployment["metadata"]["generation"]
-    assert _status(installed, namespace)["artifact"]["digest"] == digest
-    assert _status(installed, namespace)["observedGeneration"] == 2
+    # The status follows the Deployment within the same reconcile.
+    status = wait_until(
+        "the status to name the new artifact",
+        lambda: (s := _status(installed, namespace)).get("artifact", {}).get("digest") == digest and s,
+    )
+    assert status["observedGeneration"] == 2
 
 
 def test_serving_change_and_no_change_run_no_job_and_write_nothing(
