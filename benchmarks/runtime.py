@@ -174,8 +174,12 @@ def bench_tiny(work: Path, seconds: float, rounds: int, skip_mlserver: bool, thr
         )
         if not skip_mlserver:
             rows += _vs_mlserver(work, model, body, seconds, rounds, on, threads)
-    for batch in (1, 32):
-        us = handler_cost_us(model, body, batch)
+    costs: dict[int, list[float]] = {1: [], 32: []}
+    for _ in range(rounds):
+        for batch in costs:
+            costs[batch].append(handler_cost_us(model, body, batch))
+    for batch, samples in costs.items():
+        us = statistics.median(samples)
         label = "off" if batch == 1 else "on"
         rows.append(
             Row(
