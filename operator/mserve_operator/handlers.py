@@ -113,11 +113,11 @@ async def reconcile_loop(
                 await _pause(namespace, name, delay, stopped)
                 continue
             failures = 0
-            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-            metrics.RECONCILES.labels("changed" if result.status_changed else "unchanged").inc()
             if result.job_created:
                 metrics.JOBS_CREATED.inc()
             _set_phase(namespace, name, result.phase)
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            metrics.RECONCILES.labels("changed" if result.status_changed else "unchanged").inc()
             if await _pause(namespace, name, resync, stopped):
                 await asyncio.sleep(DEBOUNCE_SECONDS)
     finally:
