@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-dev}"
 cache="${MSERVE_CACHE:-$HOME/.cache/mserve}"
-venv="$cache/venv-py$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+# MSERVE_VENV puts a second checkout's environment elsewhere (an editable install points
+# at exactly one checkout).
+venv="${MSERVE_VENV:-$cache/venv-py$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')}"
 start=$(date +%s)
 if [[ ! -x "$venv/bin/python" ]]; then
   echo "==> creating virtual environment $venv"
