@@ -137,6 +137,7 @@ def _run(
             warnings.append(
                 "validated on generated inputs; pass --samples with real inputs for a meaningful check"
             )
+            log.note("WARNING: " + warnings[-1])
         step.detail = f"{len(model.graph.node)} nodes; inputs {', '.join(s.text() for s in specs)}"
     with log.step("graph-opt") as step:
         optimized = workdir / "graph.onnx"
