@@ -24,8 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,10 @@ def bench_tiny(work: Path, seconds: float, rounds: int, skip_mlserver: bool, thr
             return run_load(on_server.port, path, body, 32, seconds, 200_000, warmup_s=1.0)
 
         off_r, on_r, gain = alternate(off, on, rounds)
+        ceiling_port = stack.enter_context(bare_uvicorn())
+        _, ceiling, bound = alternate(
+            off, lambda: run_load(ceiling_port, "/", body, 32, seconds, 200_000, warmup_s=1.0), rounds
+        )
         rows.append(_row(TINY, "mserve c32, batching off", off_r))
         rows.append(
             _row(
@@ -174,6 +178,16 @@ def bench_tiny(work: Path, seconds: float, rounds: int, skip_mlserver: bool, thr
         )
         if not skip_mlserver:
             rows += _vs_mlserver(work, model, body, seconds, rounds, on, threads)
+    rows.append(
+        _row(
+            TINY,
+            "HTTP ceiling: bare uvicorn answering '{}' (no model)",
+            ceiling,
+            f"{bound:.2f}x batching off",
+            "(bound)",
+            "-",
+        )
+    )
     costs: dict[int, list[float]] = {1: [], 32: []}
     for _ in range(rounds):
         for batch in costs:
@@ -193,17 +207,6 @@ def bench_tiny(work: Path, seconds: float, rounds: int, skip_mlserver: bool, thr
                 "-",
             )
         )
-    ceiling = http_ceiling(body, seconds)
-    rows.append(
-        _row(
-            TINY,
-            "HTTP ceiling: bare uvicorn answering '{}' (no model)",
-            ceiling,
-            f"{ceiling['rps'] / off_r['rps']:.2f}x batching off",
-            "(bound)",
-            "-",
-        )
-    )
     return rows
 
 
@@ -328,8 +331,9 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=Fa
 """
 
 
-def http_ceiling(body: bytes, seconds: float) -> dict:
-    """The most this client and machine can do through uvicorn with no work behind it.
+@contextmanager
+def bare_uvicorn() -> Iterator[int]:
+    """uvicorn answering '{}' with no work behind it: the most this client and machine can do.
 
     Batching can only remove model-run cost; when a model is as small as the tiny MLP, the
     served rate is bounded by this, whatever the batching.
@@ -347,7 +351,7 @@ def http_ceiling(body: bytes, seconds: float) -> dict:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        return run_load(port, "/", body, 32, seconds, 200_000)
+        yield port
     finally:
         proc.terminate()
         proc.wait(20)
