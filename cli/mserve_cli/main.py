@@ -13,10 +13,10 @@ import click
 
 # name -> ("module:attribute", one-line help shown by `mserve --help`)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("mserve_runtime.cli:serve", "Serve an ONNX model over the V2 inference protocol (REST + gRPC)."),
-    "fetch": ("mserve_runtime.cli:fetch", "Download a model from s3://, http(s)://, file:// with a digest check."),
+    "serve": ("mserve_runtime.cli:serve", "Serve an ONNX model over the V2 inference protocol."),
+    "fetch": ("mserve_runtime.cli:fetch", "Download a model (s3, http, pvc, file), digest-checked."),
     "optimize": ("mserve_optimizer.cli:optimize", "Convert to ONNX, quantize, prune and validate a model."),
-    "operator": ("mserve_operator.cli:operator", "Run the Kubernetes operator that reconciles ModelServices."),
+    "operator": ("mserve_operator.cli:operator", "Run the operator that reconciles ModelServices."),
 }
 
 
