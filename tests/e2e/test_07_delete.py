@@ -27,5 +27,5 @@ def test_delete_removes_the_children(mserve: Cluster, namespace: str, digits: Di
     wait_for_phase(mserve, namespace, NAME, "Ready", timeout=300)
     assert children(mserve, namespace)
 
-    mserve.kubectl("-n", namespace, "delete", "msvc", NAME, "--wait=true", "--timeout=120s", timeout=150)
+    mserve.kubectl("-n", namespace, "delete", "msvc", NAME, "--wait=true", "--timeout=180s", timeout=200)
     wait_until("every child gone", lambda: not children(mserve, namespace), timeout=120)
