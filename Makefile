@@ -34,7 +34,7 @@ up: ## the whole story on a cluster: images, S3 store, chart, digits model, a re
 down: ## remove what `make up` made (and stop this machine's cluster if up started it)
 	bash hack/down.sh
 
-images: ## build the runtime, optimizer and operator images on the local base image
+images: ## build the runtime, optimizer, operator and local S3 store images on the local base image
 	bash hack/images.sh build
 
 images-gpu: ## build the GPU runtime image (onnxruntime-gpu + CUDA wheels, several GB)

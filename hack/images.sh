@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build mserve's images on the local base image and (optionally) load them into a cluster.
 #
-#   hack/images.sh build [COMPONENT...]   runtime optimizer operator (default: all three); runtime-gpu on request
+#   hack/images.sh build [COMPONENT...]   runtime optimizer operator s3 (the local S3 store); runtime-gpu on request
 #   hack/images.sh load  [COMPONENT|IMAGE...]  into the cluster: this machine's containerd, or kind
 #   hack/images.sh names                  print "component image" lines
 #   hack/images.sh sizes                  print each built image's size
@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VERSION="${MSERVE_VERSION:-$(awk -F'"' '/^appVersion:/ { print $2 }' charts/mserve/Chart.yaml)}"
 BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
-DEFAULT_COMPONENTS=(runtime optimizer operator)
+DEFAULT_COMPONENTS=(runtime optimizer operator s3)
 
 log() { printf '[images %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -23,18 +23,20 @@ dockerfile() {
     runtime-gpu) echo runtime/Dockerfile.gpu ;;
     optimizer) echo optimizer/Dockerfile ;;
     operator) echo operator/Dockerfile ;;
+    s3) echo hack/s3-store/Dockerfile ;;
     *) echo "unknown component $1" >&2; exit 2 ;;
   esac
 }
 
-image() { echo "mserve-$1:${VERSION}"; }
+image() { if [[ "$1" == s3 ]]; then echo "mserve-s3:dev"; else echo "mserve-$1:${VERSION}"; fi; }
+context() { if [[ "$1" == s3 ]]; then echo hack/s3-store; else echo .; fi; }
 
 cmd_build() {
   local components=("${@:-${DEFAULT_COMPONENTS[@]}}") c
   bash hack/image.sh base
   for c in "${components[@]}"; do
     log "building $(image "${c}") from $(dockerfile "${c}")"
-    bash hack/image.sh build "$(image "${c}")" "$(dockerfile "${c}")" . \
+    bash hack/image.sh build "$(image "${c}")" "$(dockerfile "${c}")" "$(context "${c}")" \
       --build-arg "BASE_IMAGE=${BASE_IMAGE}" --build-arg "VERSION=${VERSION}"
   done
 }

@@ -51,12 +51,8 @@ HELM="$(make --no-print-directory -s print-helm)"
 
 # ------------------------------------------------------------------ 2. images
 step "images: build (Docker's layer cache makes a rebuild quick) and load (log: ${OUT}/images.log)"
-{
-  bash hack/images.sh build
-  bash hack/image.sh build mserve-s3:dev hack/s3-store/Dockerfile hack/s3-store \
-    --build-arg BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
-} >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OUT}/images.log"; die "image build failed"; }
-bash hack/images.sh load runtime optimizer operator mserve-s3:dev 2>&1 | sed 's/^/    /'
+bash hack/images.sh build >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OUT}/images.log"; die "image build failed"; }
+bash hack/images.sh load 2>&1 | sed 's/^/    /'
 bash hack/images.sh sizes
 
 # ------------------------------------------------------------------ 3. S3 store
