@@ -158,7 +158,7 @@ class TerminationSummary(_Model):
     size_ratio: float | None = None
     latency_ratio_b1: float | None = None
     latency_ratio_bn: float | None = None
-    min_cosine: float | None = None
+    min_cosine: float | None = Field(default=None, description="The lowest per-output mean cosine.")
     top1_agreement: float | None = None
     quantize: str = "none"
 

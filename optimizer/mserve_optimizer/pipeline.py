@@ -249,7 +249,8 @@ def _run(
     ratio = report.artifact.size_bytes / source.size_bytes
     report.message = (
         f"{report.chosen}; size {ratio:.2f}x, speed-up {report.latency.ratio_small:.2f}x at batch 1, "
-        f"min cosine {min(v.cosine_min for v in report.validation):.5f}"
+        f"cosine {min(v.cosine for v in report.validation):.5f} "
+        f"(worst sample {min(v.cosine_min for v in report.validation):.5f})"
     )
     with log.step("write") as step:
         report.steps = list(log.timings)
