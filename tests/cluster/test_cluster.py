@@ -139,20 +139,24 @@ def test_service_reached_by_dns_from_pod_and_by_cluster_ip_from_host(
     )
     kubectl.run("-n", namespace, "rollout", "status", "deploy/web", "--timeout=120s", timeout=150)
 
+    # the host, by ClusterIP (kube-proxy's nat OUTPUT rules). kube-proxy programs a new
+    # Service's rules asynchronously after its endpoints are ready, so this also waits for them.
+    cluster_ip = kubectl.json("-n", namespace, "get", "service", "web")["spec"]["clusterIP"]
+
+    def host_get():
+        try:
+            with urllib.request.urlopen(f"http://{cluster_ip}/", timeout=3) as resp:
+                return resp.read().decode()
+        except OSError as exc:  # refused until kube-proxy has the rules
+            raise AssertionError(str(exc)) from exc
+
+    body = wait_until(f"host GET http://{cluster_ip}/", host_get, timeout=60)
+    assert body.startswith("hello from web-"), body
+
     # another pod, by the Service's DNS name (short and fully qualified)
     for i, url in enumerate(("http://web/", f"http://web.{namespace}.svc.cluster.local/")):
         logs = run_pod(kubectl, namespace, f"client-{i}", test_image, ["get", url])
         assert logs.startswith("200 hello from web-"), logs
-
-    # the host, by ClusterIP (kube-proxy's nat OUTPUT rules)
-    cluster_ip = kubectl.json("-n", namespace, "get", "service", "web")["spec"]["clusterIP"]
-
-    def host_get():
-        with urllib.request.urlopen(f"http://{cluster_ip}/", timeout=3) as resp:
-            return resp.read().decode()
-
-    body = wait_until(f"host GET http://{cluster_ip}/", host_get, timeout=60)
-    assert body.startswith("hello from web-"), body
 
 
 def test_kubectl_top_nodes(kubectl: Kubectl, ready_node: str):
