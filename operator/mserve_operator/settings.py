@@ -76,6 +76,17 @@ class OperatorSettings(BaseSettings):
     runtime_node_selector: dict[str, str] = Field(default_factory=dict)
     """Node labels every runtime pod must match (JSON object); a GPU spec's nodeSelector adds to it."""
 
+    gpu_resource_name: str = "nvidia.com/gpu"
+    """Extended resource a GPU ModelService asks for when its `spec.serving.gpu.resourceName`
+    is unset (the device plugin's name, e.g. `nvidia.com/gpu` or `amd.com/gpu`)."""
+
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels every GPU runtime pod must match (JSON object); a ModelService's
+    `spec.serving.gpu.nodeSelector` adds to it and wins on the same key."""
+
+    gpu_tolerations: list[dict[str, object]] = Field(default_factory=list)
+    """Tolerations given to every GPU runtime pod (JSON list), before the ModelService's own."""
+
     scheduler_name: str = ""
     """Scheduler of every pod the operator creates (e.g. a GPU bin-packing or batch scheduler);
     empty means the cluster's default scheduler."""

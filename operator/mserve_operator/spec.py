@@ -77,7 +77,7 @@ class Toleration(_Spec):
 
 class Gpu(_Spec):
     count: int = 0
-    resource_name: str = "nvidia.com/gpu"
+    resource_name: str | None = None  # unset: the install's default (OperatorSettings)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
 

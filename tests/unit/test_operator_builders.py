@@ -7,6 +7,7 @@ from mserve_operator import names
 from mserve_operator.builders import build_deployment, build_hpa, build_job, build_pdb, build_service
 from mserve_operator.builders.job import optimizer_args
 from mserve_operator.digest import optimization_digest
+from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import parse_spec
 from operator_fixtures import ARTIFACT, OWNER, all_containers, cpu_spec, gpu_spec, settings
 
@@ -211,6 +212,39 @@ def test_gpu_pod_asks_for_the_gpu_runs_the_gpu_image_on_cuda_and_tolerates_the_t
     assert {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"} in pod[
         "tolerations"
     ]
+
+
+POOL_TOLERATION = {"key": "pool", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+
+
+def test_gpu_defaults_of_the_install_apply_and_the_modelservice_wins_on_conflicts():
+    deployment = _deployment(
+        gpu_spec(),
+        gpu_resource_name="amd.com/gpu",
+        gpu_node_selector={"pool": "gpu", "nvidia.com/gpu.product": "A100"},
+        gpu_tolerations=[POOL_TOLERATION],
+    )
+    pod = _pod(deployment)
+    assert pod["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "H100"}
+    assert pod["tolerations"][0] == POOL_TOLERATION
+    assert {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_gpu_defaults_of_the_install_do_not_touch_cpu_pods():
+    pod = _pod(_deployment(gpu_node_selector={"pool": "gpu"}, gpu_tolerations=[{"key": "pool"}]))
+    assert "nodeSelector" not in pod
+    assert "tolerations" not in pod
+
+
+def test_gpu_settings_come_from_the_charts_environment_variables(monkeypatch):
+    monkeypatch.setenv("MSERVE_OPERATOR_GPU_RESOURCE_NAME", "amd.com/gpu")
+    monkeypatch.setenv("MSERVE_OPERATOR_GPU_NODE_SELECTOR", '{"pool": "gpu"}')
+    monkeypatch.setenv("MSERVE_OPERATOR_GPU_TOLERATIONS", '[{"key": "pool", "operator": "Exists"}]')
+    loaded = OperatorSettings()
+    assert loaded.gpu_resource_name == "amd.com/gpu"
+    assert loaded.gpu_node_selector == {"pool": "gpu"}
+    assert loaded.gpu_tolerations == [{"key": "pool", "operator": "Exists"}]
 
 
 def test_rolling_update_never_drops_below_desired_and_drains_before_exit():

@@ -83,17 +83,26 @@ def _probe(path: str, period: int, failures: int) -> dict:
     }
 
 
+def gpu_resource_name(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
+    """The GPU resource a runtime pod asks for: the ModelService's, else the install's default."""
+    return spec.serving.gpu.resource_name or settings.gpu_resource_name
+
+
 def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
     gpu = spec.serving.gpu
-    node_selector = {**settings.runtime_node_selector, **(gpu.node_selector if gpu.count else {})}
+    gpu_selector = {**settings.gpu_node_selector, **gpu.node_selector} if gpu.count else {}
+    node_selector = {**settings.runtime_node_selector, **gpu_selector}
     scheduling: dict = {"nodeSelector": node_selector} if node_selector else {}
     if settings.scheduler_name:
         scheduling["schedulerName"] = settings.scheduler_name
     if gpu.count == 0:
         return scheduling
-    tolerations = [t.model_dump(by_alias=True, exclude_defaults=True) for t in gpu.tolerations]
+    tolerations = [dict(t) for t in settings.gpu_tolerations]
+    for own in (t.model_dump(by_alias=True, exclude_defaults=True) for t in gpu.tolerations):
+        if own not in tolerations:
+            tolerations.append(own)
     # GPU nodes are commonly tainted with their resource name; tolerate that taint by default.
-    default = {"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    default = {"key": gpu_resource_name(spec, settings), "operator": "Exists", "effect": "NoSchedule"}
     if default not in tolerations:
         tolerations.append(default)
     return {**scheduling, "tolerations": tolerations}
@@ -156,7 +165,7 @@ def build_deployment(
 
     server_resources = {side: dict(values) for side, values in resources.items()}
     if spec.serving.uses_gpu:
-        server_resources["limits"][spec.serving.gpu.resource_name] = str(spec.serving.gpu.count)
+        server_resources["limits"][gpu_resource_name(spec, settings)] = str(spec.serving.gpu.count)
     server = {
         "name": "server",
         "image": image,
