@@ -18,6 +18,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from operator_harness import (
     CRDS,
+    OPERATOR_CLUSTER_ROLE,
     OPERATOR_SA,
     Kube,
     OperatorProcess,
@@ -61,6 +62,8 @@ def kube() -> Kube:
 def _apply_file(kube: Kube, path: Path) -> list[dict]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     for doc in docs:
+        if doc["kind"] == "ClusterRole":
+            doc["metadata"]["name"] = OPERATOR_CLUSTER_ROLE
         kube.apply(f"{_CLUSTER_PATHS[doc['kind']]}/{doc['metadata']['name']}", doc, manager="mserve-install")
     return docs
 
@@ -89,11 +92,15 @@ def installed(kube: Kube) -> Kube:
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",
-            "name": "mserve-operator",
+            "name": OPERATOR_CLUSTER_ROLE,
         },
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }
-    kube.apply(f"{_CLUSTER_PATHS['ClusterRoleBinding']}/mserve-operator-integration", binding)
+    binding_path = f"{_CLUSTER_PATHS['ClusterRoleBinding']}/mserve-operator-integration"
+    existing = kube.get(binding_path)
+    if existing and existing["roleRef"] != binding["roleRef"]:
+        kube.delete(binding_path)  # roleRef is immutable: an older binding must go first
+    kube.apply(binding_path, binding)
     return kube
 
 

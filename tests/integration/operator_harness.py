@@ -27,7 +27,11 @@ from kubernetes.client.exceptions import ApiException
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 GROUP_PATH = "/apis/mserve.io/v1alpha1"
-OPERATOR_SA = ("mserve-system", "mserve-operator")
+# The operator under test runs as its own ServiceAccount, bound to a copy of crds/rbac.yaml's
+# ClusterRole under another name: nothing here collides with (or is left behind for) a Helm
+# release, which owns `mserve-system/mserve-operator` and the ClusterRole `mserve-operator`.
+OPERATOR_SA = ("mserve-integration", "mserve-operator")
+OPERATOR_CLUSTER_ROLE = "mserve-operator-integration"
 # No scheduler has this name: optimizer and runtime pods stay unscheduled (and untouched by
 # any scheduler) even on a full cluster, so only the statuses the tests write decide how
 # they "ran". No node carries the label either, in case a test binds nothing by mistake.
