@@ -576,6 +576,16 @@ cleanup_containers() {
     pid="$(cat "${f}" 2>/dev/null)" || continue
     if [[ -n "${pid}" && -d "/proc/${pid}" ]]; then kill -KILL "${pid}" 2>/dev/null || true; log "    killed shim ${pid}"; fi
   done < <(find "${RUN_DIR}/containerd" -name shim.pid 2>/dev/null)
+  # A shim whose bundle is already gone (its task was deleted but the shim lingered) has no
+  # shim.pid left; it still names our containerd's own socket, which no one else's process does.
+  local cmdline
+  for f in /proc/[0-9]*/cmdline; do
+    cmdline="$(tr '\0' ' ' < "${f}" 2>/dev/null)" || continue
+    if [[ "${cmdline}" == *containerd-shim-runc-v2*"-address ${RUN_DIR}/containerd/containerd.sock"* ]]; then
+      pid="${f#/proc/}"; pid="${pid%/cmdline}"
+      kill -KILL "${pid}" 2>/dev/null || true; log "    killed lingering shim ${pid}"
+    fi
+  done
 }
 
 unmount_under() { # DIR...: unmount everything mounted below the given directories, deepest first
