@@ -25,10 +25,14 @@ help: ## this list
 venv: ## create/update the virtual environment (.venv) with every extra
 	hack/venv.sh dev
 
-demo: ## no cluster: train the digits model, serve it locally, call it with curl
+# A fresh clone has no .venv yet: the commands below make it first (once).
+.venv/bin/python:
+	hack/venv.sh dev
+
+demo: | .venv/bin/python ## no cluster: train the digits model, serve it locally, call it with curl
 	bash hack/demo.sh
 
-up: ## the whole story on a cluster: images, S3 store, chart, digits model, a real inference
+up: | .venv/bin/python ## the whole story on a cluster: images, S3 store, chart, digits model, a real inference
 	bash hack/up.sh
 
 down: ## remove what `make up` made (and stop this machine's cluster if up started it)
@@ -60,7 +64,7 @@ format: ## apply ruff's formatting and safe fixes
 test: test-ruff test-unit test-runtime test-cluster test-integration test-e2e ## every tier, in order
 	@echo "==> all tiers passed"
 
-test-ruff:
+test-ruff: | .venv/bin/python
 	@echo "==> ruff check"; $(RUFF) check .
 
 test-unit: helm ## unit tier (chart tests need helm)
