@@ -77,10 +77,10 @@ cluster-up:
 	@start=$$(date +%s); bash hack/cluster.sh up; echo "==> cluster up in $$(( $$(date +%s) - start ))s"
 
 test-cluster: cluster-up ## this machine's cluster, built from upstream parts
-	KUBECONFIG=$(LOCAL_KUBECONFIG) $(TIER) cluster tests/cluster
+	MSERVE_REQUIRE_CLUSTER=1 KUBECONFIG=$(LOCAL_KUBECONFIG) $(TIER) cluster tests/cluster
 
 test-integration: cluster-up ## the operator in-process against the real API server
-	KUBECONFIG=$(LOCAL_KUBECONFIG) $(TIER) integration tests/integration
+	MSERVE_REQUIRE_CLUSTER=1 KUBECONFIG=$(LOCAL_KUBECONFIG) $(TIER) integration tests/integration
 
 test-e2e: helm ## helm install -> ModelService -> Job -> Ready -> inference, on KUBECONFIG or this machine's cluster
 	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(MAKE) --no-print-directory cluster-up; fi

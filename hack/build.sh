@@ -44,11 +44,15 @@ go_build() {
   local tmp; tmp="$(mktemp -d "${BIN_DIR}/.build.XXXXXX")"
   local t0=${SECONDS}
   log "building ${names[*]} ${version} from ${mod_dir#"${HACK_DIR}/"} (cold builds take minutes on 2 cores)"
-  (
+  if ! (
     cd "${mod_dir}"
     CGO_ENABLED="${CGO_ENABLED:-0}" nice -n 10 go build -trimpath -tags "${tags}" \
       -ldflags "-s -w ${ldflags}" -o "${tmp}/" "${pkgs[@]}"
-  )
+  ); then
+    rm -rf "${tmp}"  # a failed build leaves nothing half-made in the cache
+    log "ERROR: go build of ${names[*]} ${version} failed"
+    return 1
+  fi
   local i
   for i in "${!pkgs[@]}"; do
     local built

@@ -109,12 +109,15 @@ cmd_base() {
     log "debootstrap bookworm (minbase + python3, python3-venv, ca-certificates) from ${mirror:-http://deb.debian.org/debian}"
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
       bookworm "${root}" "${mirror:-http://deb.debian.org/debian}" >"${IMAGE_CACHE}/debootstrap.log" 2>&1 \
-      || { tail -n 20 "${IMAGE_CACHE}/debootstrap.log" >&2; die "debootstrap failed"; }
+      || { tail -n 20 "${IMAGE_CACHE}/debootstrap.log" >&2; rm -rf "${root}"; die "debootstrap failed"; }
     # pip inside builds must trust the same CAs as this host.
     cp /etc/ssl/certs/ca-certificates.crt "${root}/etc/ssl/certs/ca-certificates.crt"
     chroot "${root}" apt-get clean
     rm -rf "${root}/var/lib/apt/lists/"* "${root}/var/cache/apt/"*.bin
-    tar -C "${root}" --numeric-owner -cf "${tar}.tmp" . && mv "${tar}.tmp" "${tar}"
+    if ! { tar -C "${root}" --numeric-owner -cf "${tar}.tmp" . && mv "${tar}.tmp" "${tar}"; }; then
+      rm -rf "${root}" "${tar}.tmp"
+      die "could not write the base image's tarball ${tar}"
+    fi
     rm -rf "${root}"
   fi
   docker import \

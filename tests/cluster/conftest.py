@@ -2,7 +2,8 @@
 
 The kubeconfig is, in order: $MSERVE_KUBECONFIG, $KUBECONFIG, or the one `hack/cluster.sh up`
 writes (${MSERVE_CACHE:-~/.cache/mserve}/cluster/admin.kubeconfig). Without a reachable API
-server every test here skips, so the other tiers run anywhere.
+server every test here skips, so the other tiers run anywhere, unless MSERVE_REQUIRE_CLUSTER=1
+(as `make test` sets): then each fails.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from cluster_helpers import (
@@ -27,21 +29,29 @@ from cluster_helpers import (
 )
 
 
+def no_cluster(reason: str) -> NoReturn:
+    """Skip for lack of a cluster, unless the run demands one (`make test` sets
+    MSERVE_REQUIRE_CLUSTER=1): there a missing cluster is a failure, never a green tier."""
+    if os.environ.get("MSERVE_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"{reason} (MSERVE_REQUIRE_CLUSTER=1: this tier must run, not skip)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def kubectl() -> Kubectl:
     binary = find_kubectl()
     kubeconfig = find_kubeconfig()
     if not binary:
-        pytest.skip("no kubectl (run hack/cluster.sh up, or put kubectl on PATH)")
+        no_cluster("no kubectl (run hack/cluster.sh up, or put kubectl on PATH)")
     if not kubeconfig:
-        pytest.skip("no cluster kubeconfig (run hack/cluster.sh up, or set KUBECONFIG)")
+        no_cluster("no cluster kubeconfig (run hack/cluster.sh up, or set KUBECONFIG)")
     k = Kubectl(binary, kubeconfig)
     try:
         proc = k.run("get", "--raw=/readyz", check=False, timeout=10)
     except subprocess.TimeoutExpired:
-        pytest.skip(f"API server of {kubeconfig} did not answer in 10s")
+        no_cluster(f"API server of {kubeconfig} did not answer in 10s")
     if proc.returncode != 0:
-        pytest.skip(f"API server of {kubeconfig} not reachable: {proc.stderr.strip()[:200]}")
+        no_cluster(f"API server of {kubeconfig} not reachable: {proc.stderr.strip()[:200]}")
     return k
 
 
@@ -50,7 +60,7 @@ def ready_node(kubectl: Kubectl) -> str:
     """The name of a Ready node; skips the pod tests on a control-plane-only cluster."""
     nodes = kubectl.json("get", "nodes")["items"]
     if not nodes:
-        pytest.skip("cluster has no node (hack/cluster.sh up --control-plane-only)")
+        no_cluster("cluster has no node (hack/cluster.sh up --control-plane-only)")
     for node in nodes:
         for cond in node["status"].get("conditions", []):
             if cond["type"] == "Ready" and cond["status"] == "True":

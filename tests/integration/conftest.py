@@ -1,17 +1,20 @@
 """Fixtures of the operator's integration tier: a real kube-apiserver, the operator as its own identity.
 
 The kubeconfig is $MSERVE_KUBECONFIG, $KUBECONFIG, or the admin kubeconfig `hack/cluster.sh up`
-writes. Without a reachable API server every test here skips with the reason.
+writes. Without a reachable API server every test here skips with the reason, unless
+MSERVE_REQUIRE_CLUSTER=1 (as `make test` sets): then each fails.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -46,16 +49,24 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+def no_cluster(reason: str) -> NoReturn:
+    """Skip for lack of a cluster, unless the run demands one (`make test` sets
+    MSERVE_REQUIRE_CLUSTER=1): there a missing cluster is a failure, never a green tier."""
+    if os.environ.get("MSERVE_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"{reason} (MSERVE_REQUIRE_CLUSTER=1: this tier must run, not skip)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def kube() -> Kube:
     kubeconfig = find_kubeconfig()
     if not kubeconfig:
-        pytest.skip("no cluster: run `hack/cluster.sh up` (or set KUBECONFIG) for the integration tests")
+        no_cluster("no cluster: run `hack/cluster.sh up` (or set KUBECONFIG) for the integration tests")
     try:
         kube = Kube(kubeconfig)
         kube.call("GET", "/version")
     except Exception as exc:
-        pytest.skip(f"no reachable kube-apiserver in {kubeconfig}: {str(exc)[:200]}")
+        no_cluster(f"no reachable kube-apiserver in {kubeconfig}: {str(exc)[:200]}")
     return kube
 
 
