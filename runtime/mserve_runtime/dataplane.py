@@ -42,6 +42,12 @@ def server_version() -> str:
         return "0.0.0"
 
 
+def _quoted(name: str, limit: int = 100) -> str:
+    """A client's name for an error message, cut short: the message must stay small (gRPC
+    carries it in a header) however long the name."""
+    return f"'{name}'" if len(name) <= limit else f"'{name[:limit]}...' ({len(name)} characters)"
+
+
 class DataPlane:
     """Serves one model (by name and version) with optional dynamic batching."""
 
@@ -126,11 +132,11 @@ class DataPlane:
     def _lookup(self, name: str, version: str | None) -> OnnxModel:
         if name != self.settings.model_name:
             raise ModelNotFound(
-                f"model '{name}' is not served here (this server serves '{self.settings.model_name}')"
+                f"model {_quoted(name)} is not served here (this server serves '{self.settings.model_name}')"
             )
         if version not in (None, "", self.settings.model_version):
             raise ModelNotFound(
-                f"model '{name}' has no version '{version}' (available: {self.settings.model_version})"
+                f"model '{name}' has no version {_quoted(version)} (available: {self.settings.model_version})"
             )
         if self.model is None:
             raise ModelNotReady(f"model '{name}' is still loading")
