@@ -219,7 +219,8 @@ def run(settings: RuntimeSettings) -> int:
     configure_logging(settings.log_level, settings.json_logs)
     dataplane = DataPlane(settings)
     log.info(
-        "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d",
+        "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
+        "max_in_flight=%d request_timeout_s=%g",
         settings.model_path,
         settings.model_name,
         settings.http_port,
@@ -227,6 +228,8 @@ def run(settings: RuntimeSettings) -> int:
         settings.device,
         dataplane.threads,
         dataplane.workers,
+        dataplane.max_in_flight,
+        settings.request_timeout_s,
     )
     config = uvicorn.Config(
         "mserve_runtime.server:create_app",  # replaced below; uvicorn needs an app at construction
