@@ -148,6 +148,7 @@ def overload_table(cases: list[dict], factor: float) -> str:
 
 def _export_baseline(ref: str, dest: Path) -> str:
     """The runtime as of `ref`, as a PYTHONPATH (git archive: no checkout, no worktree)."""
+    dest.mkdir(parents=True, exist_ok=True)
     command = ["git", "-C", str(ROOT), "archive", ref, "runtime", "cli", "contract"]
     archive = subprocess.run(command, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
@@ -211,6 +212,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations per no-regression comparison")
     parser.add_argument("--baseline-ref", default="main", help="git ref of the no-regression baseline")
     parser.add_argument("--skip-big", action="store_true", help="only the tiny MLP under overload")
+    parser.add_argument("--skip-overload", action="store_true")
     parser.add_argument("--skip-regression", action="store_true")
     args = parser.parse_args()
     from models import build_tiny_mlp
@@ -220,7 +222,9 @@ def main() -> None:
         work = Path(tmp)
         tiny = build_tiny_mlp(work / "tiny.onnx")
         models = [("tiny", tiny, np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16))]
-        if not args.skip_big:
+        if args.skip_overload:
+            models = []
+        elif not args.skip_big:
             big = build_tiny_mlp(work / "mlp.onnx", sizes=(1024, 4096, 4096, 1024))
             models.append(("mlp", big, np.linspace(-1, 1, 1024, dtype=np.float32).reshape(1, 1024)))
         cases = []
@@ -233,7 +237,8 @@ def main() -> None:
         if not args.skip_regression:
             regression = regression_rows(work, args.baseline_ref, args.seconds, args.rounds)
     print(f"# load average after {os.getloadavg()[0]:.1f}")
-    print(overload_table(cases, args.factor))
+    if cases:
+        print(overload_table(cases, args.factor))
     if regression:
         print()
         print("\n".join(regression))

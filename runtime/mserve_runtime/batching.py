@@ -2,8 +2,11 @@
 
 Requests are merged along the first dimension only when every input has the same dtype and
 the same trailing shape; otherwise they wait in separate batches. A flushed batch waits for
-one of `concurrency` run slots and is merged only when it gets one, so a waiter cancelled
-meanwhile (deadline, client gone) is left out, and a batch with no waiter left never runs.
+one of `concurrency` run slots and keeps taking requests of its kind (up to the size limit)
+until it gets one, as Triton's batcher fills a batch while its model instance is busy:
+under load, requests admitted one by one as others finish still make full batches. It is
+merged only when it gets its slot, so a waiter cancelled meanwhile (deadline, client gone)
+is left out, and a batch with no waiter left never runs.
 When a merged run fails, each member runs again alone, so that every client gets its own
 result or its own error, never another client's.
 """
@@ -75,6 +78,8 @@ class DynamicBatcher:
         self.queued = 0
         self._slots = asyncio.Semaphore(concurrency)
         self._pending: dict[BatchKey, _PendingBatch] = {}
+        # Flushed batches waiting for a run slot, still open to requests of their kind.
+        self._waiting: dict[BatchKey, _PendingBatch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch_size = metrics.batch_size.labels(model_name) if metrics else None
         self._queue_wait = metrics.queue_wait.labels(model_name) if metrics else None
@@ -95,6 +100,11 @@ class DynamicBatcher:
             self._start(_PendingBatch(None, [waiter], rows))
             return waiter.future
         key = batch_key(feed)
+        waiting = self._waiting.get(key)
+        if waiting is not None and waiting.rows + rows <= self.max_batch_size:
+            waiting.waiters.append(waiter)
+            waiting.rows += rows
+            return waiter.future
         pending = self._pending.get(key)
         if pending is not None and pending.rows + rows > self.max_batch_size:
             self._flush(key)
@@ -114,6 +124,7 @@ class DynamicBatcher:
             return
         if pending.timer is not None:
             pending.timer.cancel()
+        self._waiting[key] = pending
         self._start(pending)
 
     def _start(self, batch: _PendingBatch) -> None:
@@ -124,6 +135,8 @@ class DynamicBatcher:
     async def _execute(self, batch: _PendingBatch) -> None:
         try:
             async with self._slots:
+                if batch.key is not None and self._waiting.get(batch.key) is batch:
+                    del self._waiting[batch.key]
                 waiters = [w for w in batch.waiters if not w.future.done()]
                 if waiters:
                     await self._run_batch(waiters)

@@ -203,3 +203,26 @@ def test_inputs_that_disagree_on_rows_are_rejected() -> None:
             await batcher.submit({"x": np.ones((2, 3)), "y": np.ones((3, 3))})
 
     asyncio.run(scenario())
+
+
+def test_requests_arriving_while_a_batch_waits_for_its_slot_join_it() -> None:
+    async def scenario() -> None:
+        runs: list[int] = []
+
+        async def slow(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            runs.append(feed["x"].shape[0])
+            await asyncio.sleep(0.2)
+            return [feed["x"] * 2]
+
+        batcher = DynamicBatcher(slow, max_batch_size=8, max_delay_s=0.01, concurrency=1)
+        first = asyncio.ensure_future(batcher.submit(_rows(1)))
+        await asyncio.sleep(0.05)  # the first batch is running
+        second = asyncio.ensure_future(batcher.submit(_rows(1, start=10)))
+        await asyncio.sleep(0.05)  # the second was flushed by its delay and waits for the slot
+        later = [batcher.submit(_rows(1, start=20)), batcher.submit(_rows(2, start=30))]
+        results = await asyncio.gather(first, second, *later)
+        # Under load, admitted one by one, they still run as one batch when the slot frees.
+        assert runs == [1, 4]
+        np.testing.assert_array_equal(results[3][0], _rows(2, start=30)["x"] * 2)
+
+    asyncio.run(scenario())
