@@ -24,11 +24,15 @@ log = logging.getLogger("mserve.admission")
 
 TIMEOUT_HEADER = "Inference-Timeout-Ms"
 _TIMEOUT_HEADER_KEY = TIMEOUT_HEADER.lower().encode()
+_HEADER_SOURCE = f"the {TIMEOUT_HEADER} header"
 # gRPC's own wire format caps a timeout at 8 digits; the header follows it.
 MAX_TIMEOUT_MS = 99_999_999
 RETRY_AFTER_S = 1
-# A request that has waited this long gets a task watching its connection; shorter waits
-# finish before a disconnect could be noticed, and a watcher per request would cost more.
+# Queued requests are checked on one shared tick rather than a timer each (a timer and a
+# watcher task per request cost the tiny model a tenth of its throughput): deadlines fire
+# up to one tick late, and a REST request queued for WATCH_AFTER_S gets a task watching its
+# connection (shorter waits end before a disconnect could matter).
+TICK_S = 0.01
 WATCH_AFTER_S = 0.02
 
 # Methods that never carry inference (health, metadata, metrics, docs): never shed.
@@ -46,11 +50,14 @@ def default_max_in_flight(workers: int, max_batch_size: int) -> int:
 
 
 class Admission:
-    """Counts inference requests in flight and refuses the one beyond `limit`."""
+    """Counts inference requests in flight and refuses the one beyond `limit`; watches the
+    admitted ones whose work is queued (deadline, client gone) on one shared tick."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        self._queued: set[RequestScope] = set()
+        self._tick: asyncio.TimerHandle | None = None
 
     def try_enter(self) -> bool:
         if self.in_flight >= self.limit:
@@ -60,6 +67,33 @@ class Admission:
 
     def leave(self) -> None:
         self.in_flight -= 1
+
+    def queue(self, scope: RequestScope, work: asyncio.Future[Any]) -> None:
+        """`work` is `scope`'s queued work: cancel it if the deadline passes or the client goes."""
+        scope.abandon = work.cancel
+        loop = asyncio.get_running_loop()
+        scope.queued_at = loop.time()
+        self._queued.add(scope)
+        if self._tick is None:
+            self._tick = loop.call_later(TICK_S, self._check)
+
+    def unqueue(self, scope: RequestScope) -> None:
+        self._queued.discard(scope)
+        scope.abandon = None
+        if scope.watcher is not None:
+            scope.watcher.cancel()
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for scope in list(self._queued):
+            if now >= scope.deadline:
+                scope.give_up("deadline")
+            elif (
+                scope.receive is not None and scope.watcher is None and now - scope.queued_at >= WATCH_AFTER_S
+            ):
+                scope.watcher = loop.create_task(_wait_for_disconnect(scope))
+        self._tick = loop.call_later(TICK_S, self._check) if self._queued else None
 
 
 def parse_timeout_ms(value: str) -> float:
@@ -74,32 +108,23 @@ def parse_timeout_ms(value: str) -> float:
     return int(text) / 1000
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RequestScope:
     """One admitted request: its deadline (event-loop time) and why its work was abandoned."""
 
     deadline: float
     deadline_source: str
+    receive: Any = None  # REST: the ASGI receive, to notice a disconnect while queued
     reason: str | None = None
-    _abandon: Callable[[], Any] | None = None
+    queued_at: float = 0.0
+    abandon: Callable[[], Any] | None = None
+    watcher: asyncio.Task[None] | None = None
 
-    def watch(self, future: asyncio.Future[Any]) -> None:
-        """`future` is this request's queued work: cancel it if the client goes or time runs out."""
-        self._abandon = future.cancel
-
-    def unwatch(self) -> None:
-        self._abandon = None
-
-    def expire(self) -> None:
-        self._give_up("deadline")
-
-    def client_gone(self) -> None:
-        self._give_up("client_gone")
-
-    def _give_up(self, reason: str) -> None:
-        if self.reason is None and self._abandon is not None:
+    def give_up(self, reason: str) -> None:
+        """Drop the queued work (if any is queued), for `reason`: deadline or client_gone."""
+        if self.reason is None and self.abandon is not None:
             self.reason = reason
-            self._abandon()
+            self.abandon()
 
     def error(self) -> DeadlineExceeded | ClientGone:
         if self.reason == "deadline":
@@ -107,50 +132,26 @@ class RequestScope:
         return ClientGone("the client disconnected; its queued work was dropped")
 
 
+async def _wait_for_disconnect(scope: RequestScope) -> None:
+    # Called only once the body was read (the work is queued), so nothing else reads `receive`.
+    message = await scope.receive()
+    if message["type"] == "http.disconnect":
+        scope.give_up("client_gone")
+
+
 current_scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
     "mserve_request_scope", default=None
 )
 
 
-def new_scope(default_timeout_s: float, asked_s: float | None, source: str) -> RequestScope:
+def new_scope(
+    default_timeout_s: float, asked_s: float | None, source: str, receive: Any = None
+) -> RequestScope:
     """A scope whose deadline is the sooner of the client's (`asked_s`) and the server's."""
     now = asyncio.get_running_loop().time()
     if asked_s is not None and asked_s < default_timeout_s:
-        return RequestScope(now + asked_s, source)
-    return RequestScope(now + default_timeout_s, "MSERVE_REQUEST_TIMEOUT_S")
-
-
-class _ConnectionWatch:
-    """Wraps `receive`: once the body is read and the request has waited WATCH_AFTER_S,
-    a task waits for `http.disconnect` and abandons the request's queued work."""
-
-    __slots__ = ("_receive", "_request", "_task", "_timer")
-
-    def __init__(self, receive: Any, request: RequestScope) -> None:
-        self._receive = receive
-        self._request = request
-        self._timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def receive(self) -> dict[str, Any]:
-        message = await self._receive()
-        if message["type"] == "http.request" and not message.get("more_body", False):
-            self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
-        return message
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._wait_for_disconnect())
-
-    async def _wait_for_disconnect(self) -> None:
-        message = await self._receive()
-        if message["type"] == "http.disconnect":
-            self._request.client_gone()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._task is not None:
-            self._task.cancel()
+        return RequestScope(now + asked_s, source, receive)
+    return RequestScope(now + default_timeout_s, "MSERVE_REQUEST_TIMEOUT_S", receive)
 
 
 async def _answer(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
@@ -171,7 +172,7 @@ async def _answer(send: Any, status: int, message: str, headers: list[tuple[byte
 
 class AdmissionMiddleware:
     """REST: shed requests beyond the cap with 503 + Retry-After before reading their body,
-    give each admitted one its deadline, and watch its connection while it waits."""
+    and give each admitted one its deadline and a way to notice its client leaving."""
 
     def __init__(
         self, app: Any, admission: Admission, default_timeout_s: float, on_shed: Callable[[], None]
@@ -193,7 +194,8 @@ class AdmissionMiddleware:
                 except InvalidInput as exc:
                     await _answer(send, exc.status_code, exc.message, [])
                     return
-        if not self.admission.try_enter():
+        admission = self.admission
+        if not admission.try_enter():
             self.on_shed()
             await _answer(
                 send,
@@ -203,12 +205,9 @@ class AdmissionMiddleware:
                 [(b"retry-after", str(RETRY_AFTER_S).encode())],
             )
             return
-        request = new_scope(self.default_timeout_s, asked, f"the {TIMEOUT_HEADER} header")
-        token = current_scope.set(request)
-        watch = _ConnectionWatch(receive, request)
+        token = current_scope.set(new_scope(self.default_timeout_s, asked, _HEADER_SOURCE, receive))
         try:
-            await self.app(scope, watch.receive, send)
+            await self.app(scope, receive, send)
         finally:
-            self.admission.leave()
-            watch.close()
+            admission.in_flight -= 1
             current_scope.reset(token)

@@ -180,8 +180,7 @@ class DataPlane:
         scope: RequestScope | None = current_scope.get()
         if scope is None:
             return await work
-        scope.watch(work)
-        timer = asyncio.get_running_loop().call_at(scope.deadline, scope.expire)
+        self.admission.queue(scope, work)
         try:
             return await work
         except asyncio.CancelledError:
@@ -193,8 +192,7 @@ class DataPlane:
             self._dropped[scope.reason].inc()
             raise scope.error() from None
         finally:
-            timer.cancel()
-            scope.unwatch()
+            self.admission.unqueue(scope)
 
     def _run_now(self, model: OnnxModel, feed: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
         """In an inference thread, when the work's turn comes (cancelled work never gets here)."""

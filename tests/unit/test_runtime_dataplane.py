@@ -163,7 +163,7 @@ def test_queued_work_of_a_request_whose_scope_ends_never_runs(tmp_path: Path, en
         task = loop.create_task(plane.infer("m", _request(np.ones((1, 2), np.float32))))
         await asyncio.sleep(0.02)
         if ending == "client_gone":
-            scope.client_gone()
+            scope.give_up("client_gone")
         with pytest.raises(ClientGone if ending == "client_gone" else DeadlineExceeded):
             await task
         gate.set()
