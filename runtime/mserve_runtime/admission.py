@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +18,6 @@ from typing import Any
 import orjson
 
 from mserve_runtime.errors import ClientGone, DeadlineExceeded, InvalidInput
-
-log = logging.getLogger("mserve.admission")
 
 TIMEOUT_HEADER = "Inference-Timeout-Ms"
 _TIMEOUT_HEADER_KEY = TIMEOUT_HEADER.lower().encode()
@@ -57,7 +54,7 @@ class Admission:
         self.limit = limit
         self.in_flight = 0
         self._queued: set[RequestScope] = set()
-        self._tick: asyncio.TimerHandle | None = None
+        self._ticking: asyncio.AbstractEventLoop | None = None
 
     def try_enter(self) -> bool:
         if self.in_flight >= self.limit:
@@ -74,8 +71,9 @@ class Admission:
         loop = asyncio.get_running_loop()
         scope.queued_at = loop.time()
         self._queued.add(scope)
-        if self._tick is None:
-            self._tick = loop.call_later(TICK_S, self._check)
+        if self._ticking is not loop:
+            self._ticking = loop
+            loop.call_later(TICK_S, self._check)
 
     def unqueue(self, scope: RequestScope) -> None:
         self._queued.discard(scope)
@@ -93,7 +91,10 @@ class Admission:
                 scope.receive is not None and scope.watcher is None and now - scope.queued_at >= WATCH_AFTER_S
             ):
                 scope.watcher = loop.create_task(_wait_for_disconnect(scope))
-        self._tick = loop.call_later(TICK_S, self._check) if self._queued else None
+        if self._queued:
+            loop.call_later(TICK_S, self._check)
+        else:
+            self._ticking = None
 
 
 def parse_timeout_ms(value: str) -> float:
