@@ -1,12 +1,14 @@
 """Benchmark of the mserve runtime against its baselines, measured in one run on this machine.
 
     python benchmarks/runtime.py [--seconds 4] [--rounds 3] [--skip-minilm] [--skip-mlserver]
+                                 [--baseline-tree DIR [--baseline-only]]
 
 | case                               | baseline (same run)                     | target           |
 | MiniLM b1, c8, REST binary         | raw onnxruntime session.run loop        | >= 0.90 of raw   |
 | tiny MLP c32, batching on          | the same server, batching off           | >= 3x req/s      |
 | tiny MLP c32                       | MLServer 1.7.1 + adaptive batching      | >= 2x req/s      |
 | 1x128x384 fp32, c1                 | JSON encoding vs binary extension       | report the ratio |
+| tiny MLP c32 (--baseline-tree)     | the same server from another checkout   | >= 0.95 req/s    |
 
 Load comes from a separate client process (http_load.py), bounded by a request count and a
 duration. The machines are shared and noisy, so each comparison runs its two sides in
@@ -282,6 +284,38 @@ def bench_compute_bound(work: Path, seconds: float, rounds: int) -> list[Row]:
     ]
 
 
+def bench_vs_tree(work: Path, seconds: float, rounds: int, tree: Path) -> list[Row]:
+    """The tiny MLP at c32, batching off, served by this checkout and by `tree` (e.g. main), alternated."""
+    from models import build_tiny_mlp
+    from served import serving
+
+    model = build_tiny_mlp(work / "tiny-vs.onnx")
+    body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
+    path = "/v2/models/tiny/infer"
+    old_env = {"PYTHONPATH": os.pathsep.join(str(tree / p) for p in ("cli", "contract", "runtime"))}
+    with ExitStack() as stack:
+        new = stack.enter_context(serving(model, "tiny", work / "tiny-new.log", "--no-access-log"))
+        old = stack.enter_context(
+            serving(model, "tiny", work / "tiny-old.log", "--no-access-log", env=old_env)
+        )
+        old_r, new_r, ratio = alternate(
+            lambda: run_load(old.port, path, body, 32, seconds, 200_000, warmup_s=1.0),
+            lambda: run_load(new.port, path, body, 32, seconds, 200_000, warmup_s=1.0),
+            rounds,
+        )
+    return [
+        _row(TINY, f"c32, batching off, served from {tree}", old_r),
+        _row(
+            TINY,
+            "c32, batching off, served from this checkout",
+            new_r,
+            f"{ratio:.2f} of the other tree",
+            ">= 0.95",
+            "yes" if ratio >= 0.95 else "NO",
+        ),
+    ]
+
+
 def handler_cost_us(model: Path, body: bytes, max_batch_size: int, requests: int = 20_000) -> float:
     """Event-loop cost per request of decode + data plane + encode, 32 concurrent, no HTTP.
 
@@ -289,6 +323,7 @@ def handler_cost_us(model: Path, body: bytes, max_batch_size: int, requests: int
     """
     import uvloop
     from mserve_runtime.dataplane import DataPlane
+    from mserve_runtime.request_limits import RequestLimits
     from mserve_runtime.rest_infer import RestInference
     from mserve_runtime.settings import RuntimeSettings
 
@@ -298,7 +333,7 @@ def handler_cost_us(model: Path, body: bytes, max_batch_size: int, requests: int
         )
         plane = DataPlane(settings)
         plane.load()
-        handlers = RestInference(plane, 10**8)
+        handlers = RestInference(plane, RequestLimits.derive(1 << 34))
 
         async def client(n: int) -> None:
             for _ in range(n):
@@ -425,6 +460,10 @@ def main() -> None:
     parser.add_argument("--encoding-requests", type=int, default=200, help="requests per encoding row")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--baseline-tree", type=Path, help="also compare with the runtime of this checkout")
+    parser.add_argument(
+        "--baseline-only", action="store_true", help="run only the --baseline-tree comparison"
+    )
     args = parser.parse_args()
     threads = _threads()
     print(
@@ -435,11 +474,14 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mserve-bench-") as tmp:
         work = Path(tmp)
-        if not args.skip_minilm:
-            rows += bench_minilm(work, args.seconds, args.rounds, threads)
-        rows += bench_tiny(work, args.seconds, args.rounds, args.skip_mlserver, threads)
-        rows += bench_compute_bound(work, args.seconds, args.rounds)
-        rows += bench_encoding(work, args.encoding_requests)
+        if args.baseline_tree:
+            rows += bench_vs_tree(work, args.seconds, args.rounds, args.baseline_tree.resolve())
+        if not args.baseline_only:
+            if not args.skip_minilm:
+                rows += bench_minilm(work, args.seconds, args.rounds, threads)
+            rows += bench_tiny(work, args.seconds, args.rounds, args.skip_mlserver, threads)
+            rows += bench_compute_bound(work, args.seconds, args.rounds)
+            rows += bench_encoding(work, args.encoding_requests)
     print(f"# load average after {os.getloadavg()[0]:.1f}")
     print_table(rows)
 
