@@ -1,5 +1,5 @@
 """The optimization, step by step: fetch, load, export, check, graph opt, prune, quantize, validate,
-latency, write. Each step is timed and printed; the result is an `OptimizationReport`."""
+latency, session, write. Each step is timed and printed; the result is an `OptimizationReport`."""
 
 from __future__ import annotations
 
@@ -132,6 +132,9 @@ def _run(
     artifact_path = chosen.built.path
     report.validation, report.chosen = chosen.validation, f"{chosen.built.variant.name} ({result.why})"
     report.latency = stages.latency(original, artifact_path, checked, options, request.threads, log)
+    report.session_options, report.session_trials = stages.session_settings(
+        artifact_path, checked, request.threads, log
+    )
     report.artifact = FileFacts(
         uri=store.uri(digest, "model.onnx"),
         sha256=sha256_file(artifact_path),

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from mserve_contract.optimization_report import LatencyFigures, OptimizationReport, PruningFigures
+from mserve_contract.optimization_report import (
+    LatencyFigures,
+    OptimizationReport,
+    PruningFigures,
+    SessionOptions,
+    SessionTrial,
+)
 
-from mserve_optimizer import graph, prune, quantize, samples, search, validate
+from mserve_optimizer import graph, prune, quantize, samples, search, session_search, validate
 from mserve_optimizer.latency import compare_latency
 from mserve_optimizer.options import InputSpec, OptimizeOptions
 from mserve_optimizer.ort_session import open_session, run_all
@@ -226,6 +232,19 @@ def latency(
             f"batch {figures.batch_large}: {figures.ratio_large:.2f}x vs the fp32 original"
         )
     return figures
+
+
+def session_settings(
+    artifact: Path, checked: Checked, threads: int | None, log: StepLog
+) -> tuple[SessionOptions, list[SessionTrial]]:
+    """The onnxruntime settings the runtime should serve this artifact with, and what was timed."""
+    with log.step("session") as step:
+        feed = samples.batch_of(checked.data, 1, checked.specs)
+        chosen, trials, why = session_search.measure(artifact, feed, threads)
+        for trial in trials:
+            log.note(f"{trial.name}: batch-1 {trial.ms_small:.3f} ms")
+        step.detail = why
+    return chosen, trials
 
 
 def write(report: OptimizationReport, log: StepLog, publish: Callable[[], str]) -> str:
