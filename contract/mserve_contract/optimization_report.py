@@ -141,7 +141,8 @@ class SessionTrial(_Model):
 
     name: str
     options: SessionOptions
-    ms_small: float = Field(description="Batch-1 latency, ms (a low quantile of alternating runs).")
+    concurrent_runs: int = Field(description="Batch-1 runs in flight at once, as the runtime would run them.")
+    runs_per_s: float = Field(description="Batch-1 throughput, the median of alternating rounds.")
 
 
 class OptimizationReport(_Model):

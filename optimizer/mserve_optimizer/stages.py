@@ -242,7 +242,7 @@ def session_settings(
         feed = samples.batch_of(checked.data, 1, checked.specs)
         chosen, trials, why = session_search.measure(artifact, feed, threads)
         for trial in trials:
-            log.note(f"{trial.name}: batch-1 {trial.ms_small:.3f} ms")
+            log.note(f"{trial.name}: {trial.runs_per_s:.1f} runs/s, {trial.concurrent_runs} at once")
         step.detail = why
     return chosen, trials
 

@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 
 from mserve_runtime.batching import DynamicBatcher
-from mserve_runtime.cpu_limit import available_cpus
+from mserve_runtime.cpu_limit import concurrent_runs
 from mserve_runtime.datatypes import numpy_to_v2
 from mserve_runtime.errors import ModelNotFound, ModelNotReady
 from mserve_runtime.inference_types import (
@@ -51,7 +51,7 @@ class DataPlane:
         self.threads = self.session_config.threads
         # Each run already uses `threads` cores; more concurrent runs than cores/threads only
         # adds contention. Requests beyond that wait in the executor's queue (or the batcher).
-        self.workers = max(1, available_cpus() // self.threads) if settings.device == "cpu" else 1
+        self.workers = concurrent_runs(self.threads) if settings.device == "cpu" else 1
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")
         self.model: OnnxModel | None = None
         self.batcher: DynamicBatcher | None = None

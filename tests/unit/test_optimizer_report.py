@@ -85,7 +85,9 @@ CHOSEN = SessionOptions(intra_op_threads=1, allow_spinning=True, graph_level="ex
 def test_session_options_reach_the_operator_through_the_termination_message() -> None:
     report = _report()
     report.session_options = CHOSEN
-    report.session_trials = [SessionTrial(name="one thread", options=CHOSEN, ms_small=0.5)]
+    report.session_trials = [
+        SessionTrial(name="one thread", options=CHOSEN, concurrent_runs=2, runs_per_s=80.5)
+    ]
     again = OptimizationReport.model_validate_json(report.model_dump_json())
     assert again.session_options == CHOSEN
     assert again.session_trials == report.session_trials
