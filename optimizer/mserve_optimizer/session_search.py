@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from mserve_contract.optimization_report import SessionOptions, SessionTrial
-from mserve_runtime.cpu_limit import concurrent_runs
+from mserve_runtime.cpu_limit import concurrent_runs, default_threads
 from mserve_runtime.onnx_model import SessionConfig, build_session
-
-from mserve_optimizer.ort_session import default_threads
 
 ROUNDS = 3
 ROUND_SECONDS = 0.3
@@ -66,7 +64,11 @@ def runs_per_second(session, feed: dict[str, np.ndarray], runs_at_once: int, sec
 def measure(
     model: Path, feed: dict[str, np.ndarray], threads: int | None = None
 ) -> tuple[SessionOptions, list[SessionTrial], str]:
-    """The chosen settings, every trial, and why; `threads` (default: every CPU) stands for 0."""
+    """The chosen settings, every trial, and why.
+
+    `threads` stands for 0 ("one per CPU") in the trials; by default the CPUs the runtime
+    would count here (the cgroup limit, not the node's cores).
+    """
     cpus = threads or default_threads()
     tried = candidates(cpus)
     runs: list[tuple[object, int]] = []

@@ -77,8 +77,8 @@ def test_report_records_the_measured_session_options(
     digits_mlp: DigitsModel, out_dir: Path, tmp_path: Path
 ) -> None:
     from mserve_contract.optimization_report import SessionOptions, TerminationSummary
-    from mserve_optimizer.ort_session import default_threads
     from mserve_optimizer.session_search import MARGIN
+    from mserve_runtime.cpu_limit import default_threads
 
     termination = tmp_path / "termination-message"
     run = optimize_in_process(
