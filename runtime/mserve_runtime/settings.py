@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mserve_contract.optimization_report import SessionOptions
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,6 +44,11 @@ class RuntimeSettings(BaseSettings):
 
     threads: int = Field(0, ge=0)
     """onnxruntime intra-op threads; 0 derives them from the cgroup CPU limit."""
+
+    session_options: SessionOptions | None = None
+    """onnxruntime execution settings as JSON, e.g. `{"intra_op_threads": 1, "allow_spinning": false}`:
+    what the optimizer measured fastest for this model (the operator passes its report's choice);
+    unset, the defaults of `SessionOptions`. Unknown keys and out-of-range values stop start-up."""
 
     device: Literal["cpu", "cuda"] = "cpu"
     """Execution provider: `cuda` needs onnxruntime-gpu and a visible GPU, or start-up fails."""
