@@ -58,9 +58,6 @@ class RestInference:
         self.metrics = dataplane.metrics
         self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-decode")
 
-    def close(self) -> None:
-        self._large.shutdown(wait=False, cancel_futures=True)
-
     async def _work(self, size: int, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)`, on the side thread when `size` bytes make it slow."""
         if size < OFF_LOOP_BYTES:

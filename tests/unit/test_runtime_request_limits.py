@@ -92,10 +92,23 @@ def test_memory_setting_replaces_the_cgroup(tmp_path: Path) -> None:
     assert RequestLimits.from_settings(settings, tmp_path) == RequestLimits.derive(GIB)
 
 
-@pytest.mark.parametrize("value", ["-1", "0", "ten"])
-def test_hostile_limit_settings_are_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv("MSERVE_MAX_ELEMENTS", value)
-    with pytest.raises(ValueError, match="max_elements"):
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MSERVE_MAX_ELEMENTS", "-1"),
+        ("MSERVE_MAX_ELEMENTS", "0"),
+        ("MSERVE_MAX_ELEMENTS", "ten"),
+        ("MSERVE_MAX_JSON_BYTES", "0"),
+        ("MSERVE_MAX_REQUEST_BYTES", "1.5"),
+        ("MSERVE_MEMORY_LIMIT_BYTES", "-1"),
+        ("MSERVE_MEMORY_LIMIT_BYTES", "1G"),
+    ],
+)
+def test_hostile_limit_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable.removeprefix("MSERVE_").lower()):
         RuntimeSettings()
 
 
