@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mserve_contract.optimization_report import SessionOptions
+
 from mserve_operator import names
 from mserve_operator.builders.pod import (
     Owner,
@@ -29,6 +31,25 @@ class Artifact:
     uri: str
     sha256: str = ""
     digest: str = ""
+    # The onnxruntime settings the optimizer measured fastest for this file, if it ran.
+    session_options: SessionOptions | None = None
+
+    def status(self) -> dict:
+        """`status.artifact`, which `from_status` reads back after a restart."""
+        record: dict = {"digest": self.digest, "uri": self.uri, "sha256": self.sha256}
+        if self.session_options is not None:
+            record["sessionOptions"] = self.session_options.model_dump(by_alias=True)
+        return record
+
+    @classmethod
+    def from_status(cls, served: dict) -> Artifact:
+        options = served.get("sessionOptions")
+        return cls(
+            uri=served["uri"],
+            sha256=served.get("sha256", ""),
+            digest=served.get("digest", ""),
+            session_options=SessionOptions.model_validate(options) if options else None,
+        )
 
 
 def runtime_image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
@@ -73,7 +94,9 @@ def shutdown_budget(settings: OperatorSettings) -> tuple[int, int]:
     return drain, max(configured, prestop + drain + EXIT_MARGIN_SECONDS)
 
 
-def _runtime_env(spec: ModelServiceSpec, owner: Owner, settings: OperatorSettings) -> list[dict]:
+def _runtime_env(
+    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings
+) -> list[dict]:
     serving = spec.serving
     values = {
         "MSERVE_MODEL_NAME": owner.name,
@@ -86,6 +109,8 @@ def _runtime_env(spec: ModelServiceSpec, owner: Owner, settings: OperatorSetting
         "MSERVE_JSON_LOGS": str(settings.json_logs).lower(),
         "MSERVE_DRAIN_TIMEOUT_S": shutdown_budget(settings)[0],
     }
+    if artifact.session_options is not None:
+        values["MSERVE_SESSION_OPTIONS"] = artifact.session_options.model_dump_json()
     return [{"name": k, "value": str(v)} for k, v in values.items()]
 
 
@@ -187,7 +212,7 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": ["serve", MODEL_PATH, "--name", owner.name],
-        "env": _runtime_env(spec, owner, settings),
+        "env": _runtime_env(spec, owner, artifact, settings),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
