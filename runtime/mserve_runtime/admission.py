@@ -100,7 +100,8 @@ class Admission:
 def parse_timeout_ms(value: str) -> float:
     """The header's value as seconds; InvalidInput naming the header for anything else."""
     text = value.strip()
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_TIMEOUT_MS:
+    fits = len(text) <= len(str(MAX_TIMEOUT_MS)) and text.isascii() and text.isdigit()
+    if not fits or not 1 <= int(text) <= MAX_TIMEOUT_MS:
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise InvalidInput(
             f"header {TIMEOUT_HEADER} must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}, "

@@ -156,7 +156,7 @@ def test_grpc_deadline_gives_deadline_exceeded(held: tuple[Server, int]) -> None
     assert dropped >= 1, metrics
 
 
-@pytest.mark.parametrize("value", ["-5", "0", "1e30", "100000000", "soon", "", "12.5", "١٢"])
+@pytest.mark.parametrize("value", ["-5", "0", "1e30", "100000000", "9" * 5000, "soon", "", "12.5", "١٢"])
 def test_a_hostile_deadline_header_is_a_400_naming_it(held: tuple[Server, int], value: str) -> None:
     server, _ = held
     answer = httpx.post(
