@@ -65,3 +65,21 @@ class ServerError(MServeError):
 
 class ModelLoadError(Exception):
     """The model cannot be loaded; the process must exit non-zero with this reason."""
+
+
+class Overloaded(MServeError):  # noqa: N818 (reads like the others)
+    """More requests are in flight than the server admits (`max_in_flight`); retry later."""
+
+    status_code = 503
+
+
+class DeadlineExceeded(MServeError):  # noqa: N818 (the gRPC status of the same name)
+    """The request's deadline passed before its model run started."""
+
+    status_code = 504
+
+
+class ClientGone(MServeError):  # noqa: N818 (reads like the others)
+    """The client disconnected or cancelled while its request waited (nginx's 499)."""
+
+    status_code = 499

@@ -2,7 +2,8 @@
 
 Start-up: the port opens at once (live), the model loads and warms up in the background
 (ready after that); a model that fails to load makes `run` return non-zero with the reason.
-SIGTERM: ready turns false, the listener closes, in-flight requests finish, then exit.
+SIGTERM: ready turns false; after the drain delay the HTTP listener and the gRPC server stop
+admitting together, in-flight requests of both finish within one drain timeout, then exit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from mserve_runtime.admission import AdmissionMiddleware
 from mserve_runtime.asgi_middleware import AccessLogMiddleware
 from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ModelLoadError
@@ -35,7 +37,8 @@ Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
 
 
 def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifespan | None = None) -> Any:
-    """What uvicorn serves: the REST route table (rest_routes.py) as one ASGI app, with access log."""
+    """What uvicorn serves: the REST route table (rest_routes.py) as one ASGI app, behind
+    admission control (admission.py) and the access log."""
     limits = RequestLimits.from_settings(settings)
     log.info(
         "request limits: body %d bytes, JSON part %d bytes, %d tensor elements",
@@ -45,6 +48,8 @@ def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Li
     )
     routes = build_routes(dataplane, RestInference(dataplane, limits))
     asgi: Any = build_rest_app(routes, limits, server_version(), lifespan)
+    shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
+    asgi = AdmissionMiddleware(asgi, dataplane.admission, settings.request_timeout_s, shed.inc)
     if settings.access_log:
         asgi = AccessLogMiddleware(asgi)
     return asgi
@@ -59,6 +64,8 @@ class _DrainingServer(uvicorn.Server):
         self.drain_delay_s = drain_delay_s
         self._exit_at: float | None = None
         self.exit_code = 0
+        self.grpc_handle: Any = None
+        self._grpc_stopped: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         first = not self.dataplane.draining and self._exit_at is None
@@ -74,6 +81,18 @@ class _DrainingServer(uvicorn.Server):
         if self._exit_at is not None and time.monotonic() >= self._exit_at:
             return True
         return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        # gRPC stops admitting the moment HTTP does, and both drain within one timeout.
+        self.stop_grpc()
+        await super().shutdown(sockets)
+
+    def stop_grpc(self) -> asyncio.Task[None] | None:
+        """Start stopping the gRPC server (once); the task that finishes when it has stopped."""
+        if self._grpc_stopped is None and self.grpc_handle is not None:
+            grace = self.config.timeout_graceful_shutdown
+            self._grpc_stopped = asyncio.get_running_loop().create_task(self.grpc_handle.stop(grace))
+        return self._grpc_stopped
 
     def fail(self, reason: str) -> None:
         log.error("exiting: %s", reason)
@@ -113,10 +132,9 @@ def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _Draining
                 log.info("model '%s' is ready", settings.model_name)
 
         load_task = loop.create_task(load())
-        grpc_handle = None
         if settings.grpc_port:
             try:
-                grpc_handle = await _start_grpc(dataplane, settings.grpc_port)
+                server.grpc_handle = await _start_grpc(dataplane, settings.grpc_port)
             except Exception as exc:
                 log.exception("gRPC server failed to start")
                 server.fail(f"gRPC server failed to start on port {settings.grpc_port}: {exc}")
@@ -124,8 +142,9 @@ def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _Draining
             yield
         finally:
             dataplane.start_draining()
-            if grpc_handle is not None:
-                await grpc_handle.stop(settings.drain_timeout_s)
+            grpc_stopped = server.stop_grpc()
+            if grpc_stopped is not None:
+                await grpc_stopped
             with contextlib.suppress(Exception):
                 await load_task
             await dataplane.close()
@@ -139,7 +158,8 @@ def run(settings: RuntimeSettings) -> int:
     configure_logging(settings.log_level, settings.json_logs)
     dataplane = DataPlane(settings)
     log.info(
-        "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d",
+        "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
+        "max_in_flight=%d request_timeout_s=%g",
         settings.model_path,
         settings.model_name,
         settings.http_port,
@@ -147,6 +167,8 @@ def run(settings: RuntimeSettings) -> int:
         settings.device,
         dataplane.threads,
         dataplane.workers,
+        dataplane.max_in_flight,
+        settings.request_timeout_s,
     )
     config = uvicorn.Config(
         "mserve_runtime.server:build_asgi_app",  # replaced below; uvicorn needs an app at construction

@@ -85,3 +85,15 @@ class RuntimeSettings(BaseSettings):
     max_elements: int | None = Field(None, ge=1)
     """Most tensor elements across the inputs of one request; more gets 400. Unset: a quarter
     of the memory over 64 bytes."""
+
+    # -- load shedding and deadlines (admission.py) --
+
+    max_in_flight: int = Field(0, ge=0)
+    """Most inference requests the server holds at once (being read, queued or run); one more
+    gets 503 with `Retry-After` (gRPC UNAVAILABLE) at once, without queueing. 0 derives it:
+    two full batches per inference worker, at least 32."""
+
+    request_timeout_s: float = Field(60.0, gt=0, le=99_999.999)
+    """Deadline of an inference request, counted from its arrival: a request still queued then
+    gets 504 (gRPC DEADLINE_EXCEEDED) and its work is dropped. A client may ask for less with the
+    `Inference-Timeout-Ms` header or its gRPC deadline, never for more."""

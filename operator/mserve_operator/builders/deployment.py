@@ -77,6 +77,23 @@ def runtime_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dic
     return {"requests": requests, "limits": limits}
 
 
+# Between the end of the server's drain and the kubelet's SIGKILL: the process exits, logs flush.
+EXIT_MARGIN_SECONDS = 2
+
+
+def shutdown_budget(settings: OperatorSettings) -> tuple[int, int]:
+    """(the server's drain timeout, the pod's terminationGracePeriodSeconds).
+
+    The kubelet counts the grace period from the start of preStop, so it must hold preStop,
+    the whole drain (HTTP and gRPC drain together) and the exit margin. The drain gets what
+    the configured grace period leaves, at least 1 s; the grace period grows when preStop
+    leaves too little.
+    """
+    configured, prestop = settings.termination_grace_period_seconds, settings.prestop_sleep_seconds
+    drain = max(1, configured - prestop - EXIT_MARGIN_SECONDS)
+    return drain, max(configured, prestop + drain + EXIT_MARGIN_SECONDS)
+
+
 def _runtime_env(
     spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings
 ) -> list[dict]:
@@ -90,9 +107,7 @@ def _runtime_env(
         "MSERVE_THREADS": serving.threads,
         "MSERVE_DEVICE": "cuda" if serving.uses_gpu else "cpu",
         "MSERVE_JSON_LOGS": str(settings.json_logs).lower(),
-        "MSERVE_DRAIN_TIMEOUT_S": max(
-            1, settings.termination_grace_period_seconds - settings.prestop_sleep_seconds - 2
-        ),
+        "MSERVE_DRAIN_TIMEOUT_S": shutdown_budget(settings)[0],
     }
     if artifact.session_options is not None:
         values["MSERVE_SESSION_OPTIONS"] = artifact.session_options.model_dump_json()
@@ -224,7 +239,7 @@ def build_deployment(
     pod_spec = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "terminationGracePeriodSeconds": shutdown_budget(settings)[1],
         "securityContext": pod_security_context(),
         "initContainers": [fetch],
         "containers": [server],

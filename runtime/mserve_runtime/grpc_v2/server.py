@@ -6,6 +6,7 @@ errors map once from the runtime's error classes to gRPC status codes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing_extensions import override  # typing.override from Python 3.12
 from mserve_runtime.errors import MServeError
 from mserve_runtime.grpc_v2 import codec
 from mserve_runtime.grpc_v2.access_log import AccessLogInterceptor
+from mserve_runtime.grpc_v2.admission import AdmissionInterceptor
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from mserve_runtime.request_limits import RequestLimits
@@ -32,7 +34,9 @@ _CODE_BY_HTTP_STATUS: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
     503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -102,6 +106,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             decoded = codec.decode_infer_request(request, self.limits)
             response = await self.dataplane.infer(request.model_name, decoded, request.model_version or None)
             return codec.encode_infer_response(response, raw=codec.answers_raw(request, response))
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED  # the client cancelled or its deadline passed
+            raise
         except Exception as error:
             status = status_code_of(error) if isinstance(error, MServeError) else grpc.StatusCode.INTERNAL
             await _abort(context, error)
@@ -136,8 +143,10 @@ async def start_grpc_server(
     host = host if host is not None else settings.host
     if max_message_bytes is None:
         max_message_bytes = limits.max_request_bytes
+    shed = dataplane.metrics.shed.labels(settings.model_name, PROTOCOL)
+    admission = AdmissionInterceptor(dataplane.admission, settings.request_timeout_s, shed.inc)
     server = grpc.aio.server(
-        interceptors=[AccessLogInterceptor()] if settings.access_log else [],
+        interceptors=[AccessLogInterceptor(), admission] if settings.access_log else [admission],
         options=[
             # A larger request gets RESOURCE_EXHAUSTED from gRPC itself, like 413 on REST.
             ("grpc.max_receive_message_length", max_message_bytes),
