@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mserve_contract.exit_codes import PERMANENT_EXITS
+
 from mserve_operator import names
 from mserve_operator.builders.pod import (
     Owner,
@@ -35,8 +37,6 @@ TOLERANCE_KEYS = {
     "max_abs_error": "max_abs",
     "mean_rel_error": "mean_rel",
 }
-# `mserve optimize` exit codes that no retry can fix: 1 bad input or fetch error, 2 validation failed.
-PERMANENT_EXIT_CODES = (1, 2)
 
 
 def optimizer_args(spec: ModelServiceSpec, output: str) -> list[str]:
@@ -107,7 +107,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
                         "onExitCodes": {
                             "containerName": CONTAINER_NAME,
                             "operator": "In",
-                            "values": list(PERMANENT_EXIT_CODES),
+                            "values": [int(code) for code in PERMANENT_EXITS],
                         },
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
