@@ -45,7 +45,11 @@ def test_status_carries_the_optimization_report(served: dict) -> None:
     assert report["verdict"] == "passed"
     assert report["quantize"] == "dynamic-int8"
     assert report["minCosine"] >= 0.99
-    assert served["status"]["artifact"]["digest"]
+    artifact = served["status"]["artifact"]
+    # Two digests: the spec's names the Job, the optimizer's names the artifact's folder.
+    assert report["jobName"].endswith(artifact["specDigest"][:10])
+    assert len(artifact["artifactDigest"]) == 64
+    assert artifact["uri"].split("/")[-2] == artifact["artifactDigest"] == report["artifactDigest"]
 
 
 def test_host_answer_agrees_with_the_original_model(

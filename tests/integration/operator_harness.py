@@ -7,6 +7,7 @@ would; the real Job and ReplicaSet controllers (kube-controller-manager) do the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -313,6 +314,16 @@ def service_account_kubeconfig(kube: Kube, path: Path) -> Path:
 
 
 # --- writing statuses the way a kubelet would --------------------------------------------
+
+
+def spec_digest_of(job: dict) -> str:
+    """The operator's 16-hex spec digest that names the optimization Job."""
+    return job["metadata"]["labels"]["mserve.io/optimization-digest"]
+
+
+def artifact_digest_for(spec_digest: str) -> str:
+    """A 64-hex artifact digest as the optimizer writes one: never the spec digest, so a mix-up shows."""
+    return hashlib.sha256(spec_digest.encode()).hexdigest()
 
 
 def job_pods(kube: Kube, namespace: str, job_name: str) -> list[dict]:

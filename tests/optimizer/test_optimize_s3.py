@@ -56,7 +56,7 @@ def test_optimize_from_s3_to_s3_then_cached(s3, digits_mlp: DigitsModel, tmp_pat
     run = optimize_in_process(*args)
     assert run.exit_code == 0, run.stdout + run.stderr
     summary = json.loads(termination.read_text())
-    digest = summary["digest"]
+    digest = summary["artifact_digest"]
     assert summary["artifact_uri"] == f"s3://artifacts/optimized/{digest}/model.onnx"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"])
     assert keys == [f"optimized/{digest}/model.onnx", f"optimized/{digest}/report.json"]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mserve_operator import names
+from mserve_operator.artifact import Artifact
 from mserve_operator.builders.pod import (
     Owner,
     StorageAccess,
@@ -20,15 +19,6 @@ HTTP_PORT = 8080
 GRPC_PORT = 8081
 MODEL_DIR = "/models"
 MODEL_PATH = f"{MODEL_DIR}/model.onnx"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """The model file the runtime serves: the optimizer's output, or the source when no Job ran."""
-
-    uri: str
-    sha256: str = ""
-    digest: str = ""
 
 
 def runtime_image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:

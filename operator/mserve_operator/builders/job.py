@@ -1,4 +1,4 @@
-"""The optimization Job: `mserve optimize` in the optimizer image, named by the content digest."""
+"""The optimization Job: `mserve optimize` in the optimizer image, named by the spec digest."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _scheduling(settings: OperatorSettings) -> dict:
     return scheduling
 
 
-def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: OperatorSettings) -> dict:
+def build_job(spec: ModelServiceSpec, owner: Owner, spec_digest: str, settings: OperatorSettings) -> dict:
     store = artifact_store(spec, settings)
     access = StorageAccess()
     access.add_uri(
@@ -72,7 +72,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
     # The store's credentials come last so that, for keys both Secrets hold, writes use the store's.
     access.add_uri(store.uri, settings, secret=store.secret, endpoint=store.endpoint, writable=True)
     tmp, tmp_mount = tmp_volume()
-    pod_labels = {**names.labels(owner.name, names.COMPONENT_OPTIMIZER), names.DIGEST_LABEL: digest}
+    pod_labels = {**names.labels(owner.name, names.COMPONENT_OPTIMIZER), names.SPEC_DIGEST_LABEL: spec_digest}
     container = {
         "name": CONTAINER_NAME,
         "image": f"{settings.optimizer_image}:{settings.image_tag}",
@@ -95,7 +95,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(owner, names.job_name(owner.name, digest), pod_labels),
+        "metadata": metadata(owner, names.job_name(owner.name, spec_digest), pod_labels),
         "spec": {
             "backoffLimit": settings.job_backoff_limit,
             "activeDeadlineSeconds": settings.job_active_deadline_seconds,
