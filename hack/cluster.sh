@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes cluster on this machine, from upstream components built
-# with `go build` (hack/build.sh) and images built locally (hack/image.sh).
+# with `go build` (hack/build.sh) and images built locally (hack/docker-images.sh).
 #
 #   hack/cluster.sh up [--control-plane-only]   start (idempotent; builds what is missing)
 #   hack/cluster.sh down                        stop what `up` started (by recorded pid), clean up
@@ -351,8 +351,8 @@ start_scheduler() {
 }
 
 # ---------------------------------------------------------------- node
-# (dockerd, which image.sh may start, must not inherit the lock)
-addon_images() { "${HACK_DIR}/image.sh" addon-tars 9>&-; }
+# (dockerd, which docker-images.sh may start, must not inherit the lock)
+addon_images() { "${HACK_DIR}/docker-images.sh" addon-tars 9>&-; }
 
 start_containerd() {
   local dir="${STATE}/containerd"
@@ -424,7 +424,7 @@ load_images() {
   local image tar
   for image in "${PAUSE_IMAGE}" "${COREDNS_IMAGE}" "${METRICS_SERVER_IMAGE}"; do
     if ctr -n k8s.io images ls -q | grep -x "${image}" >/dev/null; then continue; fi
-    tar="$("${HACK_DIR}/image.sh" addon-tar "${image}")"
+    tar="$("${HACK_DIR}/docker-images.sh" addon-tar "${image}")"
     ctr -n k8s.io images import --local "${tar}" >/dev/null
     log "    imported ${image}"
   done

@@ -51,9 +51,9 @@ HELM="$(make --no-print-directory -s print-helm)"
 
 # ------------------------------------------------------------------ 2. images
 step "images: build (Docker's layer cache makes a rebuild quick) and load (log: ${OUT}/images.log)"
-bash hack/images.sh build >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OUT}/images.log"; die "image build failed"; }
-bash hack/images.sh load 2>&1 | sed 's/^/    /'
-bash hack/images.sh sizes
+bash hack/mserve-images.sh build >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OUT}/images.log"; die "image build failed"; }
+bash hack/mserve-images.sh load 2>&1 | sed 's/^/    /'
+bash hack/mserve-images.sh sizes
 
 # ------------------------------------------------------------------ 3. S3 store
 step "S3-compatible store (moto) in namespace ${NS}"

@@ -84,11 +84,11 @@ def test_image(kubectl: Kubectl, ready_node: str) -> str:
         )
         shutil.copy(src / "Dockerfile", f"{ctx}/Dockerfile")
         subprocess.run(
-            [str(HACK / "image.sh"), "build", TEST_IMAGE, f"{ctx}/Dockerfile", ctx],
+            [str(HACK / "docker-images.sh"), "build", TEST_IMAGE, f"{ctx}/Dockerfile", ctx],
             check=True,
             timeout=300,
         )
-    subprocess.run([str(HACK / "image.sh"), "load", TEST_IMAGE], check=True, timeout=300)
+    subprocess.run([str(HACK / "docker-images.sh"), "load", TEST_IMAGE], check=True, timeout=300)
     return TEST_IMAGE
 
 

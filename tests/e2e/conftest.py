@@ -1,7 +1,7 @@
 """Fixtures for the e2e tier: the chart installed on the cluster in $KUBECONFIG, an S3 store,
 the digits model trained and uploaded, and one restricted namespace per test.
 
-`make test-e2e` builds and loads the images first (hack/images.sh), then runs this tier.
+`make test-e2e` builds and loads the images first (hack/mserve-images.sh), then runs this tier.
 """
 
 from __future__ import annotations
