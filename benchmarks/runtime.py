@@ -247,7 +247,7 @@ def _vs_mlserver(
 
 
 def bench_compute_bound(work: Path, seconds: float, rounds: int) -> list[Row]:
-    """Where the model, not HTTP, is the cost: the compute-bound MLP of ANCHORS.md."""
+    """Where the model, not HTTP, is the cost: a compute-bound MLP (docs/runtime.md reports it)."""
     from models import build_tiny_mlp
     from served import serving
 
