@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DigitsModel
 from e2e_kube import Cluster
 from e2e_models import (
+    DigitsModel,
     cosine_rows,
     infer_from_pod,
     infer_http,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DigitsModel
 from e2e_kube import Cluster, wait_until
-from e2e_models import jobs_of, modelservice, pause, service_url, wait_for_phase
+from e2e_models import DigitsModel, jobs_of, modelservice, pause, service_url, wait_for_phase
 from load import BoundedLoad
 
 NAME = "digits-update"

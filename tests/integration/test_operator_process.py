@@ -16,15 +16,16 @@ from operator_harness import (
     OperatorProcess,
     artifact_digest_for,
     deployments_path,
-    find_kubectl,
     finish_job_pod,
     jobs_path,
     modelservice,
     msvc_path,
     ns_path,
     spec_digest_of,
-    wait_until,
 )
+
+from tests.support.cluster_access import find_binary
+from tests.support.polling import wait_until
 
 SA_USER = f"system:serviceaccount:{OPERATOR_SA[0]}:{OPERATOR_SA[1]}"
 
@@ -102,7 +103,7 @@ def test_restart_while_the_job_runs_adopts_the_running_job(
 def test_the_operators_identity_has_exactly_the_verbs_it_needs(installed: Kube, verb, resource, allowed):
     """Sufficiency is proven by every other test (the operator runs as this identity and any 403
     fails the test); this pins the things it must never be able to do."""
-    kubectl = find_kubectl()
+    kubectl = find_binary("kubectl")
     if not kubectl:
         pytest.skip("no kubectl for `kubectl auth can-i`")
     answer = subprocess.run(

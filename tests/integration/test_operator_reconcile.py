@@ -23,8 +23,9 @@ from operator_harness import (
     runtime_pods,
     set_pod_status,
     spec_digest_of,
-    wait_until,
 )
+
+from tests.support.polling import wait_until
 
 NAME = "digits"
 

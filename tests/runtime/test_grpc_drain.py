@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as triton
-from models import DigitsModel
-from served_process import serve_model
+
+from tests.support.models import DigitsModel
+from tests.support.serving import serving
 
 
 def test_in_flight_grpc_requests_finish_during_sigterm(digits: DigitsModel, tmp_path: Path) -> None:
@@ -32,20 +33,21 @@ def test_in_flight_grpc_requests_finish_during_sigterm(digits: DigitsModel, tmp_
             client.close()
 
     # A long batching delay keeps the requests waiting in the server when the signal arrives.
-    with serve_model(
-        model, "digits", tmp_path, "--max-batch-size", "64", "--max-batch-delay-ms", "1500"
-    ) as served:
+    with serving(
+        model, "digits", tmp_path / "mserve.log", "--threads", "1", "--max-batch-size", "64",
+        "--max-batch-delay-ms", "1500", grpc=True,
+    ) as served:  # fmt: skip
         threads = [threading.Thread(target=call, args=(i, served.grpc_url)) for i in range(len(inputs))]
         for thread in threads:
             thread.start()
         time.sleep(0.5)
-        served.process.send_signal(signal.SIGTERM)
+        served.proc.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(30)
-        exit_code = served.process.wait(30)
+        exit_code = served.proc.wait(30)
 
-    assert exit_code == 0, served.log()
+    assert exit_code == 0, served.logs()
     for index, x in enumerate(inputs):
         result = results[index]
-        assert not isinstance(result, Exception), f"request {index} failed: {result}\n{served.log()}"
+        assert not isinstance(result, Exception), f"request {index} failed: {result}\n{served.logs()}"
         np.testing.assert_allclose(result, session.run(["logits"], {"x": x})[0], rtol=1e-6)
