@@ -137,23 +137,28 @@ class S3Source:
     stored_sha256: str | None = None
 
 
+def _object_head(client, location: S3Location) -> tuple[dict | None, str]:
+    """The object the URI names (its HEAD), or None and the prefix to list as a folder instead."""
+    if not location.key or location.key.endswith("/"):
+        return None, location.key
+    from botocore.exceptions import ClientError
+
+    try:
+        return client.head_object(Bucket=location.bucket, Key=location.key), ""
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    return None, location.key + "/"
+
+
 def resolve(uri: str) -> S3Source:
     location = parse_s3_uri(uri)
     client = s3_client()
     try:
-        if location.key and not location.key.endswith("/"):
-            from botocore.exceptions import ClientError
-
-            try:
-                head = client.head_object(Bucket=location.bucket, Key=location.key)
-                stored = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
-                return S3Source(location, None, location.key, stored)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-            prefix = location.key + "/"
-        else:
-            prefix = location.key
+        head, prefix = _object_head(client, location)
+        if head is not None:
+            stored = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
+            return S3Source(location, None, location.key, stored)
         files = list_keys(client, location, prefix)
         if files:
             return S3Source(location, sorted(files), prefix)
@@ -180,18 +185,9 @@ def exists(uri: str) -> bool:
     location = parse_s3_uri(uri)
     client = s3_client()
     try:
-        if location.key and not location.key.endswith("/"):
-            from botocore.exceptions import ClientError
-
-            try:
-                client.head_object(Bucket=location.bucket, Key=location.key)
-                return True
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-            prefix = location.key + "/"
-        else:
-            prefix = location.key
+        head, prefix = _object_head(client, location)
+        if head is not None:
+            return True
         if list_keys(client, location, prefix, limit=1):
             return True
         if not _bucket_exists(client, location.bucket):
