@@ -20,6 +20,14 @@ CONTAINERD_SOCK="${RUN_DIR}/containerd/containerd.sock"
 bin() { echo "${BIN_DIR}/$1-$2"; } # NAME VERSION -> the cached binary
 CTR="$(bin ctr "${CONTAINERD_VERSION}")"
 
+# The cluster's own kubectl as `kubectl` on PATH, with its admin kubeconfig (hack/up.sh, down.sh).
+use_cluster_kubectl() {
+  export KUBECONFIG="${STATE}/admin.kubeconfig"
+  mkdir -p "${BIN_DIR}/kubectl-dir"
+  ln -sf "$(bin kubectl "${K8S_VERSION}")" "${BIN_DIR}/kubectl-dir/kubectl"
+  PATH="${BIN_DIR}/kubectl-dir:${PATH}"
+}
+
 # ctr on the cluster's containerd; its cgroup v1 deprecation warnings are dropped, errors kept.
 ctr() {
   local rc=0 err
