@@ -100,16 +100,16 @@ def _explain(uri: str, exc: Exception, location: S3Location) -> FetchError:
     return FetchError(uri, f"S3 error: {exc}")
 
 
-def _bucket_exists(client: Any, bucket: str) -> bool:
+def _require_bucket(client: Any, uri: str, bucket: str) -> None:
+    """A FetchError naming the bucket when it does not exist."""
     from botocore.exceptions import ClientError
 
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
-            return False
+            raise FetchError(uri, f"no such bucket {bucket!r}") from None
         raise
-    return True
 
 
 def list_keys(client: Any, location: S3Location, prefix: str, *, limit: int | None = None) -> list[str]:
@@ -162,8 +162,7 @@ def resolve(uri: str) -> S3Source:
         files = list_keys(client, location, prefix)
         if files:
             return S3Source(location, sorted(files), prefix)
-        if not _bucket_exists(client, location.bucket):
-            raise FetchError(uri, f"no such bucket {location.bucket!r}")
+        _require_bucket(client, uri, location.bucket)
         what = f"no such key {location.key!r}" if location.key else "no objects"
         raise FetchError(uri, f"{what} in bucket {location.bucket!r}")
     except Exception as exc:
@@ -190,8 +189,7 @@ def exists(uri: str) -> bool:
             return True
         if list_keys(client, location, prefix, limit=1):
             return True
-        if not _bucket_exists(client, location.bucket):
-            raise FetchError(uri, f"no such bucket {location.bucket!r}")
+        _require_bucket(client, uri, location.bucket)
         return False
     except Exception as exc:
         raise _explain(uri, exc, location) from exc
