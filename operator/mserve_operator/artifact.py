@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mserve_contract.optimization_report import SessionOptions
+
 _ARTIFACT_FOLDER = re.compile(r"/([0-9a-f]{64})/[^/]+$")
 
 
@@ -21,6 +23,8 @@ class Artifact:
     sha256: str = ""
     spec_digest: str = ""
     artifact_digest: str = ""
+    # The onnxruntime settings the optimizer measured fastest for this file, if it ran.
+    session_options: SessionOptions | None = None
 
     @property
     def label(self) -> str:
@@ -31,6 +35,8 @@ class Artifact:
         status = {"specDigest": self.spec_digest, "uri": self.uri, "sha256": self.sha256}
         if self.artifact_digest:
             status["artifactDigest"] = self.artifact_digest
+        if self.session_options is not None:
+            status["sessionOptions"] = self.session_options.model_dump(by_alias=True)
         return status
 
     @classmethod
@@ -44,9 +50,11 @@ class Artifact:
             # The old `digest` was the spec digest; the artifact's own is its folder's name.
             folder = _ARTIFACT_FOLDER.search(uri)
             artifact_digest = folder.group(1) if folder else ""
+        options = served.get("sessionOptions")
         return cls(
             uri=uri,
             sha256=served.get("sha256", ""),
             spec_digest=served.get("specDigest") or served.get("digest", ""),
             artifact_digest=artifact_digest,
+            session_options=SessionOptions.model_validate(options) if options else None,
         )

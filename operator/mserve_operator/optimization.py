@@ -81,6 +81,7 @@ def decide_optimization(
             sha256=summary.artifact_sha256,
             spec_digest=spec_digest,
             artifact_digest=summary.artifact_digest,
+            session_options=summary.session_options,
         )
     elif outcome.state == "failed":
         record.setdefault("verdict", "failed")

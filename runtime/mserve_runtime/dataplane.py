@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 
 from mserve_runtime.batching import DynamicBatcher
-from mserve_runtime.cpu_limit import available_cpus, default_threads
+from mserve_runtime.cpu_limit import concurrent_runs
 from mserve_runtime.datatypes import numpy_to_v2
 from mserve_runtime.errors import ModelNotFound, ModelNotReady
 from mserve_runtime.inference_types import (
@@ -25,7 +25,7 @@ from mserve_runtime.inference_types import (
     ServerMetadata,
 )
 from mserve_runtime.metrics import RuntimeMetrics
-from mserve_runtime.onnx_model import OnnxModel, SessionConfig, load_model, rows_of
+from mserve_runtime.onnx_model import OnnxModel, load_model, rows_of, session_config
 from mserve_runtime.settings import RuntimeSettings
 
 log = logging.getLogger("mserve.dataplane")
@@ -47,10 +47,11 @@ class DataPlane:
     def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or RuntimeMetrics()
-        self.threads = settings.threads or default_threads()
+        self.session_config = session_config(settings)
+        self.threads = self.session_config.threads
         # Each run already uses `threads` cores; more concurrent runs than cores/threads only
         # adds contention. Requests beyond that wait in the executor's queue (or the batcher).
-        self.workers = max(1, available_cpus() // self.threads) if settings.device == "cpu" else 1
+        self.workers = concurrent_runs(self.threads) if settings.device == "cpu" else 1
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")
         self.model: OnnxModel | None = None
         self.batcher: DynamicBatcher | None = None
@@ -65,9 +66,8 @@ class DataPlane:
 
     def load(self) -> OnnxModel:
         """Load and warm up the model (blocking); raises ModelLoadError with the reason."""
-        config = SessionConfig(threads=self.threads, device=self.settings.device)
         s = self.settings
-        model = load_model(s.model_path, s.model_name, s.model_version, config)
+        model = load_model(s.model_path, s.model_name, s.model_version, self.session_config)
         self.attach(model)
         return model
 

@@ -29,8 +29,24 @@ class ModelNotFound(MServeError):  # noqa: N818 (names shared with KServe/MLServ
     status_code = 404
 
 
+class RouteNotFound(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """No REST route has this path."""
+
+    status_code = 404
+
+
+class MethodNotAllowed(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """The path exists, not with this method; `allowed` lists the methods it has."""
+
+    status_code = 405
+
+    def __init__(self, message: str, allowed: str) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
 class PayloadTooLarge(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
-    """The request body exceeds `max_request_bytes`."""
+    """The request body exceeds `max_request_bytes` (or its JSON part `max_json_bytes`)."""
 
     status_code = 413
 

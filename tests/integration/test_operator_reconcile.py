@@ -6,7 +6,7 @@ Each test reads like a user's steps: apply, wait for what the operator makes, lo
 from __future__ import annotations
 
 import pytest
-from mserve_contract.optimization_report import TerminationSummary
+from mserve_contract.optimization_report import SessionOptions, TerminationSummary
 from operator_harness import (
     Kube,
     OperatorProcess,
@@ -30,6 +30,9 @@ from tests.support.polling import wait_until
 NAME = "digits"
 
 
+MEASURED = SessionOptions(intra_op_threads=1, graph_level="extended")
+
+
 def _summary(namespace: str, spec_digest: str, **changes) -> TerminationSummary:
     artifact_digest = artifact_digest_for(spec_digest)
     fields = {
@@ -44,6 +47,7 @@ def _summary(namespace: str, spec_digest: str, **changes) -> TerminationSummary:
         "min_cosine": 0.9991,
         "top1_agreement": 1.0,
         "quantize": "dynamic-int8",
+        "session_options": MEASURED,
     }
     return TerminationSummary(**{**fields, **changes})
 
@@ -131,6 +135,8 @@ def test_passed_job_gives_deployment_service_hpa_and_a_truthful_status(
         "fetch", expected.artifact_uri, "/models/model.onnx", "--sha256", expected.artifact_sha256,
     ]  # fmt: skip
     assert pod["containers"][0]["args"] == ["serve", "/models/model.onnx", "--name", NAME]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert SessionOptions.model_validate_json(env["MSERVE_SESSION_OPTIONS"]) == MEASURED
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     service = wait_until("the Service", lambda: installed.get(ns_path(namespace, "services", NAME)))
     assert {p["port"] for p in service["spec"]["ports"]} == {8080, 8081}
@@ -148,6 +154,8 @@ def test_passed_job_gives_deployment_service_hpa_and_a_truthful_status(
         "artifactDigest": expected.artifact_digest,
         "uri": expected.artifact_uri,
         "sha256": expected.artifact_sha256,
+        # Kept by the CRD's status schema, so a restarted operator still passes them on.
+        "sessionOptions": MEASURED.model_dump(by_alias=True),
     }
     assert expected.artifact_uri.split("/")[-2] == expected.artifact_digest != digest
     assert status["optimization"]["specDigest"] == digest

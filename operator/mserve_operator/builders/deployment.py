@@ -46,7 +46,9 @@ def runtime_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dic
     return {"requests": requests, "limits": limits}
 
 
-def _runtime_env(spec: ModelServiceSpec, owner: Owner, settings: OperatorSettings) -> list[dict]:
+def _runtime_env(
+    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings
+) -> list[dict]:
     serving = spec.serving
     values = {
         "MSERVE_MODEL_NAME": owner.name,
@@ -61,6 +63,8 @@ def _runtime_env(spec: ModelServiceSpec, owner: Owner, settings: OperatorSetting
             1, settings.termination_grace_period_seconds - settings.prestop_sleep_seconds - 2
         ),
     }
+    if artifact.session_options is not None:
+        values["MSERVE_SESSION_OPTIONS"] = artifact.session_options.model_dump_json()
     return [{"name": k, "value": str(v)} for k, v in values.items()]
 
 
@@ -162,7 +166,7 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": ["serve", MODEL_PATH, "--name", owner.name],
-        "env": _runtime_env(spec, owner, settings),
+        "env": _runtime_env(spec, owner, artifact, settings),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
