@@ -39,13 +39,13 @@ down: ## remove what `make up` made (and stop this machine's cluster if up start
 	bash hack/down.sh
 
 images: ## build the runtime, optimizer, operator and local S3 store images on the local base image
-	bash hack/images.sh build
+	bash hack/mserve-images.sh build
 
 images-gpu: ## build the GPU runtime image (onnxruntime-gpu + CUDA wheels, several GB)
-	bash hack/images.sh build runtime-gpu
+	bash hack/mserve-images.sh build runtime-gpu
 
 load-images: ## load the images into the cluster (this machine's containerd, or kind)
-	bash hack/images.sh load
+	bash hack/mserve-images.sh load
 
 helm: ## build helm from its Go module (cached) unless one is on PATH
 	@[[ -x "$(HELM)" ]] || bash hack/build.sh helm
@@ -84,7 +84,7 @@ test-integration: cluster-up ## the operator in-process against the real API ser
 
 test-e2e: helm ## helm install -> ModelService -> Job -> Ready -> inference, on KUBECONFIG or this machine's cluster
 	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(MAKE) --no-print-directory cluster-up; fi
-	@start=$$(date +%s); bash hack/images.sh build; KUBECONFIG=$(E2E_KUBECONFIG) bash hack/images.sh load; \
+	@start=$$(date +%s); bash hack/mserve-images.sh build; KUBECONFIG=$(E2E_KUBECONFIG) bash hack/mserve-images.sh load; \
 	  echo "==> images built and loaded in $$(( $$(date +%s) - start ))s"
 	KUBECONFIG=$(E2E_KUBECONFIG) $(TIER) e2e tests/e2e
 

@@ -75,7 +75,8 @@ def ensure_mlserver() -> Path:
 def mlserver_serving(work: Path, model: Path, body: bytes, threads: int) -> Iterator[int]:
     """A ready MLServer serving `model` as 'tiny' with adaptive batching (32 rows, 2 ms); its port."""
     import httpx
-    from served import free_port
+
+    from tests.support.ports import free_port
 
     mlserver = ensure_mlserver()
     root = work / "mlserver"

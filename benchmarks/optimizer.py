@@ -1,6 +1,6 @@
 """Benchmark `mserve optimize` on this machine: MiniLM and the digits MLP/CNN, each mode, one table.
 
-    python benchmarks/optimizer.py [--workdir DIR] [--models minilm,mlp,cnn] [--modes dynamic-int8,...]
+    python -m benchmarks.optimizer [--workdir DIR] [--models minilm,mlp,cnn] [--modes dynamic-int8,...]
 
 Each row is one optimizer run (the same code path as `mserve optimize`, validation and
 latency included): size and latency as ratios to the fp32 original measured in the same

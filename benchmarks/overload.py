@@ -1,6 +1,6 @@
 """Overload and no-regression benchmark of the runtime's admission control, in one run.
 
-    python benchmarks/overload.py [--duration 60] [--factor 5] [--rounds 3] [--seconds 4]
+    python -m benchmarks.overload [--duration 60] [--factor 5] [--rounds 3] [--seconds 4]
                                   [--baseline-ref main] [--skip-big] [--skip-regression]
 
 Overload, per model (tiny MLP 16-64-4 and MLP 1024-4096-4096-1024, batching 32 rows / 2 ms,
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "runtime"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.http_load import json_body, run_load
+from benchmarks.open_load import run_open_load
+from tests.support.models import build_tiny_mlp
+from tests.support.serving import serving
 
-from http_load import json_body, run_load  # noqa: E402
-from open_load import run_open_load  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BATCHING = ("--max-batch-size", "32", "--max-batch-delay-ms", "2")
 POD_MEMORY_LIMIT_MIB = 1024  # the operator's default runtime memory limit (1Gi)
@@ -76,7 +76,6 @@ class _ProbeLiveness(threading.Thread):
 
 def overload_case(work: Path, label: str, model: Path, body: bytes, duration: float, factor: float) -> dict:
     import httpx
-    from served import serving
 
     path = f"/v2/models/{label}/infer"
     with serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING) as server:
@@ -162,8 +161,6 @@ def _export_baseline(ref: str, dest: Path) -> str:
 
 
 def regression_rows(work: Path, ref: str, seconds: float, rounds: int) -> list[str]:
-    from models import build_tiny_mlp
-    from served import serving
 
     model = build_tiny_mlp(work / "tiny-regression.onnx")
     body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
@@ -234,7 +231,6 @@ def main() -> None:
     parser.add_argument("--skip-overload", action="store_true")
     parser.add_argument("--skip-regression", action="store_true")
     args = parser.parse_args()
-    from models import build_tiny_mlp
 
     print(f"# {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mserve-overload-") as tmp:

@@ -1,6 +1,6 @@
 """Memory one request costs the server: peak RSS growth per MiB of body, JSON and binary.
 
-    python benchmarks/request_memory.py [--baseline-tree DIR] [--quick]
+    python -m benchmarks.request_memory [--baseline-tree DIR] [--quick]
 
 Each measurement starts a fresh `mserve serve` with the limits a pod with a 1 GiB memory
 limit derives (MSERVE_MEMORY_LIMIT_BYTES=1 GiB), resets the process's peak RSS
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+from mserve_runtime.request_limits import RequestLimits
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "runtime"))
-
-from models import build_tiny_mlp  # noqa: E402
-from served import Server, serving  # noqa: E402
+from tests.support.models import build_tiny_mlp
+from tests.support.serving import Server, serving
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -98,9 +95,6 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path, help="a checkout whose runtime is the baseline")
     parser.add_argument("--quick", action="store_true", help="skip the 64 MiB JSON request")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "runtime"))
-    from mserve_runtime.request_limits import RequestLimits
-
     limits = RequestLimits.derive(GIB)
     largest_binary = min(limits.max_request_bytes, limits.max_elements * 4)
     cases: list[tuple[str, bytes, dict[str, str]]] = [

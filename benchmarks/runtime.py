@@ -1,6 +1,6 @@
 """Benchmark of the mserve runtime against its baselines, measured in one run on this machine.
 
-    python benchmarks/runtime.py [--seconds 4] [--rounds 3] [--skip-minilm] [--skip-mlserver]
+    python -m benchmarks.runtime [--seconds 4] [--rounds 3] [--skip-minilm] [--skip-mlserver]
                                  [--baseline-tree DIR [--baseline-only]]
 
 | case                               | baseline (same run)                     | target           |
@@ -31,14 +31,11 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "runtime"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from http_load import binary_body, json_body, run_load  # noqa: E402
+from benchmarks.http_load import binary_body, json_body, run_load
 
 CACHE = Path(os.environ.get("MSERVE_CACHE", Path.home() / ".cache" / "mserve"))
 TINY = "tiny MLP 16-64-4, JSON"
@@ -91,6 +88,11 @@ def raw_session_loop(
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return timed_session_runs(session, feed, seconds)
+
+
+def timed_session_runs(session: Any, feed: dict[str, np.ndarray], seconds: float) -> dict:
+    """`session.run` back to back for `seconds` after five warm-up runs: runs/s, p50, p99."""
     for _ in range(5):
         session.run(None, feed)
     lat = []
@@ -109,8 +111,8 @@ def raw_session_loop(
 
 
 def bench_minilm(work: Path, seconds: float, rounds: int, threads: int) -> list[Row]:
-    from models import export_minilm, minilm_inputs
-    from served import serving
+    from tests.support.models import export_minilm, minilm_inputs
+    from tests.support.serving import serving
 
     model = export_minilm(CACHE / "bench" / "minilm-l6.onnx")
     feed = minilm_inputs(["mserve serves ONNX models over the V2 inference protocol."])
@@ -143,8 +145,8 @@ def bench_minilm(work: Path, seconds: float, rounds: int, threads: int) -> list[
 
 
 def bench_tiny(work: Path, seconds: float, rounds: int, skip_mlserver: bool, threads: int) -> list[Row]:
-    from models import build_tiny_mlp
-    from served import serving
+    from tests.support.models import build_tiny_mlp
+    from tests.support.serving import serving
 
     model = build_tiny_mlp(work / "tiny.onnx")
     body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
@@ -222,7 +224,7 @@ def _vs_mlserver(
     mserve_on: Callable[[], dict],
     threads: int,
 ) -> list[Row]:
-    from mlserver_baseline import MLSERVER_VERSION, mlserver_serving
+    from benchmarks.mlserver_baseline import MLSERVER_VERSION, mlserver_serving
 
     try:
         with mlserver_serving(work, model, body, threads) as port:
@@ -250,9 +252,9 @@ def _vs_mlserver(
 
 
 def bench_compute_bound(work: Path, seconds: float, rounds: int) -> list[Row]:
-    """Where the model, not HTTP, is the cost: the compute-bound MLP of ANCHORS.md."""
-    from models import build_tiny_mlp
-    from served import serving
+    """Where the model, not HTTP, is the cost: a compute-bound MLP (docs/runtime.md reports it)."""
+    from tests.support.models import build_tiny_mlp
+    from tests.support.serving import serving
 
     model = build_tiny_mlp(work / "mlp-1024-4096.onnx", sizes=(1024, 4096, 4096, 1024))
     body = json_body({"x": np.linspace(-1, 1, 1024, dtype=np.float32).reshape(1, 1024)})
@@ -287,8 +289,8 @@ def bench_compute_bound(work: Path, seconds: float, rounds: int) -> list[Row]:
 
 def bench_vs_tree(work: Path, seconds: float, rounds: int, tree: Path) -> list[Row]:
     """The tiny MLP at c32, batching off, served by this checkout and by `tree` (e.g. main), alternated."""
-    from models import build_tiny_mlp
-    from served import serving
+    from tests.support.models import build_tiny_mlp
+    from tests.support.serving import serving
 
     model = build_tiny_mlp(work / "tiny-vs.onnx")
     body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
@@ -473,7 +475,8 @@ def bare_uvicorn() -> Iterator[int]:
     served rate is bounded by this, whatever the batching.
     """
     import httpx
-    from served import free_port
+
+    from tests.support.ports import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", CEILING_APP, str(port)])
@@ -493,7 +496,8 @@ def bare_uvicorn() -> Iterator[int]:
 
 def bench_encoding(work: Path, n: int) -> list[Row]:
     from onnx import TensorProto, helper
-    from served import serving
+
+    from tests.support.serving import serving
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],

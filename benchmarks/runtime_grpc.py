@@ -1,6 +1,6 @@
 """gRPC vs REST (binary tensor extension) on the same `mserve serve` process: tiny MLP, concurrency 32.
 
-    python benchmarks/runtime_grpc.py [--requests 4000] [--seconds 15] [--concurrency 32]
+    python -m benchmarks.runtime_grpc [--requests 4000] [--seconds 15] [--concurrency 32]
 
 One server (dynamic batching on), one client process on loopback driving it with tritonclient's
 asyncio clients (`tritonclient.grpc.aio`, `tritonclient.http.aio` with binary inputs and outputs),
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +23,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpc_client
 import tritonclient.http.aio as http_client
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "runtime"))
-from models import build_tiny_mlp
-from served_process import serve_model
+from tests.support.models import build_tiny_mlp
+from tests.support.serving import serving
 
 MODEL_NAME = "tiny"
 FEATURES = 16
@@ -129,9 +127,10 @@ def main() -> None:
         folder = Path(tmp)
         model = build_tiny_mlp(folder / "tiny.onnx", sizes=(FEATURES, 64, 4))
         server_args = ("--max-batch-size", "32", "--max-batch-delay-ms", "2", "--no-access-log")
-        with serve_model(model, MODEL_NAME, folder, *server_args) as served:
-            rows = asyncio.run(measure(served.grpc_url, served.http_url, args))
-            assert served.alive(), served.log()
+        log = folder / "mserve.log"
+        with serving(model, MODEL_NAME, log, "--threads", "1", *server_args, grpc=True) as served:
+            rows = asyncio.run(measure(served.grpc_url, served.url, args))
+            assert served.alive(), served.logs()
     print_table(rows, args)
 
 

@@ -1,6 +1,6 @@
 """Served throughput against a raw `session.run` loop with onnxruntime's own default options.
 
-    python benchmarks/served_vs_raw.py [--seconds 3] [--rounds 3] [--skip-minilm]
+    python -m benchmarks.served_vs_raw [--seconds 3] [--rounds 3] [--skip-minilm]
         [--variant NAME=JSON ...]
 
 | case                                  | baseline (same run)                          | target         |
@@ -22,20 +22,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "runtime"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from http_load import binary_body, run_load  # noqa: E402
+from benchmarks.http_load import binary_body, run_load
+from benchmarks.runtime import timed_session_runs
 
 CACHE = Path(os.environ.get("MSERVE_CACHE", Path.home() / ".cache" / "mserve"))
 CONNECTIONS = 8
@@ -52,17 +47,7 @@ def raw_loop(model: Path, feed: dict[str, np.ndarray], seconds: float, runtime_d
         session = build_session(str(model), session_config(RuntimeSettings()))
     else:
         session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    for _ in range(5):
-        session.run(None, feed)
-    lat = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        t = time.perf_counter()
-        session.run(None, feed)
-        lat.append(time.perf_counter() - t)
-    elapsed = time.perf_counter() - started
-    lat.sort()
-    return {"rps": len(lat) / elapsed, "p50_ms": 1000 * lat[len(lat) // 2]}
+    return timed_session_runs(session, feed, seconds)
 
 
 def compare(
@@ -76,7 +61,8 @@ def compare(
     rounds: int,
 ) -> list[str]:
     from mserve_optimizer.session_search import measure
-    from served import serving
+
+    from tests.support.serving import serving
 
     body, headers = binary_body(feed, datatypes)
     sides: dict[str, Callable[[], dict]] = {
@@ -126,7 +112,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     variants = dict(v.split("=", 1) for v in args.variant)
-    from models import build_tiny_mlp, export_minilm, minilm_inputs
+    from tests.support.models import build_tiny_mlp, export_minilm, minilm_inputs
 
     print(f"# served vs raw: {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}", flush=True)
     rows = [

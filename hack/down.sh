@@ -4,20 +4,18 @@
 # cluster too when `make up` started it (MSERVE_KEEP_CLUSTER=1 keeps it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source hack/versions.env
-export MSERVE_CACHE="${MSERVE_CACHE:-$HOME/.cache/mserve}"
-STATE="${MSERVE_CACHE}/up"
+# shellcheck source=cluster/layout.sh
+source hack/cluster/layout.sh
+export MSERVE_CACHE
+UP_STATE="${MSERVE_CACHE}/up"
 NS="${MSERVE_NAMESPACE:-mserve-system}"
 APP_NS="${MSERVE_APP_NAMESPACE:-default}"
-cluster="$(cat "${STATE}/cluster" 2>/dev/null || echo none)"
+cluster="$(cat "${UP_STATE}/cluster" 2>/dev/null || echo none)"
 
 if [[ -z "${KUBECONFIG:-}" ]]; then
-  export KUBECONFIG="${MSERVE_CACHE}/cluster/admin.kubeconfig"
-  mkdir -p "${MSERVE_CACHE}/bin/kubectl-dir"
-  ln -sf "${MSERVE_CACHE}/bin/kubectl-${K8S_VERSION}" "${MSERVE_CACHE}/bin/kubectl-dir/kubectl"
-  PATH="${MSERVE_CACHE}/bin/kubectl-dir:${PATH}"
+  use_cluster_kubectl
   if ! kubectl --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
-    echo "no cluster running: nothing to remove"; rm -f "${STATE}/cluster"; exit 0
+    echo "no cluster running: nothing to remove"; rm -f "${UP_STATE}/cluster"; exit 0
   fi
 fi
 HELM="$(make --no-print-directory -s print-helm)"
@@ -39,5 +37,5 @@ if [[ "${cluster}" == "started-by-up" && "${MSERVE_KEEP_CLUSTER:-0}" != "1" ]]; 
   echo "==> stopping this machine's cluster (make up started it)"
   bash hack/cluster.sh down
 fi
-rm -f "${STATE}/cluster"
+rm -f "${UP_STATE}/cluster"
 echo "==> down"

@@ -16,7 +16,9 @@ source "${HACK_DIR}/versions.env"
 CLUSTER="${KIND_CLUSTER_NAME:-mserve}"
 KUBECONFIG_FILE="${MSERVE_CACHE:-$HOME/.cache/mserve}/kind/${CLUSTER}.kubeconfig"
 TAG="${MSERVE_IMAGE_TAG:-$(awk -F'"' '/^version *=/ { print $2; exit }' "${REPO}/pyproject.toml")}"
-# image name -> Dockerfile; built with each Dockerfile's default BASE_IMAGE (pulled from Docker Hub)
+# image name -> Dockerfile; each on mserve-base (base-image/), built first on its default
+# BASE_IMAGE (pulled from Docker Hub)
+BASE="mserve-base:${TAG}"
 IMAGES=("mserve-runtime:${TAG}=runtime/Dockerfile" "mserve-optimizer:${TAG}=optimizer/Dockerfile"
         "mserve-operator:${TAG}=operator/Dockerfile")
 
@@ -34,8 +36,9 @@ cmd_up() {
       -e "s|imagePullPolicy: Never|imagePullPolicy: IfNotPresent|" "${HACK_DIR}/addons/metrics-server.yaml" \
     | kubectl --kubeconfig "${KUBECONFIG_FILE}" apply -f -
   local spec
+  docker build -t "${BASE}" base-image
   for spec in "${IMAGES[@]}"; do
-    docker build -t "${spec%%=*}" -f "${spec#*=}" .
+    docker build -t "${spec%%=*}" -f "${spec#*=}" --build-arg "MSERVE_BASE=${BASE}" .
     kind load docker-image --name "${CLUSTER}" "${spec%%=*}"
   done
   echo "kind cluster ${CLUSTER} ready: export KUBECONFIG=${KUBECONFIG_FILE}"

@@ -13,16 +13,17 @@
 # layer cache) and the trained model, and takes a fraction of the first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source hack/versions.env
-export MSERVE_CACHE="${MSERVE_CACHE:-$HOME/.cache/mserve}"
+# shellcheck source=cluster/layout.sh
+source hack/cluster/layout.sh
+export MSERVE_CACHE
 PYTHON="${PYTHON:-.venv/bin/python}"
-STATE="${MSERVE_CACHE}/up"
+UP_STATE="${MSERVE_CACHE}/up"
 OUT="out/up"
 NS="${MSERVE_NAMESPACE:-mserve-system}"
 APP_NS="${MSERVE_APP_NAMESPACE:-default}"
 RELEASE=mserve
 READY_TIMEOUT="${MSERVE_READY_TIMEOUT:-900}"
-mkdir -p "${STATE}" "${OUT}"
+mkdir -p "${UP_STATE}" "${OUT}"
 T0=${SECONDS}
 
 step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - T0))" "$*"; }
@@ -33,17 +34,14 @@ step "cluster"
 if [[ -n "${KUBECONFIG:-}" ]]; then
   echo "using the cluster in KUBECONFIG=${KUBECONFIG} (context $(kubectl config current-context))"
   kubectl version >/dev/null || die "the cluster in KUBECONFIG does not answer"
-  echo "external" > "${STATE}/cluster"
+  echo "external" > "${UP_STATE}/cluster"
 else
-  export KUBECONFIG="${MSERVE_CACHE}/cluster/admin.kubeconfig"
-  mkdir -p "${MSERVE_CACHE}/bin/kubectl-dir"
-  ln -sf "${MSERVE_CACHE}/bin/kubectl-${K8S_VERSION}" "${MSERVE_CACHE}/bin/kubectl-dir/kubectl"
-  PATH="${MSERVE_CACHE}/bin/kubectl-dir:${PATH}"
+  use_cluster_kubectl
   if ! kubectl --request-timeout=3s get --raw /readyz >/dev/null 2>&1; then
-    echo "started-by-up" > "${STATE}/cluster"
+    echo "started-by-up" > "${UP_STATE}/cluster"
   fi
   bash hack/cluster.sh up
-  [[ -f "${STATE}/cluster" ]] || echo "already-running" > "${STATE}/cluster"
+  [[ -f "${UP_STATE}/cluster" ]] || echo "already-running" > "${UP_STATE}/cluster"
 fi
 export KUBECONFIG
 make --no-print-directory helm >/dev/null
@@ -51,9 +49,9 @@ HELM="$(make --no-print-directory -s print-helm)"
 
 # ------------------------------------------------------------------ 2. images
 step "images: build (Docker's layer cache makes a rebuild quick) and load (log: ${OUT}/images.log)"
-bash hack/images.sh build >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OUT}/images.log"; die "image build failed"; }
-bash hack/images.sh load 2>&1 | sed 's/^/    /'
-bash hack/images.sh sizes
+bash hack/mserve-images.sh build >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OUT}/images.log"; die "image build failed"; }
+bash hack/mserve-images.sh load 2>&1 | sed 's/^/    /'
+bash hack/mserve-images.sh sizes
 
 # ------------------------------------------------------------------ 3. S3 store
 step "S3-compatible store (moto) in namespace ${NS}"

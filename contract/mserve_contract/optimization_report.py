@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Verdict = Literal["passed", "failed"]
@@ -149,7 +149,7 @@ class OptimizationReport(_Model):
     """Everything `mserve optimize` measured about one optimization; written as report.json."""
 
     schema_version: int = 1
-    digest: str
+    digest: str = Field(description="The artifact digest: it names the artifact's folder in the store.")
     optimizer_version: str
     source: FileFacts
     source_format: str
@@ -189,7 +189,7 @@ class OptimizationReport(_Model):
 
     def summary(self, artifact_uri: str = "") -> TerminationSummary:
         return TerminationSummary(
-            digest=self.digest,
+            artifact_digest=self.digest,
             artifact_uri=artifact_uri,
             artifact_sha256=self.artifact.sha256 if self.artifact else "",
             verdict=self.verdict,
@@ -207,7 +207,12 @@ class OptimizationReport(_Model):
 class TerminationSummary(_Model):
     """The few figures the operator needs, small enough for a pod's termination message."""
 
-    digest: str = ""
+    # Older optimizer images wrote "digest": a Job one of them ran is still read after an upgrade.
+    artifact_digest: str = Field(
+        default="",
+        validation_alias=AliasChoices("artifact_digest", "digest"),
+        description="The report's digest: the artifact's folder name in `artifact_uri`.",
+    )
     artifact_uri: str = ""
     artifact_sha256: str = ""
     verdict: Verdict

@@ -40,25 +40,7 @@ class Reason:
     NOT_DEPLOYED = "NotDeployed"
 
 
-# Reasons that mean something is wrong (Warning events), not merely "not yet".
-FAILURE_REASONS = frozenset(
-    {
-        Reason.VALIDATION_FAILED,
-        Reason.FETCH_FAILED,
-        Reason.DEADLINE_EXCEEDED,
-        Reason.JOB_FAILED,
-        Reason.REPORT_UNREADABLE,
-        Reason.INVALID_SPEC,
-        Reason.PROGRESS_DEADLINE_EXCEEDED,
-        Reason.UNSCHEDULABLE,
-        Reason.IMAGE_PULL_ERROR,
-        Reason.CRASH_LOOP_BACK_OFF,
-        Reason.INIT_CONTAINER_FAILED,
-        Reason.CONTAINER_CONFIG_ERROR,
-    }
-)
-
-# Optimization outcomes that no retry changes: only a new spec (a new digest) runs again.
+# Optimization outcomes that no retry changes: only a new spec (a new spec digest) runs again.
 TERMINAL_OPTIMIZATION_FAILURES = frozenset(
     {
         Reason.VALIDATION_FAILED,
@@ -69,6 +51,17 @@ TERMINAL_OPTIMIZATION_FAILURES = frozenset(
         Reason.INVALID_SPEC,
     }
 )
+
+# Reasons that mean something is wrong (Warning events), not merely "not yet": those, and
+# the rollout's and the pods' troubles.
+FAILURE_REASONS = TERMINAL_OPTIMIZATION_FAILURES | {
+    Reason.PROGRESS_DEADLINE_EXCEEDED,
+    Reason.UNSCHEDULABLE,
+    Reason.IMAGE_PULL_ERROR,
+    Reason.CRASH_LOOP_BACK_OFF,
+    Reason.INIT_CONTAINER_FAILED,
+    Reason.CONTAINER_CONFIG_ERROR,
+}
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mserve_contract.exit_codes import OptimizerExit
 from mserve_contract.optimization_report import TerminationSummary
 
 from mserve_operator.builders.job import CONTAINER_NAME
 from mserve_operator.conditions import Reason
 
 MAX_MESSAGE = 1024
-EXIT_BAD_INPUT = 1
-EXIT_VALIDATION_FAILED = 2
 _IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 _CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 
@@ -108,11 +107,11 @@ def _failed(condition: dict, pods: list[dict]) -> JobOutcome:
             text = summary.message or text
         except ValueError:
             pass
-        if code == EXIT_VALIDATION_FAILED:
+        if code == OptimizerExit.VALIDATION_FAILED:
             return JobOutcome(
                 "failed", Reason.VALIDATION_FAILED, _short(text or "validation failed"), summary
             )
-        if code == EXIT_BAD_INPUT:
+        if code == OptimizerExit.BAD_INPUT:
             return JobOutcome(
                 "failed", Reason.FETCH_FAILED, _short(text or "bad input or fetch error"), summary
             )

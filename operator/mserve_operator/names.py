@@ -5,7 +5,7 @@ from __future__ import annotations
 MANAGED_BY = "mserve-operator"
 FIELD_MANAGER = "mserve-operator"
 MODELSERVICE_LABEL = "mserve.io/modelservice"
-DIGEST_LABEL = "mserve.io/optimization-digest"
+SPEC_DIGEST_LABEL = "mserve.io/optimization-digest"
 ARTIFACT_ANNOTATION = "mserve.io/artifact-sha256"
 COMPONENT_RUNTIME = "runtime"
 COMPONENT_OPTIMIZER = "optimizer"
@@ -14,8 +14,8 @@ COMPONENT_OPTIMIZER = "optimizer"
 _MAX_LABEL_VALUE = 63
 
 
-def job_name(modelservice: str, digest: str) -> str:
-    suffix = f"-opt-{digest[:10]}"
+def job_name(modelservice: str, spec_digest: str) -> str:
+    suffix = f"-opt-{spec_digest[:10]}"
     return modelservice[: _MAX_LABEL_VALUE - len(suffix)].rstrip("-") + suffix
 
 

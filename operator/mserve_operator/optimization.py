@@ -1,7 +1,7 @@
 """Decide the optimization step from the spec, the recorded status and the Job (if any).
 
-Results are recorded in `status.optimization`; once a digest has a verdict, no Job runs for
-it again, even after the finished Job was deleted by its TTL or the operator restarted.
+Results are recorded in `status.optimization`; once a spec digest has a verdict, no Job runs
+for it again, even after the finished Job was deleted by its TTL or the operator restarted.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mserve_operator import conditions, names
-from mserve_operator.builders.deployment import Artifact
+from mserve_operator.artifact import Artifact
 from mserve_operator.conditions import Reason
 from mserve_operator.diagnosis import job_outcome
 from mserve_operator.spec import ModelServiceSpec
@@ -17,12 +17,12 @@ from mserve_operator.spec import ModelServiceSpec
 
 @dataclass(frozen=True)
 class OptimizationState:
-    digest: str
+    spec_digest: str
     job_name: str
     ok: bool
     reason: str
     message: str
-    artifact: Artifact | None = None  # set when this digest's artifact is ready to serve
+    artifact: Artifact | None = None  # set when this spec's artifact is ready to serve
     record: dict = field(default_factory=dict)  # what goes into status.optimization
     needs_job: bool = False
 
@@ -33,6 +33,7 @@ class OptimizationState:
 
 def _summary_record(summary) -> dict:
     figures = {
+        "artifactDigest": summary.artifact_digest,
         "verdict": summary.verdict,
         "message": summary.message,
         "quantize": summary.quantize,
@@ -46,21 +47,22 @@ def _summary_record(summary) -> dict:
 
 
 def decide_optimization(
-    spec: ModelServiceSpec, name: str, digest: str, status: dict, job: dict | None, job_pods: list[dict]
+    spec: ModelServiceSpec, name: str, spec_digest: str, status: dict, job: dict | None, job_pods: list[dict]
 ) -> OptimizationState:
     if spec.skips_optimization:
-        artifact = Artifact(uri=spec.model.uri, sha256=spec.model.sha256.lower(), digest=digest)
+        artifact = Artifact(uri=spec.model.uri, sha256=spec.model.sha256.lower(), spec_digest=spec_digest)
         message = "ONNX source with quantize none and no pruning: served as it is"
-        return OptimizationState(digest, "", True, Reason.SKIPPED, message, artifact, {"digest": digest})
+        record = {"specDigest": spec_digest}
+        return OptimizationState(spec_digest, "", True, Reason.SKIPPED, message, artifact, record)
 
-    job_name = names.job_name(name, digest)
-    recorded = _recorded(digest, status)
+    job_name = names.job_name(name, spec_digest)
+    recorded = _recorded(spec_digest, status)
     if recorded is not None:
         return recorded
-    base = {"digest": digest, "jobName": job_name}
+    base = {"specDigest": spec_digest, "jobName": job_name}
     if job is None:
         return OptimizationState(
-            digest,
+            spec_digest,
             job_name,
             False,
             Reason.JOB_RUNNING,
@@ -71,40 +73,42 @@ def decide_optimization(
         )
     outcome = job_outcome(job, job_pods)
     record = {**base, **(_summary_record(outcome.summary) if outcome.summary else {})}
+    artifact = None
     if outcome.state == "succeeded":
         summary = outcome.summary
         artifact = Artifact(
             uri=summary.artifact_uri,
             sha256=summary.artifact_sha256,
-            digest=digest,
+            spec_digest=spec_digest,
+            artifact_digest=summary.artifact_digest,
             session_options=summary.session_options,
         )
-        return OptimizationState(digest, job_name, True, outcome.reason, outcome.message, artifact, record)
-    if outcome.state == "failed":
+    elif outcome.state == "failed":
         record.setdefault("verdict", "failed")
         record.setdefault("message", outcome.message)
-        return OptimizationState(digest, job_name, False, outcome.reason, outcome.message, None, record)
-    return OptimizationState(digest, job_name, False, outcome.reason, outcome.message, None, record)
+    ok = artifact is not None
+    return OptimizationState(spec_digest, job_name, ok, outcome.reason, outcome.message, artifact, record)
 
 
-def _recorded(digest: str, status: dict) -> OptimizationState | None:
-    """The verdict status already holds for this digest, if any."""
-    record = status.get("optimization") or {}
-    if record.get("digest") != digest or record.get("verdict") not in ("passed", "failed"):
+def _recorded(spec_digest: str, status: dict) -> OptimizationState | None:
+    """The verdict status already holds for this spec digest, if any."""
+    record = dict(status.get("optimization") or {})
+    # A status written before the two digests had names calls the spec digest `digest`.
+    legacy = record.pop("digest", None)
+    record["specDigest"] = record.get("specDigest") or legacy
+    if record["specDigest"] != spec_digest or record.get("verdict") not in ("passed", "failed"):
         return None
     optimized = conditions.find(status.get("conditions"), conditions.OPTIMIZED) or {}
     job_name = record.get("jobName", "")
     if record["verdict"] == "passed":
-        served = status.get("artifact") or {}
-        if served.get("digest") != digest or not served.get("uri"):
+        served = Artifact.from_status(status.get("artifact") or {})
+        if served is None or served.spec_digest != spec_digest:
             return None
-        artifact = Artifact.from_status(served)
-        return OptimizationState(
-            digest, job_name, True, Reason.SUCCEEDED, optimized.get("message", ""), artifact, dict(record)
-        )
+        if served.artifact_digest:
+            record.setdefault("artifactDigest", served.artifact_digest)
+        message = optimized.get("message", "")
+        return OptimizationState(spec_digest, job_name, True, Reason.SUCCEEDED, message, served, record)
     reason = optimized.get("reason", Reason.VALIDATION_FAILED)
     if reason not in conditions.TERMINAL_OPTIMIZATION_FAILURES:
         return None
-    return OptimizationState(
-        digest, job_name, False, reason, optimized.get("message", ""), None, dict(record)
-    )
+    return OptimizationState(spec_digest, job_name, False, reason, optimized.get("message", ""), None, record)

@@ -1,7 +1,7 @@
 """One level-triggered reconcile of one ModelService: observe, decide (pure modules), apply, report.
 
 Safe to run any number of times, at any moment, in any process: the Job is named by the
-digest and created only if absent, the rest is server-side applied, and the status is
+spec digest and created only if absent, the rest is server-side applied, and the status is
 written only when it changed.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from mserve_operator import conditions, names
+from mserve_operator.artifact import Artifact
 from mserve_operator.builders import (
     build_deployment,
     build_hpa,
@@ -22,14 +23,13 @@ from mserve_operator.builders import (
     build_service,
     service_url,
 )
-from mserve_operator.builders.deployment import Artifact
 from mserve_operator.builders.pod import Owner
 from mserve_operator.builders.store import artifact_store
-from mserve_operator.digest import optimization_digest
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.optimization import OptimizationState, decide_optimization
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec, parse_spec
+from mserve_operator.spec_digest import spec_digest
 from mserve_operator.status import Observation, compute
 
 # emit(body, type, reason, message): posts a Kubernetes Event about the ModelService.
@@ -74,9 +74,8 @@ class Reconciler:
             observation = Observation(generation, None, None, None, invalid_spec=message)
             return self._report(body, status, observation, job_created=False)
 
-        digest = optimization_digest(spec)
-        state, job_created = self._optimize(spec, owner, digest, status)
-        served = state.artifact or _previous_artifact(status)
+        state, job_created = self._optimize(spec, owner, spec_digest(spec), status)
+        served = state.artifact or Artifact.from_status(status.get("artifact") or {})
         deployment, pods, desired = None, [], spec.serving.min_replicas
         if served is not None:
             deployment = self._serve(spec, owner, served)
@@ -122,7 +121,7 @@ class Reconciler:
         )
         for job in jobs:
             meta = job["metadata"]
-            obsolete = meta.get("labels", {}).get(names.DIGEST_LABEL) != digest
+            obsolete = meta.get("labels", {}).get(names.SPEC_DIGEST_LABEL) != digest
             if obsolete and not _finished(job) and not meta.get("deletionTimestamp"):
                 self.api.delete("batch/v1", "Job", owner.namespace, meta["name"])
 
@@ -154,9 +153,7 @@ class Reconciler:
         changed = _differs(status, new_status)
         owner = Owner.from_body(body)
         if changed:
-            # Fields that disappeared are removed explicitly: a merge patch keeps what it does not name.
-            patch = {**{k: None for k in status if k not in new_status}, **new_status}
-            self.api.patch_status(owner.namespace, owner.name, patch)
+            self.api.patch_status(owner.namespace, owner.name, _status_patch(status, new_status))
         if job_created and observation.optimization is not None:
             self.emit(
                 body, "Normal", "OptimizationStarted", f"created Job {observation.optimization.job_name}"
@@ -175,11 +172,16 @@ class Reconciler:
         return ReconcileResult(new_status["phase"], changed, job_created)
 
 
-def _previous_artifact(status: dict) -> Artifact | None:
-    served = status.get("artifact") or {}
-    if not served.get("uri"):
-        return None
-    return Artifact.from_status(served)
+def _status_patch(old: dict, new: dict) -> dict:
+    """A merge patch from `old` to `new`: it keeps what it does not name, so removals are explicit,
+    also one level down (`artifact`, `optimization`: a key an older operator wrote goes)."""
+    patch: dict = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            value = {**{k: None for k in before if k not in value}, **value}
+        patch[key] = value
+    return patch
 
 
 def _differs(old: dict, new: dict) -> bool:

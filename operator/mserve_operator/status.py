@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mserve_operator.builders.deployment import Artifact
+from mserve_operator.artifact import Artifact
 from mserve_operator.conditions import DEPLOYED, FAILURE_REASONS, OPTIMIZED, READY, Condition, Reason
 from mserve_operator.diagnosis import pod_problems
 from mserve_operator.optimization import OptimizationState
@@ -27,7 +27,7 @@ PENDING, OPTIMIZING, DEPLOYING, READY_PHASE, DEGRADED, FAILED = (
 class Observation:
     generation: int
     optimization: OptimizationState | None  # None when the spec could not be parsed
-    served: Artifact | None  # what the Deployment serves (may be an older digest's)
+    served: Artifact | None  # what the Deployment serves (may be an older spec's)
     deployment: dict | None
     pods: list[dict] = field(default_factory=list)
     desired_replicas: int = 1
@@ -78,11 +78,10 @@ def _deployed(obs: Observation) -> Condition:
     rolled_out = desired == 0 or progressing.get("reason") == "NewReplicaSetAvailable"
     if observed < generation or updated < desired or total > updated or not rolled_out:
         available = _int(deployment, "status", "availableReplicas")
-        artifact = obs.served.digest or obs.served.uri
         counts = f"{updated}/{desired} replicas updated, {available}/{desired} available"
-        message = f"rolling out artifact {artifact}: {counts}"
+        message = f"rolling out artifact {obs.served.label}: {counts}"
         return Condition.of(DEPLOYED, False, Reason.ROLLING_OUT, message)
-    return Condition.of(DEPLOYED, True, Reason.ROLLOUT_COMPLETE, f"serving artifact {obs.served.digest}")
+    return Condition.of(DEPLOYED, True, Reason.ROLLOUT_COMPLETE, f"serving artifact {obs.served.label}")
 
 
 def _ready(obs: Observation) -> Condition:
@@ -128,7 +127,7 @@ def compute(obs: Observation) -> tuple[dict, list[Condition]]:
     if obs.url and obs.deployment is not None:
         status["url"] = obs.url
     if obs.served is not None:
-        status["artifact"] = obs.served.status()
+        status["artifact"] = obs.served.to_status()
     if obs.optimization is not None:
         status["optimization"] = obs.optimization.record
     return status, [optimized, deployed, ready]

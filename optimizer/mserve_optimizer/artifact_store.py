@@ -14,20 +14,13 @@ import tempfile
 from pathlib import Path
 
 from mserve_contract.optimization_report import OptimizationReport
+from mserve_runtime.atomic_write import fsync_path
 
 from mserve_optimizer.errors import BadInputError
 
 MODEL_NAME = "model.onnx"
 REPORT_NAME = "report.json"
 FAILED_FOLDER = "failed"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ArtifactStore:
@@ -94,9 +87,9 @@ class ArtifactStore:
         try:
             for file_name, source in files.items():
                 shutil.copyfile(source, staging / file_name)
-                _fsync(staging / file_name)
+                fsync_path(staging / file_name)
             (staging / REPORT_NAME).write_text(report.model_dump_json(indent=2))
-            _fsync(staging / REPORT_NAME)
+            fsync_path(staging / REPORT_NAME)
             staging.chmod(0o755)  # mkdtemp makes it private; the artifact is for readers
             if target.exists() and (name.startswith(FAILED_FOLDER) or not (target / REPORT_NAME).is_file()):
                 # A re-run's failure report replaces the old one; an incomplete folder (not
@@ -107,7 +100,7 @@ class ArtifactStore:
                 shutil.rmtree(staging)
                 return
             os.rename(staging, target)
-            _fsync(target.parent)
+            fsync_path(target.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

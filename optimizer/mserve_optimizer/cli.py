@@ -1,7 +1,7 @@
 """`mserve optimize`: parse the flags, run the pipeline, map the outcome to an exit code.
 
-Exit 0: passed (or cached). Exit 1: bad input or unreachable URI, one line on stderr.
-Exit 2: the optimized model failed validation; no artifact was written.
+Exit codes are `mserve_contract.exit_codes.OptimizerExit`: 0 passed (or cached); 1 bad input
+or unreachable URI, one line on stderr; 2 the optimized model failed validation, no artifact.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+from mserve_contract.exit_codes import OptimizerExit
 
 from mserve_optimizer.errors import BadInputError, ValidationFailedError
 from mserve_optimizer.options import OptimizeOptions, parse_input_shape, parse_tolerance
@@ -24,7 +25,7 @@ class _OptimizeCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
-            exc.exit_code = 1
+            exc.exit_code = OptimizerExit.BAD_INPUT
             _write_termination(_termination_path(args), None, f"usage: {exc.format_message()}")
             raise
 
@@ -182,7 +183,7 @@ def optimize(
         message = f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)"
         click.echo(f"error: {message}", err=True)
         _write_termination(termination, None, message)
-        sys.exit(1)
+        sys.exit(OptimizerExit.BAD_INPUT)
     report = outcome.report
     _write_termination(termination, report)
     state = "cached" if outcome.cached else "passed"

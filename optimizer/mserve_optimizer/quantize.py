@@ -2,7 +2,7 @@
 
 Each mode yields a few candidate variants; `search.choose_variant` validates them, times
 them and keeps the fastest that passes. What differs between candidates is what the
-figures in shared/ANCHORS.md showed matters: per-channel vs per-tensor weights, which
+figures in docs/optimizer.md show matters: per-channel vs per-tensor weights, which
 layers stay fp32, and how static activation ranges are calibrated.
 """
 
@@ -119,7 +119,7 @@ def quantize_static_int8(
     if method == CalibrationMethod.Percentile:
         extra["CalibPercentile"] = 99.999
     # U8S8 rather than S8S8: on x86 onnxruntime's VNNI kernels take unsigned activations
-    # (ANCHORS: 1.18x vs 0.42x at batch 1 for MiniLM).
+    # (docs/optimizer.md: 1.18x vs 0.42x at batch 1 for MiniLM).
     with _quiet_root_logger():
         quantize_static(
             src,

@@ -19,7 +19,7 @@ from mserve_optimizer.steps import StepLog
 from mserve_optimizer.validate import compare_outputs
 
 # Candidates within this share of the fastest count as equally fast; among those the more
-# accurate one wins (ANCHORS: per-channel costs ~2% speed and buys the accuracy).
+# accurate one wins (docs/optimizer.md, MiniLM: per-tensor was no faster and failed validation).
 SPEED_TIE = 0.03
 CHOICE_BUDGET_SECONDS = 1.0
 # Candidates are compared at the 20th percentile of their batch-1 times: on a shared machine

@@ -28,8 +28,9 @@ def normalize_sha256(uri: str, digest: str | None) -> str | None:
     return value
 
 
-def fsync_dir(path: Path) -> None:
-    # Without this a rename can be lost on power failure even though the data was synced.
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries: without the folder's, a rename can be lost on
+    power failure even though the data was synced."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -70,7 +71,7 @@ def write_atomically(
             raise FetchError(uri, f"sha256 mismatch: expected {expected_sha256}, got {actual}")
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+        fsync_path(dest.parent)
         return actual, size
     except BaseException:
         with suppress(FileNotFoundError):

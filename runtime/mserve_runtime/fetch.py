@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from mserve_runtime import storage_http, storage_s3
 from mserve_runtime.atomic_write import (
     ProgressCallback,
-    fsync_dir,
+    fsync_path,
     normalize_sha256,
     read_chunks,
     sha256_file,
@@ -221,7 +221,7 @@ def _fetch_tree(
             staging.rmdir()
         else:
             os.rename(staging, dest)
-        fsync_dir(parent)
+        fsync_path(parent)
         return actual, total
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

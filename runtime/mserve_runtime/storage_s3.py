@@ -100,16 +100,16 @@ def _explain(uri: str, exc: Exception, location: S3Location) -> FetchError:
     return FetchError(uri, f"S3 error: {exc}")
 
 
-def _bucket_exists(client: Any, bucket: str) -> bool:
+def _require_bucket(client: Any, uri: str, bucket: str) -> None:
+    """A FetchError naming the bucket when it does not exist."""
     from botocore.exceptions import ClientError
 
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
-            return False
+            raise FetchError(uri, f"no such bucket {bucket!r}") from None
         raise
-    return True
 
 
 def list_keys(client: Any, location: S3Location, prefix: str, *, limit: int | None = None) -> list[str]:
@@ -137,28 +137,32 @@ class S3Source:
     stored_sha256: str | None = None
 
 
+def _object_head(client, location: S3Location) -> tuple[dict | None, str]:
+    """The object the URI names (its HEAD), or None and the prefix to list as a folder instead."""
+    if not location.key or location.key.endswith("/"):
+        return None, location.key
+    from botocore.exceptions import ClientError
+
+    try:
+        return client.head_object(Bucket=location.bucket, Key=location.key), ""
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    return None, location.key + "/"
+
+
 def resolve(uri: str) -> S3Source:
     location = parse_s3_uri(uri)
     client = s3_client()
     try:
-        if location.key and not location.key.endswith("/"):
-            from botocore.exceptions import ClientError
-
-            try:
-                head = client.head_object(Bucket=location.bucket, Key=location.key)
-                stored = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
-                return S3Source(location, None, location.key, stored)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-            prefix = location.key + "/"
-        else:
-            prefix = location.key
+        head, prefix = _object_head(client, location)
+        if head is not None:
+            stored = head.get("Metadata", {}).get(SHA256_METADATA_KEY)
+            return S3Source(location, None, location.key, stored)
         files = list_keys(client, location, prefix)
         if files:
             return S3Source(location, sorted(files), prefix)
-        if not _bucket_exists(client, location.bucket):
-            raise FetchError(uri, f"no such bucket {location.bucket!r}")
+        _require_bucket(client, uri, location.bucket)
         what = f"no such key {location.key!r}" if location.key else "no objects"
         raise FetchError(uri, f"{what} in bucket {location.bucket!r}")
     except Exception as exc:
@@ -180,22 +184,12 @@ def exists(uri: str) -> bool:
     location = parse_s3_uri(uri)
     client = s3_client()
     try:
-        if location.key and not location.key.endswith("/"):
-            from botocore.exceptions import ClientError
-
-            try:
-                client.head_object(Bucket=location.bucket, Key=location.key)
-                return True
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-            prefix = location.key + "/"
-        else:
-            prefix = location.key
+        head, prefix = _object_head(client, location)
+        if head is not None:
+            return True
         if list_keys(client, location, prefix, limit=1):
             return True
-        if not _bucket_exists(client, location.bucket):
-            raise FetchError(uri, f"no such bucket {location.bucket!r}")
+        _require_bucket(client, uri, location.bucket)
         return False
     except Exception as exc:
         raise _explain(uri, exc, location) from exc

@@ -14,38 +14,23 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
-from cluster_helpers import (
-    HACK,
-    TEST_IMAGE,
-    Kubectl,
-    cache_dir,
-    dump_namespace,
-    find_kubeconfig,
-    find_kubectl,
-    wait_until,
-)
+from cluster_helpers import TEST_IMAGE, wait_until
 
-
-def no_cluster(reason: str) -> NoReturn:
-    """Skip for lack of a cluster, unless the run demands one (`make test` sets
-    MSERVE_REQUIRE_CLUSTER=1): there a missing cluster is a failure, never a green tier."""
-    if os.environ.get("MSERVE_REQUIRE_CLUSTER") == "1":
-        pytest.fail(f"{reason} (MSERVE_REQUIRE_CLUSTER=1: this tier must run, not skip)")
-    pytest.skip(reason)
+from tests.support.cluster_access import HACK, cache_dir, find_binary, find_kubeconfig, no_cluster
+from tests.support.kubectl import Kubectl, dump_namespace
 
 
 @pytest.fixture(scope="session")
 def kubectl() -> Kubectl:
-    binary = find_kubectl()
+    binary = find_binary("kubectl")
     kubeconfig = find_kubeconfig()
     if not binary:
         no_cluster("no kubectl (run hack/cluster.sh up, or put kubectl on PATH)")
     if not kubeconfig:
         no_cluster("no cluster kubeconfig (run hack/cluster.sh up, or set KUBECONFIG)")
-    k = Kubectl(binary, kubeconfig)
+    k = Kubectl(kubeconfig, binary)
     try:
         proc = k.run("get", "--raw=/readyz", check=False, timeout=10)
     except subprocess.TimeoutExpired:
@@ -84,11 +69,11 @@ def test_image(kubectl: Kubectl, ready_node: str) -> str:
         )
         shutil.copy(src / "Dockerfile", f"{ctx}/Dockerfile")
         subprocess.run(
-            [str(HACK / "image.sh"), "build", TEST_IMAGE, f"{ctx}/Dockerfile", ctx],
+            [str(HACK / "docker-images.sh"), "build", TEST_IMAGE, f"{ctx}/Dockerfile", ctx],
             check=True,
             timeout=300,
         )
-    subprocess.run([str(HACK / "image.sh"), "load", TEST_IMAGE], check=True, timeout=300)
+    subprocess.run([str(HACK / "docker-images.sh"), "load", TEST_IMAGE], check=True, timeout=300)
     return TEST_IMAGE
 
 

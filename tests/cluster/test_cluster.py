@@ -11,7 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cluster_helpers import HACK, Kubectl, dump_namespace, wait_until
+from cluster_helpers import wait_until
+
+from tests.support.cluster_access import HACK
+from tests.support.kubectl import Kubectl, dump_namespace
 
 pytestmark = pytest.mark.cluster
 
@@ -249,13 +252,13 @@ def test_crd_cel_rule_refuses_bad_object(kubectl: Kubectl, namespace: str):
             "a good Widget accepted",
             lambda: (
                 kubectl.run(
-                    "-n", namespace, "apply", "-f", "-", input=widget("good", 1, 3), check=False
+                    "-n", namespace, "apply", "-f", "-", stdin=widget("good", 1, 3), check=False
                 ).returncode
                 == 0
             ),
             timeout=60,
         )
-        bad = kubectl.run("-n", namespace, "apply", "-f", "-", input=widget("bad", 5, 2), check=False)
+        bad = kubectl.run("-n", namespace, "apply", "-f", "-", stdin=widget("bad", 5, 2), check=False)
         assert bad.returncode != 0, bad.stdout
         assert "minReplicas must not exceed maxReplicas" in bad.stderr, bad.stderr
     finally:
@@ -276,7 +279,7 @@ def test_restricted_pod_security_refuses_privileged_pod(kubectl: Kubectl, namesp
             },
         }
     )
-    proc = kubectl.run("-n", namespace, "apply", "-f", "-", input=pod, check=False)
+    proc = kubectl.run("-n", namespace, "apply", "-f", "-", stdin=pod, check=False)
     assert proc.returncode != 0, proc.stdout
     assert "violates PodSecurity" in proc.stderr, proc.stderr
     assert "restricted" in proc.stderr, proc.stderr

@@ -1,7 +1,7 @@
 """Fixtures for the e2e tier: the chart installed on the cluster in $KUBECONFIG, an S3 store,
 the digits model trained and uploaded, and one restricted namespace per test.
 
-`make test-e2e` builds and loads the images first (hack/images.sh), then runs this tier.
+`make test-e2e` builds and loads the images first (hack/mserve-images.sh), then runs this tier.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_kube import CHART, ROOT, Cluster, dump_namespace, wait_until
+from e2e_kube import CHART, RELEASE, ROOT, SYSTEM_NS, Cluster, dump_namespace, wait_until
+from e2e_models import DigitsModel
 
-SYSTEM_NS = "mserve-system"
-RELEASE = "mserve"
+from tests.support.ports import free_port
+
 S3_SECRET = "s3-creds"
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "mserve", "AWS_SECRET_ACCESS_KEY": "mserve-secret"}
 S3_ENDPOINT = f"http://mserve-s3.{SYSTEM_NS}.svc:9000"
@@ -51,12 +52,6 @@ def cluster() -> Cluster:
     return cluster
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Forward:
     """A `kubectl port-forward` to a Service, for calls from the host on any cluster."""
@@ -68,7 +63,7 @@ class Forward:
 def port_forward(cluster: Cluster, namespace: str, service: str, port: int) -> Forward:
     local = free_port()
     process = subprocess.Popen(
-        [cluster.kubectl_binary, "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
+        [cluster.binary, "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
         env={**os.environ, "KUBECONFIG": cluster.kubeconfig},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -133,13 +128,6 @@ def mserve(cluster: Cluster, s3_client: object) -> Cluster:
         "-n", SYSTEM_NS, "rollout", "status", f"deployment/{RELEASE}-operator", "--timeout=180s", timeout=200
     )
     return cluster
-
-
-@dataclass(frozen=True)
-class DigitsModel:
-    folder: Path
-    samples: Path
-    uris: dict[str, str]  # "pt2" / "ts" / "onnx" -> s3:// URI
 
 
 @pytest.fixture(scope="session")

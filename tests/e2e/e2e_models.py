@@ -6,12 +6,23 @@ import json
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from e2e_kube import Cluster, wait_until
 
 RUNTIME_IMAGE_ENV = "MSERVE_E2E_RUNTIME_IMAGE"
+
+
+@dataclass(frozen=True)
+class DigitsModel:
+    """The digits model the e2e tier trains and uploads once (the `digits` fixture)."""
+
+    folder: Path
+    samples: Path
+    uris: dict[str, str]  # "pt2" / "ts" / "onnx" -> s3:// URI
 
 
 def modelservice(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import RELEASE, SYSTEM_NS
-from e2e_kube import Cluster
+from e2e_kube import RELEASE, SYSTEM_NS, Cluster
 
 
 def test_operator_deployment_is_available(mserve: Cluster) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DigitsModel
 from e2e_kube import Cluster
 from e2e_models import (
+    DigitsModel,
     cosine_rows,
     infer_from_pod,
     infer_http,
@@ -45,7 +45,11 @@ def test_status_carries_the_optimization_report(served: dict) -> None:
     assert report["verdict"] == "passed"
     assert report["quantize"] == "dynamic-int8"
     assert report["minCosine"] >= 0.99
-    assert served["status"]["artifact"]["digest"]
+    artifact = served["status"]["artifact"]
+    # Two digests: the spec's names the Job, the optimizer's names the artifact's folder.
+    assert report["jobName"].endswith(artifact["specDigest"][:10])
+    assert len(artifact["artifactDigest"]) == 64
+    assert artifact["uri"].split("/")[-2] == artifact["artifactDigest"] == report["artifactDigest"]
 
 
 def test_measured_session_options_reach_the_runtime(

@@ -7,9 +7,8 @@ stabilization (hack/cluster.sh), so this takes minutes, not tens of minutes.
 from __future__ import annotations
 
 import numpy as np
-from conftest import DigitsModel
 from e2e_kube import Cluster, wait_until
-from e2e_models import modelservice, service_url, wait_for_phase
+from e2e_models import DigitsModel, modelservice, service_url, wait_for_phase
 from load import BoundedLoad
 
 NAME = "digits-hpa"

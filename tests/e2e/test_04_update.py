@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DigitsModel
 from e2e_kube import Cluster, wait_until
-from e2e_models import jobs_of, modelservice, pause, service_url, wait_for_phase
+from e2e_models import DigitsModel, jobs_of, modelservice, pause, service_url, wait_for_phase
 from load import BoundedLoad
 
 NAME = "digits-update"
@@ -33,7 +32,7 @@ def rolled_out(cluster: Cluster, namespace: str, artifact_digest: str) -> bool:
     return (
         status.get("observedGeneration") == obj["metadata"]["generation"]
         and status.get("phase") == "Ready"
-        and status.get("artifact", {}).get("digest") != artifact_digest
+        and status.get("artifact", {}).get("artifactDigest") != artifact_digest
         and d.get("updatedReplicas") == d.get("replicas") == d.get("readyReplicas") == SERVING["replicas"]
         and d.get("observedGeneration") == deployment["metadata"]["generation"]
     )
@@ -42,7 +41,7 @@ def rolled_out(cluster: Cluster, namespace: str, artifact_digest: str) -> bool:
 def test_new_quantization_rolls_out_without_failed_requests(
     mserve: Cluster, module_namespace: str, served: dict, digits: DigitsModel
 ) -> None:
-    before = served["status"]["artifact"]["digest"]
+    before = served["status"]["artifact"]["artifactDigest"]
     x = np.load(digits.samples)["x"][:4]
     url = service_url(mserve, module_namespace, NAME)
     with BoundedLoad(url, NAME, x, threads=2, max_seconds=600, max_requests=100_000) as load:

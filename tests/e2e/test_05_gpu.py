@@ -13,9 +13,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from conftest import DigitsModel
 from e2e_kube import Cluster, wait_until
-from e2e_models import modelservice
+from e2e_models import DigitsModel, modelservice
 
 GPU = "nvidia.com/gpu"
 GPU_LABEL = "nvidia.com/gpu.present"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import DigitsModel
 from e2e_kube import Cluster
-from e2e_models import condition, modelservice, wait_for_phase
+from e2e_models import DigitsModel, condition, modelservice, wait_for_phase
 
 
 def test_wrong_model_uri_fails_naming_the_uri(mserve: Cluster, namespace: str, digits: DigitsModel) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import DigitsModel
 from e2e_kube import Cluster, wait_until
-from e2e_models import modelservice, wait_for_phase
+from e2e_models import DigitsModel, modelservice, wait_for_phase
 
 NAME = "digits-delete"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import DigitsModel
 from e2e_kube import Cluster
-from e2e_models import modelservice, wait_for_phase
+from e2e_models import DigitsModel, modelservice, wait_for_phase
 
 
 def test_namespace_rejects_a_privileged_pod(mserve: Cluster, namespace: str) -> None:

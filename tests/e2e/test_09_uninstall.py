@@ -5,8 +5,7 @@ ModelService); docs/operations.md says how to remove them."""
 from __future__ import annotations
 
 import pytest
-from conftest import RELEASE, SYSTEM_NS
-from e2e_kube import Cluster, wait_until
+from e2e_kube import RELEASE, SYSTEM_NS, Cluster, wait_until
 
 
 def operator_objects(cluster: Cluster) -> list[str]:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 import yaml
@@ -26,11 +24,12 @@ from operator_harness import (
     Kube,
     OperatorProcess,
     dump,
-    find_kubeconfig,
     ns_path,
     service_account_kubeconfig,
-    wait_until,
 )
+
+from tests.support.cluster_access import find_kubeconfig, no_cluster
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -47,14 +46,6 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-def no_cluster(reason: str) -> NoReturn:
-    """Skip for lack of a cluster, unless the run demands one (`make test` sets
-    MSERVE_REQUIRE_CLUSTER=1): there a missing cluster is a failure, never a green tier."""
-    if os.environ.get("MSERVE_REQUIRE_CLUSTER") == "1":
-        pytest.fail(f"{reason} (MSERVE_REQUIRE_CLUSTER=1: this tier must run, not skip)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -7,22 +7,23 @@ would; the real Job and ReplicaSet controllers (kube-controller-manager) do the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
+
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -37,45 +38,6 @@ OPERATOR_CLUSTER_ROLE = "mserve-operator-integration"
 # they "ran". No node carries the label either, in case a test binds nothing by mistake.
 NO_SCHEDULER = "mserve-integration-no-scheduler"
 NO_NODE = {"mserve.io/integration-test": "no-such-node"}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MSERVE_CACHE", Path.home() / ".cache" / "mserve"))
-
-
-def find_kubeconfig() -> str | None:
-    for candidate in (
-        os.environ.get("MSERVE_KUBECONFIG"),
-        os.environ.get("KUBECONFIG"),
-        str(cache_dir() / "cluster" / "admin.kubeconfig"),
-    ):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
-
-
-def find_kubectl() -> str | None:
-    versions = (
-        (REPO / "hack" / "versions.env").read_text() if (REPO / "hack" / "versions.env").exists() else ""
-    )
-    for line in versions.splitlines():
-        if line.startswith("K8S_VERSION="):
-            cached = cache_dir() / "bin" / f"kubectl-{line.split('=', 1)[1].split()[0]}"
-            if cached.is_file():
-                return str(cached)
-    return os.environ.get("KUBECTL") or shutil.which("kubectl")
-
-
-def wait_until(what: str, condition: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
-    """Poll until `condition()` is truthy and return it; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}"[:3000])
 
 
 class Kube:
@@ -183,12 +145,6 @@ def modelservice(name: str, **spec: Any) -> dict:
         "metadata": {"name": name},
         "spec": body,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OperatorProcess:
@@ -313,6 +269,16 @@ def service_account_kubeconfig(kube: Kube, path: Path) -> Path:
 
 
 # --- writing statuses the way a kubelet would --------------------------------------------
+
+
+def spec_digest_of(job: dict) -> str:
+    """The operator's 16-hex spec digest that names the optimization Job."""
+    return job["metadata"]["labels"]["mserve.io/optimization-digest"]
+
+
+def artifact_digest_for(spec_digest: str) -> str:
+    """A 64-hex artifact digest as the optimizer writes one: never the spec digest, so a mix-up shows."""
+    return hashlib.sha256(spec_digest.encode()).hexdigest()
 
 
 def job_pods(kube: Kube, namespace: str, job_name: str) -> list[dict]:

@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from operator_harness import Kube, find_kubectl, modelservice, msvc_path
+from operator_harness import Kube, modelservice, msvc_path
+
+from tests.support.cluster_access import find_binary
 
 ONNX = {"uri": "s3://models/m.onnx"}
 TORCH_INPUTS = [{"name": "x", "shape": [-1, 64]}]
@@ -188,7 +190,7 @@ def test_every_printer_column_and_explain(installed: Kube):
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
         "Phase", "Ready", "URL", "Quantize", "Age",
     ]  # fmt: skip
-    kubectl = find_kubectl()
+    kubectl = find_binary("kubectl")
     if not kubectl:
         pytest.skip("no kubectl for `kubectl explain`")
     explained = subprocess.run(

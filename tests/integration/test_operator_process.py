@@ -14,32 +14,32 @@ from operator_harness import (
     OPERATOR_SA,
     Kube,
     OperatorProcess,
+    artifact_digest_for,
     deployments_path,
-    find_kubectl,
     finish_job_pod,
     jobs_path,
     modelservice,
     msvc_path,
     ns_path,
-    wait_until,
+    spec_digest_of,
 )
+
+from tests.support.cluster_access import find_binary
+from tests.support.polling import wait_until
 
 SA_USER = f"system:serviceaccount:{OPERATOR_SA[0]}:{OPERATOR_SA[1]}"
 
 
-def _passed(namespace: str, name: str, digest: str) -> str:
+def _passed(namespace: str, name: str, spec_digest: str) -> str:
+    artifact_digest = artifact_digest_for(spec_digest)
     return TerminationSummary(
-        digest=digest,
-        artifact_uri=f"s3://mserve-artifacts/{namespace}/{name}/{digest}/model.onnx",
-        artifact_sha256=digest[0] * 64,
+        artifact_digest=artifact_digest,
+        artifact_uri=f"s3://mserve-artifacts/{namespace}/{name}/{artifact_digest}/model.onnx",
+        artifact_sha256=spec_digest[0] * 64,
         verdict="passed",
         message="ok",
         quantize="dynamic-int8",
     ).to_termination_message()
-
-
-def _digest(job: dict) -> str:
-    return job["metadata"]["labels"]["mserve.io/optimization-digest"]
 
 
 def test_operator_killed_mid_optimization_resumes_without_a_second_job(
@@ -51,7 +51,7 @@ def test_operator_killed_mid_optimization_resumes_without_a_second_job(
 
     # While no operator runs, the optimizer finishes.
     finish_job_pod(
-        installed, namespace, job["metadata"]["name"], 0, _passed(namespace, "digits", _digest(job))
+        installed, namespace, job["metadata"]["name"], 0, _passed(namespace, "digits", spec_digest_of(job))
     )
     # A replacement pod draws a new random priority; here it is the higher one, so it acts at once.
     operator.priority += 1
@@ -59,7 +59,7 @@ def test_operator_killed_mid_optimization_resumes_without_a_second_job(
     deployment = wait_until(
         "the Deployment", lambda: installed.get(deployments_path(namespace, "digits")), timeout=60
     )
-    assert _digest(job) in str(deployment["spec"]["template"])
+    assert artifact_digest_for(spec_digest_of(job)) in str(deployment["spec"]["template"])
     jobs = installed.list(jobs_path(namespace))
     assert [j["metadata"]["uid"] for j in jobs] == [job["metadata"]["uid"]]
 
@@ -103,7 +103,7 @@ def test_restart_while_the_job_runs_adopts_the_running_job(
 def test_the_operators_identity_has_exactly_the_verbs_it_needs(installed: Kube, verb, resource, allowed):
     """Sufficiency is proven by every other test (the operator runs as this identity and any 403
     fails the test); this pins the things it must never be able to do."""
-    kubectl = find_kubectl()
+    kubectl = find_binary("kubectl")
     if not kubectl:
         pytest.skip("no kubectl for `kubectl auth can-i`")
     answer = subprocess.run(
@@ -177,7 +177,7 @@ def test_fifty_modelservices_at_once_all_reach_their_children(
     for job in jobs:
         owner = job["metadata"]["labels"]["mserve.io/modelservice"]
         finish_job_pod(
-            installed, namespace, job["metadata"]["name"], 0, _passed(namespace, owner, _digest(job))
+            installed, namespace, job["metadata"]["name"], 0, _passed(namespace, owner, spec_digest_of(job))
         )
     finished = time.monotonic()
 

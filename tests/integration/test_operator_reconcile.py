@@ -10,6 +10,7 @@ from mserve_contract.optimization_report import SessionOptions, TerminationSumma
 from operator_harness import (
     Kube,
     OperatorProcess,
+    artifact_digest_for,
     deployments_path,
     finish_job_pod,
     hpa_path,
@@ -21,8 +22,10 @@ from operator_harness import (
     ready_pod_status,
     runtime_pods,
     set_pod_status,
-    wait_until,
+    spec_digest_of,
 )
+
+from tests.support.polling import wait_until
 
 NAME = "digits"
 
@@ -30,11 +33,12 @@ NAME = "digits"
 MEASURED = SessionOptions(intra_op_threads=1, graph_level="extended")
 
 
-def _summary(namespace: str, digest: str, **changes) -> TerminationSummary:
+def _summary(namespace: str, spec_digest: str, **changes) -> TerminationSummary:
+    artifact_digest = artifact_digest_for(spec_digest)
     fields = {
-        "digest": digest,
-        "artifact_uri": f"s3://mserve-artifacts/{namespace}/{NAME}/{digest}/model.onnx",
-        "artifact_sha256": digest[0] * 64,
+        "artifact_digest": artifact_digest,
+        "artifact_uri": f"s3://mserve-artifacts/{namespace}/{NAME}/{artifact_digest}/model.onnx",
+        "artifact_sha256": spec_digest[0] * 64,
         "verdict": "passed",
         "message": "min cosine 0.9991 >= 0.99; top-1 agreement 1.000",
         "size_ratio": 0.26,
@@ -78,7 +82,7 @@ def _optimized_and_deployed(kube: Kube, namespace: str, **spec) -> tuple[dict, d
     """Create the ModelService, let its Job pass, wait for the Deployment; return (job, deployment)."""
     kube.create(msvc_path(namespace), modelservice(NAME, **spec))
     job = _one_job(kube, namespace)
-    digest = job["metadata"]["labels"]["mserve.io/optimization-digest"]
+    digest = spec_digest_of(job)
     finish_job_pod(
         kube, namespace, job["metadata"]["name"], 0, _summary(namespace, digest).to_termination_message()
     )
@@ -123,7 +127,7 @@ def test_passed_job_gives_deployment_service_hpa_and_a_truthful_status(
 ):
     autoscaling = {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 65}
     job, deployment = _optimized_and_deployed(installed, namespace, serving={"autoscaling": autoscaling})
-    digest = job["metadata"]["labels"]["mserve.io/optimization-digest"]
+    digest = spec_digest_of(job)
     expected = _summary(namespace, digest)
 
     pod = deployment["spec"]["template"]["spec"]
@@ -146,12 +150,16 @@ def test_passed_job_gives_deployment_service_hpa_and_a_truthful_status(
     )
     assert status["url"] == f"http://digits.{namespace}.svc.cluster.local:8080"
     assert status["artifact"] == {
-        "digest": digest,
+        "specDigest": digest,
+        "artifactDigest": expected.artifact_digest,
         "uri": expected.artifact_uri,
         "sha256": expected.artifact_sha256,
         # Kept by the CRD's status schema, so a restarted operator still passes them on.
         "sessionOptions": MEASURED.model_dump(by_alias=True),
     }
+    assert expected.artifact_uri.split("/")[-2] == expected.artifact_digest != digest
+    assert status["optimization"]["specDigest"] == digest
+    assert status["optimization"]["artifactDigest"] == expected.artifact_digest
     assert status["optimization"]["verdict"] == "passed"
     assert status["optimization"]["sizeRatio"] == 0.26
     assert status["optimization"]["latencyRatioB1"] == 1.7
@@ -179,7 +187,7 @@ def test_failed_validation_sets_failed_with_the_optimizers_message_and_deploys_n
 ):
     installed.create(msvc_path(namespace), modelservice(NAME))
     job = _one_job(installed, namespace)
-    digest = job["metadata"]["labels"]["mserve.io/optimization-digest"]
+    digest = spec_digest_of(job)
     report = _summary(namespace, digest, verdict="failed", message="output 'logits': cosine 0.912 < 0.99")
     finish_job_pod(installed, namespace, job["metadata"]["name"], 2, report.to_termination_message())
 
@@ -193,6 +201,51 @@ def test_failed_validation_sets_failed_with_the_optimizers_message_and_deploys_n
         lambda: [e for e in _events(installed, namespace) if e["reason"] == "ValidationFailed"],
     )
     assert warnings[0]["type"] == "Warning"
+
+
+def test_a_status_written_before_the_digests_had_names_is_served_and_renamed(
+    installed: Kube, namespace: str, operator: OperatorProcess
+):
+    installed.create(msvc_path(namespace), modelservice(NAME))
+    job = _one_job(installed, namespace)
+    wait_until("phase Optimizing", lambda: _phase(installed, namespace, "Optimizing"), timeout=30)
+    spec_digest = spec_digest_of(job)
+    expected = _summary(namespace, spec_digest)
+    # What an operator before specDigest/artifactDigest wrote: one `digest`, the spec's.
+    old_status = {
+        "optimization": {"digest": spec_digest, "specDigest": None, "verdict": "passed", "sizeRatio": 0.26},
+        "artifact": {"digest": spec_digest, "uri": expected.artifact_uri, "sha256": expected.artifact_sha256},
+        "conditions": [
+            {
+                "type": "Optimized",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "validation passed",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    installed.merge_patch(msvc_path(namespace, NAME) + "/status", {"status": old_status})
+
+    deployment = wait_until(
+        "the Deployment of the recorded artifact",
+        lambda: installed.get(deployments_path(namespace, NAME)),
+        timeout=60,
+    )
+    assert expected.artifact_uri in deployment["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    status = wait_until(
+        "the status in the new names",
+        lambda: "specDigest" in (s := _status(installed, namespace)).get("artifact", {}) and s,
+    )
+    assert status["artifact"] == {
+        "specDigest": spec_digest,
+        "artifactDigest": expected.artifact_digest,
+        "uri": expected.artifact_uri,
+        "sha256": expected.artifact_sha256,
+    }
+    assert "digest" not in status["optimization"]
+    assert status["optimization"]["specDigest"] == spec_digest
+    assert [j["metadata"]["uid"] for j in _jobs(installed, namespace)] == [job["metadata"]["uid"]]
 
 
 def test_failed_fetch_is_reported_with_its_reason(installed: Kube, namespace: str, operator: OperatorProcess):
@@ -221,7 +274,7 @@ def test_changed_optimization_runs_a_new_job_and_rolls_out_the_new_artifact(
     # Until the new artifact passes, the old one keeps serving.
     assert installed.get(deployments_path(namespace, NAME))["spec"]["template"] == first_template
 
-    digest = second["metadata"]["labels"]["mserve.io/optimization-digest"]
+    digest = spec_digest_of(second)
     finish_job_pod(
         installed,
         namespace,
@@ -229,10 +282,11 @@ def test_changed_optimization_runs_a_new_job_and_rolls_out_the_new_artifact(
         0,
         _summary(namespace, digest).to_termination_message(),
     )
+    artifact_digest = artifact_digest_for(digest)
     rolled = wait_until(
         "the Deployment to serve the new artifact",
         lambda: (
-            digest in str(installed.get(deployments_path(namespace, NAME))["spec"]["template"])
+            artifact_digest in str(installed.get(deployments_path(namespace, NAME))["spec"]["template"])
             and installed.get(deployments_path(namespace, NAME))
         ),
         timeout=60,
@@ -241,8 +295,12 @@ def test_changed_optimization_runs_a_new_job_and_rolls_out_the_new_artifact(
     # The status follows the Deployment within the same reconcile.
     status = wait_until(
         "the status to name the new artifact",
-        lambda: (s := _status(installed, namespace)).get("artifact", {}).get("digest") == digest and s,
+        lambda: (
+            (s := _status(installed, namespace)).get("artifact", {}).get("artifactDigest") == artifact_digest
+            and s
+        ),
     )
+    assert status["artifact"]["specDigest"] == digest
     assert status["observedGeneration"] == 2
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from optimizer_harness import DigitsModel, make_digits
 
+from tests.support.s3_store import moto_endpoint, s3  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def digits_mlp(tmp_path_factory: pytest.TempPathFactory) -> DigitsModel:

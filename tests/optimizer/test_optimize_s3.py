@@ -4,45 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from optimizer_harness import DigitsModel, optimize_in_process
 
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+from tests.support.s3_store import S3Server
 
 
 @pytest.fixture
-def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):  # -> boto3 S3 client
-    import boto3
-
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+def buckets(s3: S3Server) -> S3Server:
     for bucket in ("models", "artifacts"):
-        client.create_bucket(Bucket=bucket)
-    return client
+        s3.client.create_bucket(Bucket=bucket)
+    return s3
 
 
-def test_optimize_from_s3_to_s3_then_cached(s3, digits_mlp: DigitsModel, tmp_path: Path) -> None:
+def test_optimize_from_s3_to_s3_then_cached(
+    buckets: S3Server, digits_mlp: DigitsModel, tmp_path: Path
+) -> None:
     from mserve_runtime.fetch import fetch
 
     source = digits_mlp.source("onnx")
-    s3.put_object(Bucket="models", Key="digits/model.onnx", Body=source.read_bytes())
+    buckets.put("models", "digits/model.onnx", source.read_bytes())
     termination = tmp_path / "termination-log"
     args = [
         "s3://models/digits/model.onnx",
@@ -56,12 +39,12 @@ def test_optimize_from_s3_to_s3_then_cached(s3, digits_mlp: DigitsModel, tmp_pat
     run = optimize_in_process(*args)
     assert run.exit_code == 0, run.stdout + run.stderr
     summary = json.loads(termination.read_text())
-    digest = summary["digest"]
+    digest = summary["artifact_digest"]
     assert summary["artifact_uri"] == f"s3://artifacts/optimized/{digest}/model.onnx"
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"])
+    keys = sorted(o["Key"] for o in buckets.client.list_objects_v2(Bucket="artifacts")["Contents"])
     assert keys == [f"optimized/{digest}/model.onnx", f"optimized/{digest}/report.json"]
     report = json.loads(
-        s3.get_object(Bucket="artifacts", Key=f"optimized/{digest}/report.json")["Body"].read()
+        buckets.client.get_object(Bucket="artifacts", Key=f"optimized/{digest}/report.json")["Body"].read()
     )
     assert report["verdict"] == "passed"
     assert report["source"]["uri"] == "s3://models/digits/model.onnx"
@@ -77,7 +60,7 @@ def test_optimize_from_s3_to_s3_then_cached(s3, digits_mlp: DigitsModel, tmp_pat
     assert pinned.seconds < 1.0, pinned.seconds
 
 
-def test_missing_bucket_is_a_one_line_error(s3, digits_mlp: DigitsModel) -> None:
+def test_missing_bucket_is_a_one_line_error(buckets: S3Server, digits_mlp: DigitsModel) -> None:
     run = optimize_in_process("s3://no-such-bucket/model.onnx", "--output", "s3://artifacts/x")
     assert run.exit_code == 1
     assert "s3://no-such-bucket/model.onnx" in run.stderr

@@ -9,4 +9,6 @@ from fixtures_models import (  # noqa: F401
     model_dir,
     tiny_mlp,
 )
-from storage_servers import http_server, moto_endpoint, mserve, s3  # noqa: F401
+from storage_servers import http_server, mserve  # noqa: F401
+
+from tests.support.s3_store import moto_endpoint, s3  # noqa: F401

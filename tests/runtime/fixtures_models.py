@@ -6,14 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from models import (
+
+from tests.support.models import (
     DigitsModel,
     build_datatypes_model,
     build_digits_mlp,
     build_fixed_batch_model,
     build_tiny_mlp,
 )
-from served import Server, serving
+from tests.support.serving import Server, serving
 
 
 @pytest.fixture(scope="session")

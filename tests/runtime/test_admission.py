@@ -18,10 +18,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from models import build_scale_model
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from served import Server, free_port, serving
+
+from tests.support.models import build_scale_model
+from tests.support.ports import free_port
+from tests.support.serving import Server, serving
 
 HOLD_S = 1.5
 LIMIT = 3

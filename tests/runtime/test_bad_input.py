@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-from models import DigitsModel
-from served import Server
+
+from tests.support.models import DigitsModel
+from tests.support.serving import Server
 
 GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import tritonclient.grpc as triton
-from models import build_embedding_model
-from served import free_port, serving
+
+from tests.support.models import build_embedding_model
+from tests.support.ports import free_port
+from tests.support.serving import serving
 
 
 def _ids_body(ids: list[int]) -> dict:

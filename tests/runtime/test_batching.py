@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from models import build_scale_model
-from served import Server, serving
+
+from tests.support.models import build_scale_model
+from tests.support.serving import Server, serving
 
 
 def _infer(url: str, model: str, x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from mserve_runtime.fetch import FetchError, exists, fetch, upload
-from storage_servers import HttpServer, free_port
+from storage_servers import HttpServer
+
+from tests.support.ports import free_port
 
 MODEL = bytes(range(256)) * 4096
 

@@ -11,7 +11,9 @@ import pytest
 from mserve_runtime import fetch as fetch_module
 from mserve_runtime import storage_s3
 from mserve_runtime.fetch import FetchError, exists, fetch, upload
-from storage_servers import S3Server, free_port
+
+from tests.support.ports import free_port
+from tests.support.s3_store import S3Server
 
 MODEL = b"\x08\x07onnx-model-bytes" * 5000
 

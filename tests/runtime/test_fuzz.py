@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from models import DigitsModel
-from served import Server, serving
+
+from tests.support.models import DigitsModel
+from tests.support.serving import Server, serving
 
 
 @pytest.fixture(scope="module")

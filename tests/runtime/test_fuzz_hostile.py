@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from models import DigitsModel
 from mserve_runtime.datatypes import V2_TO_NUMPY
 from mserve_runtime.grpc_v2.codec import TYPED_FIELD
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from served import Server, free_port, serving
+
+from tests.support.models import DigitsModel
+from tests.support.serving import Server, serving
 
 EXAMPLES = 150
 # Peak RSS may grow this much over the whole run: the limits below bound one request to far less.
@@ -84,10 +84,10 @@ def _rss_peak(pid: int) -> tuple[int, int]:
 
 
 class Target:
-    def __init__(self, server: Server, grpc_port: int) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
-        self.http = httpx.Client(base_url=server.url, timeout=30)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        self.http = server.client(timeout=30)
+        self.channel = grpc.insecure_channel(server.grpc_url)
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
         self.rss_before = _rss_peak(server.proc.pid)[0]
 
@@ -102,11 +102,10 @@ class Target:
 @pytest.fixture(scope="module")
 def target(digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     log = tmp_path_factory.mktemp("fuzz-hostile") / "mserve.log"
-    grpc_port = free_port()
-    args = ("--grpc-port", str(grpc_port), "--max-batch-size", "8", "--max-batch-delay-ms", "1")
+    args = ("--max-batch-size", "8", "--max-batch-delay-ms", "1", "--no-access-log")
     env = {"MSERVE_MEMORY_LIMIT_BYTES": str(1 << 30)}  # the limits of a 1 GiB pod
-    with serving(digits.path, "digits", log, *args, "--no-access-log", env=env) as server:
-        made = Target(server, grpc_port)
+    with serving(digits.path, "digits", log, *args, env=env, grpc=True) as server:
+        made = Target(server)
         yield made
         made.http.close()
         made.channel.close()

@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from models import DigitsModel
 from mserve_runtime.dataplane import DataPlane
 from mserve_runtime.grpc_v2.server import GrpcServerHandle, start_grpc_server
 from mserve_runtime.settings import RuntimeSettings
 from tritonclient.utils import InferenceServerException
+
+from tests.support.models import DigitsModel
 
 T = TypeVar("T")
 

@@ -16,10 +16,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
-from models import DATATYPES, DigitsModel, build_datatypes_model, sample_datatype_array
-from served_process import ServedModel, serve_model
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
+
+from tests.support.models import DATATYPES, DigitsModel, build_datatypes_model, sample_datatype_array
+from tests.support.serving import Server, serving
 
 MAX_REQUEST_BYTES = 1 << 20
 TYPED_DATATYPES = [dt for dt in DATATYPES if dt != "FP16"]  # FP16 has no typed contents field
@@ -27,7 +28,7 @@ TYPED_DATATYPES = [dt for dt in DATATYPES if dt != "FP16"]  # FP16 has no typed 
 
 @dataclass
 class GrpcTarget:
-    served: ServedModel
+    served: Server
     model_path: Path
     client: triton.InferenceServerClient
     stub: service_pb2_grpc.GRPCInferenceServiceStub
@@ -43,7 +44,8 @@ def target_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     stack: list = []
 
     def start(name: str, path: Path, *args: str) -> GrpcTarget:
-        context = serve_model(path, name, tmp_path_factory.mktemp(name), *args)
+        log = tmp_path_factory.mktemp(name) / "mserve.log"
+        context = serving(path, name, log, "--threads", "1", *args, grpc=True)
         served = context.__enter__()
         stack.append(context)
         channel = grpc.insecure_channel(served.grpc_url)
@@ -91,7 +93,7 @@ def triton_input(name: str, array: np.ndarray, datatype: str) -> triton.InferInp
 
 def assert_serves(target: GrpcTarget) -> None:
     """After a bad request: the process is alive and a good request still gets the right answer."""
-    assert target.served.alive(), target.served.log()
+    assert target.served.alive(), target.served.logs()
     x = digits_input(2, seed=99)
     result = target.client.infer(target.name, [triton_input("x", x, "FP32")])
     expected = target.session.run(["logits"], {"x": x})[0]
@@ -123,7 +125,7 @@ def test_health_mirrors_the_rest_side(grpc_digits: GrpcTarget) -> None:
     assert grpc_digits.client.is_server_ready()
     assert grpc_digits.client.is_model_ready("digits")
     assert grpc_digits.client.is_model_ready("digits", "1")
-    with urllib.request.urlopen(f"{grpc_digits.served.http_url}/v2/health/ready") as resp:
+    with urllib.request.urlopen(f"{grpc_digits.served.url}/v2/health/ready") as resp:
         assert resp.status == 200
 
 
@@ -450,7 +452,7 @@ def test_grpc_requests_are_counted_by_status(grpc_digits: GrpcTarget) -> None:
     assert_serves(grpc_digits)
     expect_error(lambda: grpc_digits.client.infer("digits", []), "INVALID_ARGUMENT")
 
-    with urllib.request.urlopen(f"{grpc_digits.served.http_url}/metrics") as resp:
+    with urllib.request.urlopen(f"{grpc_digits.served.url}/metrics") as resp:
         metrics = resp.read().decode()
 
     def count(status: str) -> float:

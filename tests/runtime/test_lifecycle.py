@@ -10,8 +10,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from models import build_scale_model, build_warmup_failing_model
-from served import MSERVE, free_port, start
+
+from tests.support.models import build_scale_model, build_warmup_failing_model
+from tests.support.ports import free_port
+from tests.support.serving import MSERVE, start
 
 
 def _post_scale(url: str, rows: int, results: list, index: int) -> None:

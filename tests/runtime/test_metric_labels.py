@@ -8,10 +8,12 @@ import string
 from pathlib import Path
 
 import grpc
-from models import DigitsModel
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from served import free_port, serving
+
+from tests.support.models import DigitsModel
+from tests.support.ports import free_port
+from tests.support.serving import serving
 
 GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
 

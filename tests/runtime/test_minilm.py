@@ -9,8 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
-from models import export_minilm, minilm_inputs
-from served import Server, serving
+
+from tests.support.models import export_minilm, minilm_inputs
+from tests.support.serving import Server, serving
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import httpx
-from models import DigitsModel
-from served import Server, serving
+
+from tests.support.models import DigitsModel
+from tests.support.serving import Server, serving
 
 GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
 

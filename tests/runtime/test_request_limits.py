@@ -17,10 +17,11 @@ import grpc
 import httpx
 import orjson
 import pytest
-from models import DigitsModel
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from served import Server, free_port, serving
+
+from tests.support.models import DigitsModel
+from tests.support.serving import Server, serving
 
 MAX_ELEMENTS = 100_000
 MAX_JSON_BYTES = 1_000_000
@@ -29,9 +30,9 @@ GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [
 
 
 class Limited:
-    def __init__(self, server: Server, grpc_port: int) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        self.channel = grpc.insecure_channel(server.grpc_url)
         self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 
     def rest(
@@ -57,11 +58,10 @@ class Limited:
 @pytest.fixture(scope="module")
 def limited(digits: DigitsModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
     log = tmp_path_factory.mktemp("limits") / "mserve.log"
-    grpc_port = free_port()
     env = {"MSERVE_MAX_ELEMENTS": str(MAX_ELEMENTS), "MSERVE_MAX_JSON_BYTES": str(MAX_JSON_BYTES)}
-    args = ("--grpc-port", str(grpc_port), "--max-request-bytes", str(MAX_REQUEST_BYTES))
-    with serving(digits.path, "digits", log, *args, env=env) as server:
-        target = Limited(server, grpc_port)
+    args = ("--max-request-bytes", str(MAX_REQUEST_BYTES))
+    with serving(digits.path, "digits", log, *args, env=env, grpc=True) as server:
+        target = Limited(server)
         yield target
         target.channel.close()
         assert "Traceback" not in server.logs()

@@ -6,8 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
-from models import DigitsModel
-from served import Server
+
+from tests.support.models import DigitsModel
+from tests.support.serving import Server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 from mserve_runtime.cpu_limit import default_threads
-from served import MSERVE, serving
+
+from tests.support.serving import MSERVE, serving
 
 X = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16], "data": [0.5] * 16}]}
 

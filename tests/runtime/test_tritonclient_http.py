@@ -6,8 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
-from models import DATATYPES, DigitsModel, sample_datatype_array
-from served import Server
+
+from tests.support.models import DATATYPES, DigitsModel, sample_datatype_array
+from tests.support.serving import Server
 
 
 @pytest.fixture(scope="module")

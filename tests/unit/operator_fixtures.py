@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from mserve_operator.builders.deployment import Artifact
+from mserve_operator.artifact import Artifact
 from mserve_operator.builders.pod import Owner
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec, parse_spec
 
 OWNER = Owner(name="digits", namespace="models", uid="0f3c1f2e-0000-4000-8000-000000000001")
+ARTIFACT_DIGEST = "a1" * 32
 ARTIFACT = Artifact(
-    uri="s3://mserve-artifacts/models/digits/abc123/model.onnx", sha256="ab" * 32, digest="d" * 16
+    uri=f"s3://mserve-artifacts/models/digits/{ARTIFACT_DIGEST}/model.onnx",
+    sha256="ab" * 32,
+    spec_digest="d" * 16,
+    artifact_digest=ARTIFACT_DIGEST,
 )
 
 

@@ -6,9 +6,9 @@ import pytest
 from mserve_operator import names
 from mserve_operator.builders import build_deployment, build_hpa, build_job, build_pdb, build_service
 from mserve_operator.builders.job import optimizer_args
-from mserve_operator.digest import optimization_digest
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import parse_spec
+from mserve_operator.spec_digest import spec_digest
 from operator_fixtures import ARTIFACT, OWNER, all_containers, cpu_spec, gpu_spec, settings
 
 RESTRICTED = {
@@ -54,10 +54,10 @@ def _deployment(spec=None, **overrides) -> dict:
 
 def test_job_is_named_by_digest_and_runs_the_optimizer_with_the_contract_args():
     spec = cpu_spec()
-    digest = optimization_digest(spec)
+    digest = spec_digest(spec)
     job = build_job(spec, OWNER, digest, settings(artifact_uri="s3://store/prefix", image_tag="1.2.3"))
     assert job["metadata"]["name"] == f"digits-opt-{digest[:10]}"
-    assert job["metadata"]["labels"][names.DIGEST_LABEL] == digest
+    assert job["metadata"]["labels"][names.SPEC_DIGEST_LABEL] == digest
     (container,) = _pod(job)["containers"]
     assert container["image"] == "mserve-optimizer:1.2.3"
     assert container["command"] == ["mserve"]

@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 
 from mserve_contract.optimization_report import SessionOptions, TerminationSummary
-from mserve_operator.builders.deployment import Artifact, build_deployment
+from mserve_operator.artifact import Artifact
+from mserve_operator.builders.deployment import build_deployment
 from mserve_operator.conditions import Reason
 from mserve_operator.diagnosis import job_outcome, pod_problems
-from mserve_operator.digest import optimization_digest
 from mserve_operator.optimization import decide_optimization
 from mserve_operator.spec import parse_spec
+from mserve_operator.spec_digest import spec_digest
 from operator_fixtures import OWNER, cpu_spec, settings
 
 SPEC = cpu_spec()
-DIGEST = optimization_digest(SPEC)
+DIGEST = spec_digest(SPEC)
+ARTIFACT_DIGEST = "e" * 64
 SUMMARY = TerminationSummary(
-    digest="sha-of-artifact",
-    artifact_uri="s3://store/models/digits/abc/model.onnx",
+    artifact_digest=ARTIFACT_DIGEST,
+    artifact_uri=f"s3://store/models/digits/{ARTIFACT_DIGEST}/model.onnx",
     artifact_sha256="c" * 64,
     verdict="passed",
     message="min cosine 0.9993 >= 0.99",
@@ -56,6 +58,7 @@ def test_completed_job_gives_the_artifact_and_the_report_summary():
     assert state.artifact.uri == SUMMARY.artifact_uri
     assert state.artifact.sha256 == SUMMARY.artifact_sha256
     assert state.record["verdict"] == "passed"
+    assert state.record["jobName"] == f"digits-opt-{DIGEST[:10]}"
     assert state.record["sizeRatio"] == 0.27
     assert state.record["latencyRatioB1"] == 1.8
     assert state.record["minCosine"] == 0.9993
@@ -90,10 +93,63 @@ def test_completed_job_with_garbage_message_is_reported_unreadable():
     assert outcome.reason == Reason.REPORT_UNREADABLE
 
 
+def test_the_spec_digest_names_the_job_and_the_artifact_digest_its_folder():
+    state = decide_optimization(
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())]
+    )
+    assert (len(DIGEST), len(ARTIFACT_DIGEST)) == (16, 64)
+    assert (state.spec_digest, state.artifact.spec_digest) == (DIGEST, DIGEST)
+    assert state.artifact.artifact_digest == ARTIFACT_DIGEST
+    assert state.artifact.uri.split("/")[-2] == ARTIFACT_DIGEST
+    assert (state.record["specDigest"], state.record["artifactDigest"]) == (DIGEST, ARTIFACT_DIGEST)
+    assert "digest" not in state.record
+    assert state.artifact.to_status() == {
+        "specDigest": DIGEST,
+        "artifactDigest": ARTIFACT_DIGEST,
+        "uri": SUMMARY.artifact_uri,
+        "sha256": SUMMARY.artifact_sha256,
+    }
+
+
+def test_a_summary_from_an_older_optimizer_image_still_names_the_artifact():
+    legacy = SUMMARY.to_termination_message().replace('"artifact_digest":', '"digest":')
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, legacy)])
+    assert state.ok
+    assert state.artifact.artifact_digest == ARTIFACT_DIGEST
+
+
+def test_a_status_written_before_the_digests_had_names_is_read_and_renamed():
+    uri = f"s3://store/models/digits/{ARTIFACT_DIGEST}/model.onnx"
+    status = {
+        "optimization": {"digest": DIGEST, "jobName": "digits-opt-x", "verdict": "passed", "sizeRatio": 0.3},
+        "artifact": {"digest": DIGEST, "uri": uri, "sha256": "c" * 64},
+        "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
+    }
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    assert state.ok
+    assert not state.needs_job
+    assert (state.artifact.uri, state.artifact.sha256) == (uri, "c" * 64)
+    assert (state.artifact.spec_digest, state.artifact.artifact_digest) == (DIGEST, ARTIFACT_DIGEST)
+    assert state.record == {
+        "specDigest": DIGEST,
+        "artifactDigest": ARTIFACT_DIGEST,
+        "jobName": "digits-opt-x",
+        "verdict": "passed",
+        "sizeRatio": 0.3,
+    }
+
+
+def test_an_old_status_of_a_source_served_as_it_is_gets_no_artifact_digest():
+    served = Artifact.from_status({"digest": DIGEST, "uri": "https://models.example/m.onnx", "sha256": ""})
+    assert (served.spec_digest, served.artifact_digest) == (DIGEST, "")
+    assert "artifactDigest" not in served.to_status()
+    assert Artifact.from_status({"digest": DIGEST}) is None
+
+
 def test_recorded_verdict_means_no_new_job_after_ttl_cleanup():
     status = {
-        "optimization": {"digest": DIGEST, "jobName": "digits-opt-x", "verdict": "passed"},
-        "artifact": {"digest": DIGEST, "uri": "s3://store/a/model.onnx", "sha256": "c" * 64},
+        "optimization": {"specDigest": DIGEST, "jobName": "digits-opt-x", "verdict": "passed"},
+        "artifact": {"specDigest": DIGEST, "uri": "s3://store/a/model.onnx", "sha256": "c" * 64},
         "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
     }
     state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
@@ -103,7 +159,7 @@ def test_recorded_verdict_means_no_new_job_after_ttl_cleanup():
 
 def test_recorded_failure_is_not_retried_for_the_same_digest():
     status = {
-        "optimization": {"digest": DIGEST, "verdict": "failed"},
+        "optimization": {"specDigest": DIGEST, "verdict": "failed"},
         "conditions": [
             {"type": "Optimized", "status": "False", "reason": "ValidationFailed", "message": "cos"}
         ],
@@ -114,7 +170,7 @@ def test_recorded_failure_is_not_retried_for_the_same_digest():
 
 
 def test_new_digest_needs_a_job_even_with_an_old_verdict():
-    status = {"optimization": {"digest": "old", "verdict": "passed"}}
+    status = {"optimization": {"specDigest": "old", "verdict": "passed"}}
     state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
     assert state.needs_job
     assert state.job_name == f"digits-opt-{DIGEST[:10]}"
@@ -124,11 +180,13 @@ def test_onnx_source_without_changes_skips_the_job():
     spec = parse_spec(
         {"model": {"uri": "s3://models/m.onnx", "sha256": "E" * 64}, "optimization": {"quantize": "none"}}
     )
-    state = decide_optimization(spec, "m", optimization_digest(spec), {}, None, [])
+    state = decide_optimization(spec, "m", spec_digest(spec), {}, None, [])
     assert state.ok
     assert not state.needs_job
     assert state.reason == Reason.SKIPPED
     assert (state.artifact.uri, state.artifact.sha256) == ("s3://models/m.onnx", "e" * 64)
+    assert state.artifact.artifact_digest == ""
+    assert state.record == {"specDigest": spec_digest(spec)}
 
 
 def _waiting(reason: str, init: bool = False, last_exit: int | None = None) -> dict:
@@ -196,8 +254,8 @@ def test_measured_session_options_reach_the_runtime_env_and_survive_a_restart():
     assert SessionOptions.model_validate(json.loads(env["MSERVE_SESSION_OPTIONS"])) == MEASURED
     # After the Job is gone, status.artifact is all that is left: the same env comes back.
     status = {
-        "optimization": {"digest": DIGEST, "jobName": "digits-opt-x", "verdict": "passed"},
-        "artifact": state.artifact.status(),
+        "optimization": {"specDigest": DIGEST, "jobName": "digits-opt-x", "verdict": "passed"},
+        "artifact": state.artifact.to_status(),
         "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
     }
     assert status["artifact"]["sessionOptions"]["intraOpThreads"] == 1
@@ -212,7 +270,7 @@ def test_without_measured_options_the_runtime_keeps_its_defaults():
     )
     assert state.artifact.session_options is None
     assert "MSERVE_SESSION_OPTIONS" not in _runtime_env(state.artifact)
-    assert "sessionOptions" not in state.artifact.status()
+    assert "sessionOptions" not in state.artifact.to_status()
 
 
 def test_a_report_with_hostile_session_options_is_unreadable_not_served():

@@ -13,7 +13,7 @@ from mserve_operator.conditions import (
 )
 from mserve_operator.optimization import OptimizationState
 from mserve_operator.status import Observation, compute
-from operator_fixtures import ARTIFACT
+from operator_fixtures import ARTIFACT, ARTIFACT_DIGEST
 
 DONE = OptimizationState("d" * 16, "digits-opt-dddddddddd", True, Reason.SUCCEEDED, "passed", ARTIFACT, {})
 RUNNING = OptimizationState("d" * 16, "digits-opt-dddddddddd", False, Reason.JOB_RUNNING, "running")
@@ -50,7 +50,12 @@ def test_all_replicas_ready_is_phase_ready_with_url_and_counts():
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     assert status["url"] == "http://digits.models.svc:8080"
     assert status["observedGeneration"] == 7
-    assert status["artifact"] == {"digest": ARTIFACT.digest, "uri": ARTIFACT.uri, "sha256": ARTIFACT.sha256}
+    assert status["artifact"] == {
+        "specDigest": "d" * 16,
+        "artifactDigest": ARTIFACT_DIGEST,
+        "uri": f"s3://mserve-artifacts/models/digits/{ARTIFACT_DIGEST}/model.onnx",
+        "sha256": ARTIFACT.sha256,
+    }
     assert [conds[t].status for t in (OPTIMIZED, DEPLOYED, READY)] == ["True", "True", "True"]
 
 

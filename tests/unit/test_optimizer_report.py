@@ -64,7 +64,7 @@ def test_a_long_message_is_cut_not_the_figures() -> None:
     assert len(text.encode()) < 4096
     parsed = TerminationSummary.parse_termination_message(text)
     assert parsed.message.endswith("...")
-    assert parsed.digest == "d" * 64
+    assert parsed.artifact_digest == "d" * 64
     assert parsed.latency_ratio_b1 == 2.0
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from mserve_contract.optimization_report import SessionOptions
-
 from mserve_operator import names
+from mserve_operator.artifact import Artifact
 from mserve_operator.builders.pod import (
     Owner,
     StorageAccess,
@@ -22,34 +19,6 @@ HTTP_PORT = 8080
 GRPC_PORT = 8081
 MODEL_DIR = "/models"
 MODEL_PATH = f"{MODEL_DIR}/model.onnx"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """The model file the runtime serves: the optimizer's output, or the source when no Job ran."""
-
-    uri: str
-    sha256: str = ""
-    digest: str = ""
-    # The onnxruntime settings the optimizer measured fastest for this file, if it ran.
-    session_options: SessionOptions | None = None
-
-    def status(self) -> dict:
-        """`status.artifact`, which `from_status` reads back after a restart."""
-        record: dict = {"digest": self.digest, "uri": self.uri, "sha256": self.sha256}
-        if self.session_options is not None:
-            record["sessionOptions"] = self.session_options.model_dump(by_alias=True)
-        return record
-
-    @classmethod
-    def from_status(cls, served: dict) -> Artifact:
-        options = served.get("sessionOptions")
-        return cls(
-            uri=served["uri"],
-            sha256=served.get("sha256", ""),
-            digest=served.get("digest", ""),
-            session_options=SessionOptions.model_validate(options) if options else None,
-        )
 
 
 def runtime_image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:

@@ -1,6 +1,8 @@
-"""The optimization Job: `mserve optimize` in the optimizer image, named by the content digest."""
+"""The optimization Job: `mserve optimize` in the optimizer image, named by the spec digest."""
 
 from __future__ import annotations
+
+from mserve_contract.exit_codes import PERMANENT_EXITS
 
 from mserve_operator import names
 from mserve_operator.builders.pod import (
@@ -35,8 +37,6 @@ TOLERANCE_KEYS = {
     "max_abs_error": "max_abs",
     "mean_rel_error": "mean_rel",
 }
-# `mserve optimize` exit codes that no retry can fix: 1 bad input or fetch error, 2 validation failed.
-PERMANENT_EXIT_CODES = (1, 2)
 
 
 def optimizer_args(spec: ModelServiceSpec, output: str) -> list[str]:
@@ -63,7 +63,7 @@ def _scheduling(settings: OperatorSettings) -> dict:
     return scheduling
 
 
-def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: OperatorSettings) -> dict:
+def build_job(spec: ModelServiceSpec, owner: Owner, spec_digest: str, settings: OperatorSettings) -> dict:
     store = artifact_store(spec, settings)
     access = StorageAccess()
     access.add_uri(
@@ -72,7 +72,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
     # The store's credentials come last so that, for keys both Secrets hold, writes use the store's.
     access.add_uri(store.uri, settings, secret=store.secret, endpoint=store.endpoint, writable=True)
     tmp, tmp_mount = tmp_volume()
-    pod_labels = {**names.labels(owner.name, names.COMPONENT_OPTIMIZER), names.DIGEST_LABEL: digest}
+    pod_labels = {**names.labels(owner.name, names.COMPONENT_OPTIMIZER), names.SPEC_DIGEST_LABEL: spec_digest}
     container = {
         "name": CONTAINER_NAME,
         "image": f"{settings.optimizer_image}:{settings.image_tag}",
@@ -95,7 +95,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(owner, names.job_name(owner.name, digest), pod_labels),
+        "metadata": metadata(owner, names.job_name(owner.name, spec_digest), pod_labels),
         "spec": {
             "backoffLimit": settings.job_backoff_limit,
             "activeDeadlineSeconds": settings.job_active_deadline_seconds,
@@ -107,7 +107,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, digest: str, settings: Opera
                         "onExitCodes": {
                             "containerName": CONTAINER_NAME,
                             "operator": "In",
-                            "values": list(PERMANENT_EXIT_CODES),
+                            "values": [int(code) for code in PERMANENT_EXITS],
                         },
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},

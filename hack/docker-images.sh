@@ -1,41 +1,29 @@
 #!/usr/bin/env bash
-# Images without a registry: build with Docker, import into the cluster's containerd.
+# Any image with this machine's Docker, and into the cluster's containerd (no registry here).
 #
-#   hack/image.sh build NAME DOCKERFILE [CONTEXT] [--build-arg K=V ...]   docker build -t NAME
-#   hack/image.sh load NAME                  docker save NAME | ctr -n k8s.io images import (same name)
-#   hack/image.sh base                       Debian bookworm base (debootstrap), named ${BASE_IMAGE}
-#   hack/image.sh docker                     start dockerd if it is not running
-#   hack/image.sh addon-tars                 build the pause/coredns/metrics-server image tarballs (cached)
-#   hack/image.sh addon-tar NAME             path of one cached add-on tarball
+#   hack/docker-images.sh docker         start dockerd if it is not running
+#   hack/docker-images.sh base           Debian bookworm base (debootstrap), named ${BASE_IMAGE}
+#   hack/docker-images.sh build NAME DOCKERFILE [CONTEXT] [--build-arg K=V ...]   docker build -t NAME
+#   hack/docker-images.sh load NAME      docker save NAME | ctr -n k8s.io images import (same name)
+#   hack/docker-images.sh addon-tars     build the pause/coredns/metrics-server image tarballs (cached)
+#   hack/docker-images.sh addon-tar NAME path of one cached add-on tarball
 #
 # Pods use these images with imagePullPolicy IfNotPresent (or Never): there is nothing to pull from.
-# Project images: `hack/image.sh base`, then
-#   hack/image.sh build mserve/runtime:dev runtime/Dockerfile . --build-arg BASE_IMAGE=mserve/debian-base:bookworm
-#   hack/image.sh load mserve/runtime:dev
+# mserve's own images: hack/mserve-images.sh build|load, which calls this script. One by hand:
+#   hack/docker-images.sh base
+#   hack/docker-images.sh build mserve-base:dev base-image/Dockerfile base-image --build-arg BASE_IMAGE=mserve/debian-base:bookworm
+#   hack/docker-images.sh build mserve-runtime:dev runtime/Dockerfile . --build-arg MSERVE_BASE=mserve-base:dev
+#   hack/docker-images.sh load mserve-runtime:dev
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck disable=SC1091  # versions.env, beside this script
-source "${HACK_DIR}/versions.env"
-MSERVE_CACHE="${MSERVE_CACHE:-$HOME/.cache/mserve}"
-BIN_DIR="${MSERVE_CACHE}/bin"
+# shellcheck source=cluster/layout.sh
+source "${HACK_DIR}/cluster/layout.sh"
 IMAGE_CACHE="${MSERVE_CACHE}/images"
 DOCKER_DIR="${MSERVE_CACHE}/docker"
-CONTAINERD_SOCK="/run/mserve/containerd/containerd.sock"
-CTR="${BIN_DIR}/ctr-${CONTAINERD_VERSION}"
 BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
 # The legacy builder works with Debian's dockerd and needs no buildx plugin.
 export DOCKER_BUILDKIT=0
-
-# ctr on the cluster's containerd; its cgroup v1 deprecation warnings are dropped, errors kept.
-ctr() {
-  local rc=0 err
-  err="$(mktemp)"
-  "${CTR}" -a "${CONTAINERD_SOCK}" "$@" 2>"${err}" || rc=$?
-  grep -v 'DEPRECATION: The support for cgroup v1' "${err}" >&2 || true
-  rm -f "${err}"
-  return "${rc}"
-}
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -62,8 +50,8 @@ ensure_docker() {
 }
 
 cmd_build() { # NAME DOCKERFILE [CONTEXT] [docker build args...]
-  local name="${1:?usage: image.sh build NAME DOCKERFILE [CONTEXT] [--build-arg K=V ...]}"
-  local dockerfile="${2:?usage: image.sh build NAME DOCKERFILE [CONTEXT] [--build-arg K=V ...]}"
+  local name="${1:?usage: docker-images.sh build NAME DOCKERFILE [CONTEXT] [--build-arg K=V ...]}"
+  local dockerfile="${2:?usage: docker-images.sh build NAME DOCKERFILE [CONTEXT] [--build-arg K=V ...]}"
   shift 2
   local context="."
   if [[ $# -gt 0 && "$1" != --* ]]; then context="$1"; shift; fi
@@ -74,7 +62,7 @@ cmd_build() { # NAME DOCKERFILE [CONTEXT] [docker build args...]
 }
 
 cmd_load() { # NAME
-  local name="${1:?usage: image.sh load NAME}"
+  local name="${1:?usage: docker-images.sh load NAME}"
   [[ -S "${CONTAINERD_SOCK}" ]] || die "the cluster's containerd is not running (${CONTAINERD_SOCK}); run hack/cluster.sh up"
   ensure_docker
   local t0=${SECONDS}
@@ -174,7 +162,7 @@ main() {
     docker) ensure_docker ;;
     addon-tars) cmd_addon_tars ;;
     addon-tar) addon_tar_path "${1:?image}" ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 }
 

@@ -1,10 +1,9 @@
-"""Run `mserve serve` as a real subprocess on a free port, for the runtime tests and benchmarks."""
+"""Run `mserve serve` as a real subprocess on free loopback ports, for the runtime tests and benchmarks."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.ports import free_port
+
 MSERVE = Path(sys.executable).parent / "mserve"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -32,10 +27,15 @@ class Server:
     port: int
     log_path: Path
     name: str
+    grpc_port: int = 0  # 0: gRPC off
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def host(self) -> str:
@@ -70,17 +70,19 @@ def start(
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
     timeout: float = 60.0,
+    grpc: bool = False,
 ) -> Server:
-    """Start the server; with `wait_ready`, poll /v2/health/ready until 200 (or fail with its logs)."""
-    port = free_port()
+    """Start the server (with `grpc`, on a second free port); with `wait_ready`, poll
+    /v2/health/ready until 200 (or fail with its logs)."""
+    port, grpc_port = free_port(), free_port() if grpc else 0
     cmd = [str(MSERVE), "serve", str(model), "--name", name, "--port", str(port), "--host", "127.0.0.1"]
     if not any(a.startswith("--grpc-port") for a in args):
-        cmd += ["--grpc-port", "0"]
+        cmd += ["--grpc-port", str(grpc_port)]
     cmd += list(args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    server = Server(proc, port, log_path, name)
+    server = Server(proc, port, log_path, name, grpc_port)
     if wait_ready:
         wait_until_ready(server, timeout)
     return server

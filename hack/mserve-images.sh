@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Build mserve's images on the local base image and (optionally) load them into a cluster.
+# mserve's own images: build them on the local base image, load them into a cluster.
 #
-#   hack/images.sh build [COMPONENT...]   runtime optimizer operator s3 (the local S3 store); runtime-gpu on request
-#   hack/images.sh load  [COMPONENT|IMAGE...]  into the cluster: this machine's containerd, or kind
-#   hack/images.sh names                  print "component image" lines
-#   hack/images.sh sizes                  print each built image's size
+#   hack/mserve-images.sh build [COMPONENT...]   runtime optimizer operator s3 (the local S3 store); runtime-gpu on request
+#   hack/mserve-images.sh load  [COMPONENT|IMAGE...]  into the cluster: this machine's containerd, or kind
+#   hack/mserve-images.sh names                  print "component image" lines
+#   hack/mserve-images.sh sizes                  print each built image's size
 #
 # Images are named mserve-<component>:<version> (the chart's appVersion), which is what the
-# chart's defaults ask for; BASE_IMAGE defaults to the debootstrap base of hack/image.sh.
+# chart's defaults ask for. Each builds on mserve-base:<version> (base-image/), built first on
+# BASE_IMAGE, by default the debootstrap base of hack/docker-images.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=cluster/layout.sh
+source hack/cluster/layout.sh
 
 VERSION="${MSERVE_VERSION:-$(awk -F'"' '/^appVersion:/ { print $2 }' charts/mserve/Chart.yaml)}"
 BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
+MSERVE_BASE="mserve-base:${VERSION}"
 DEFAULT_COMPONENTS=(runtime optimizer operator s3)
+STAMPS="${MSERVE_CACHE}/images/loaded"
 
 log() { printf '[images %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -31,13 +36,25 @@ dockerfile() {
 image() { if [[ "$1" == s3 ]]; then echo "mserve-s3:dev"; else echo "mserve-$1:${VERSION}"; fi; }
 context() { if [[ "$1" == s3 ]]; then echo hack/s3-store; else echo .; fi; }
 
+build() { # NAME DOCKERFILE CONTEXT
+  bash hack/docker-images.sh build "$@" --build-arg "VERSION=${VERSION}" \
+    --build-arg "BASE_IMAGE=${BASE_IMAGE}" --build-arg "MSERVE_BASE=${MSERVE_BASE}" \
+    --build-arg "MSERVE_RUNTIME=$(image runtime)"
+}
+
 cmd_build() {
   local components=("${@:-${DEFAULT_COMPONENTS[@]}}") c
-  bash hack/image.sh base
+  bash hack/docker-images.sh base
+  log "building ${MSERVE_BASE} from base-image/Dockerfile on ${BASE_IMAGE}"
+  build "${MSERVE_BASE}" base-image/Dockerfile base-image
   for c in "${components[@]}"; do
+    # The GPU image is the runtime image's venv with onnxruntime-gpu: the runtime comes first.
+    if [[ "${c}" == runtime-gpu && " ${components[*]} " != *" runtime "* ]]; then
+      log "building $(image runtime) from $(dockerfile runtime) (runtime-gpu starts from it)"
+      build "$(image runtime)" "$(dockerfile runtime)" "$(context runtime)"
+    fi
     log "building $(image "${c}") from $(dockerfile "${c}")"
-    bash hack/image.sh build "$(image "${c}")" "$(dockerfile "${c}")" "$(context "${c}")" \
-      --build-arg "BASE_IMAGE=${BASE_IMAGE}" --build-arg "VERSION=${VERSION}"
+    build "$(image "${c}")" "$(dockerfile "${c}")" "$(context "${c}")"
   done
   # Each rebuild leaves the previous image untagged (the optimizer's is 3.7 GB): drop ours,
   # or a day of edits fills the disk and the kubelet evicts pods for disk pressure.
@@ -47,22 +64,17 @@ cmd_build() {
 
 # This machine's containerd (hack/cluster.sh): skip an import when containerd already has the
 # image under its name and a stamp says it is the same Docker image (a gigabyte import is a minute).
-source hack/versions.env
-CTR="${MSERVE_CACHE:-$HOME/.cache/mserve}/bin/ctr-${CONTAINERD_VERSION}"
-CONTAINERD_SOCK="/run/mserve/containerd/containerd.sock"
-STAMPS="${MSERVE_CACHE:-$HOME/.cache/mserve}/images/loaded"
-
 load_local() { # NAME
   local name="$1" id stamp full
   id="$(docker image inspect -f '{{.Id}}' "${name}")"
   stamp="${STAMPS}/${name//[:\/]/_}"
   full="docker.io/library/${name}"
   if [[ "$(cat "${stamp}" 2>/dev/null)" == "${id}" ]] \
-    && "${CTR}" -a "${CONTAINERD_SOCK}" -n k8s.io images ls -q 2>/dev/null | grep -qx "${full}"; then
+    && ctr -n k8s.io images ls -q 2>/dev/null | grep -qx "${full}"; then
     log "${name} already loaded (${id:7:12})"
     return 0
   fi
-  bash hack/image.sh load "${name}"
+  bash hack/docker-images.sh load "${name}"
   mkdir -p "${STAMPS}" && echo "${id}" > "${stamp}"
 }
 
@@ -93,5 +105,5 @@ case "${1:-}" in
   load) shift; cmd_load "$@" ;;
   names) for c in "${DEFAULT_COMPONENTS[@]}" runtime-gpu; do echo "${c} $(image "${c}")"; done ;;
   sizes) shift; cmd_sizes "$@" ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,8 +1,10 @@
-"""Content digest of an optimization: the same source and options always give the same digest.
+"""The spec digest: the same source and optimization options always give the same 16 hex digits.
 
-The digest names the optimization Job, so an unchanged spec never runs a second Job, and
-anything that changes the optimizer's output (source, pin, format, inputs, options) changes it.
-Defaults are filled in before hashing, so `prune: 0` and an omitted `prune` are the same.
+It names the optimization Job (`status.*.specDigest`), so an unchanged spec never runs a second
+Job, and anything that changes the optimizer's output (source, pin, format, inputs, options)
+changes it. Defaults are filled in before hashing, so `prune: 0` and an omitted `prune` are
+the same. Not to be confused with the artifact digest: the optimizer's 64 hex digits that name
+the artifact's folder (`status.artifact.artifactDigest`), known only once the Job has run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 
 from mserve_operator.spec import ModelServiceSpec
 
-DIGEST_LENGTH = 16
+SPEC_DIGEST_LENGTH = 16
 
 
 def optimization_inputs(spec: ModelServiceSpec) -> dict:
@@ -31,6 +33,6 @@ def optimization_inputs(spec: ModelServiceSpec) -> dict:
     }
 
 
-def optimization_digest(spec: ModelServiceSpec) -> str:
+def spec_digest(spec: ModelServiceSpec) -> str:
     canonical = json.dumps(optimization_inputs(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:DIGEST_LENGTH]
+    return hashlib.sha256(canonical.encode()).hexdigest()[:SPEC_DIGEST_LENGTH]

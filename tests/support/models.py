@@ -1,4 +1,4 @@
-"""ONNX models the runtime tests (and benchmarks/runtime.py) build for themselves.
+"""ONNX models the runtime tests and the benchmarks (benchmarks/runtime.py) build for themselves.
 
 Nothing is downloaded: the digits MLP is trained on scikit-learn's bundled data, the
 datatype graph and the tiny MLP are written with onnx.helper, and MiniLM comes from the

@@ -1,12 +1,12 @@
-"""The optimization digest: same inputs, same Job; any change that matters, a new one."""
+"""The spec digest: same inputs, same Job; any change that matters, a new one."""
 
 from __future__ import annotations
 
 import copy
 
 import pytest
-from mserve_operator.digest import optimization_digest
 from mserve_operator.spec import parse_spec
+from mserve_operator.spec_digest import spec_digest
 
 BASE = {
     "model": {
@@ -20,7 +20,7 @@ BASE = {
 
 
 def _digest(spec: dict) -> str:
-    return optimization_digest(parse_spec(spec))
+    return spec_digest(parse_spec(spec))
 
 
 def _changed(path: tuple, value) -> dict:
