@@ -1,16 +1,21 @@
 """Overload and no-regression benchmark of the runtime's admission control, in one run.
 
-    python -m benchmarks.overload [--duration 60] [--factor 5] [--rounds 3] [--seconds 4]
-                                  [--baseline-ref main] [--skip-big] [--skip-regression]
+    python -m benchmarks.overload [--duration 60] [--factor 5] [--models tiny,mlp]
+                                  [--config LABEL=SERVER_ARGS ...] [--rounds 3] [--seconds 4]
+                                  [--baseline-ref main] [--skip-overload] [--skip-regression]
 
-Overload, per model (tiny MLP 16-64-4 and MLP 1024-4096-4096-1024, batching 32 rows / 2 ms,
-default max_in_flight), all against one server process:
+Overload, per model (tiny MLP 16-64-4 and MLP 1024-4096-4096-1024, batching 32 rows / 2 ms)
+and per server configuration, one server process pinned to one CPU and every client to the
+other (taskset), so that load generator and server do not fight for a core:
 1. unloaded: one closed-loop connection (duration / 4);
-2. capacity: a closed loop with max_in_flight connections, the most the server admits, so
-   nothing is shed (duration / 2): its req/s is the capacity, its p99 the at-capacity p99;
-3. overload: an open loop (open_load.py) offering `factor` x capacity for `duration`;
-   admitted p99 against (1) and (2), share and latency of the 503s, liveness probe latency
-   during it, the server's peak RSS (VmHWM), and one normal request right after.
+2. capacity: a closed loop with CAPACITY_CLIENTS connections (duration / 2), never shed: its
+   req/s is the capacity, its p99 the at-capacity p99;
+3. overload: vegeta (hack/build.sh vegeta), an open loop offering `factor` x capacity for
+   `duration` from at most CONNECTIONS keep-alive connections; its per-request results give
+   admitted (200) and shed (503) latency separately; the server's own histograms give how much
+   of the admitted latency was spent inside it (and of that, waiting for a model run); also
+   the liveness probe's worst latency during it, the server's peak RSS (VmHWM), and one normal
+   request right after.
 
 No regression: tiny MLP at 32 connections, this tree against `--baseline-ref` (its runtime
 exported with `git archive`, served from the same venv), alternated A B A B for `--rounds`;
@@ -29,13 +34,16 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from benchmarks.http_load import json_body, run_load
-from benchmarks.open_load import run_open_load
+from tests.support.cluster_access import cache_dir, versions
 from tests.support.models import build_tiny_mlp
 from tests.support.serving import serving
 
@@ -43,11 +51,30 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BATCHING = ("--max-batch-size", "32", "--max-batch-delay-ms", "2")
 POD_MEMORY_LIMIT_MIB = 1024  # the operator's default runtime memory limit (1Gi)
+# The server on one CPU, every load generator on the other: they must not fight for a core.
+SERVER_CPU, LOAD_CPU = 1, 0
+# vegeta's workers, each with its own keep-alive connection: a client fleet's pools, not one
+# connection per outstanding request (with those, a slow server gets thousands of sockets).
+CONNECTIONS = 512
+# Closed-loop clients that measure capacity: one full batch (32 rows, one worker), which every
+# configuration admits whatever its queue delay (admission.delay_floor), so none is shed.
+CAPACITY_CLIENTS = 32
 
 
 def _peak_rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+@contextmanager
+def _pinned(cpus: set[int]) -> Iterator[None]:
+    """This thread (and the processes and threads it starts meanwhile) on `cpus` only."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _max_in_flight(logs: str) -> int:
@@ -74,28 +101,101 @@ class _ProbeLiveness(threading.Thread):
             self.worst_ms = max(self.worst_ms, 1000 * (time.perf_counter() - started))
 
 
-def overload_case(work: Path, label: str, model: Path, body: bytes, duration: float, factor: float) -> dict:
+def _buckets(url: str) -> dict[str, dict[float, float]]:
+    """Cumulative bucket counts of the server's own latency histograms (admitted requests only)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"mserve_request_duration_seconds": "server", "mserve_queue_wait_seconds": "queue"}
+    found: dict[str, dict[float, float]] = {"server": {}, "queue": {}}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples if family.name in wanted else ():
+            if sample.name.endswith("_bucket") and sample.labels.get("protocol", "rest") == "rest":
+                found[wanted[family.name]][float(sample.labels["le"])] = sample.value
+    return found
+
+
+def _bucket_p99(before: dict[float, float], after: dict[float, float]) -> str:
+    """The upper bound of the bucket holding the 99th percentile of what was observed in between."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1] if counts else 0
+    for le, count in counts:
+        if total and count >= 0.99 * total:
+            return f"<= {1000 * le:g}" if le != float("inf") else "> 10000"
+    return "n/a"
+
+
+def vegeta_binary() -> Path:
+    """hack/build.sh's cached vegeta, built on first use (a benchmark-only target, not `all`)."""
+    binary = cache_dir() / "bin" / f"vegeta-{versions()['VEGETA_VERSION']}"
+    if not binary.exists():
+        subprocess.run(["bash", str(ROOT / "hack" / "build.sh"), "vegeta"], check=True)
+    return binary
+
+
+def _percentiles(latencies_s: list[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
+    p50, p99 = np.percentile(latencies_s, [50, 99])
+    return {"n": len(latencies_s), "p50_ms": 1000 * p50, "p99_ms": 1000 * p99}
+
+
+def run_vegeta(url: str, body: bytes, rate: float, seconds: float, work: Path, cpu: int) -> dict:
+    """An open loop (vegeta, pinned to `cpu`): `rate` requests/s for `seconds` whatever the
+    answers do; per status (0 = no answer within 30 s), count and latency percentiles."""
+    vegeta = str(vegeta_binary())
+    (work / "body.json").write_bytes(body)
+    (work / "targets.txt").write_text(f"POST {url}\nContent-Type: application/json\n@{work / 'body.json'}\n")
+    attack = [
+        "taskset", "-c", str(cpu), vegeta, "attack", "-format=http", f"-targets={work / 'targets.txt'}",
+        f"-rate={round(rate)}/1s", f"-duration={seconds}s", "-timeout=30s", "-max-body=0",
+        f"-max-workers={CONNECTIONS}", f"-max-connections={CONNECTIONS}", f"-output={work / 'results.bin'}",
+    ]  # fmt: skip
+    subprocess.run(attack, check=True, env={**os.environ, "GOMAXPROCS": "1"}, timeout=seconds + 60)
+    encode = [vegeta, "encode", "--to", "json", str(work / "results.bin")]
+    lines = subprocess.run(encode, capture_output=True, check=True).stdout.splitlines()
+    by_status: dict[str, list[float]] = {}
+    stamps = []
+    for line in lines:
+        result = orjson.loads(line)
+        by_status.setdefault(str(result["code"]), []).append(result["latency"] / 1e9)
+        stamps.append(result["timestamp"])
+    stamps.sort()
+    span = (datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds()
+    return {
+        "offered_rps": len(lines) / max(span, 1e-9),
+        "sent": len(lines),
+        "answered": len(lines) - len(by_status.get("0", [])),
+        "status": {code: _percentiles(values) for code, values in by_status.items()},
+    }
+
+
+def overload_case(
+    work: Path, label: str, model: Path, body: bytes, duration: float, factor: float, extra: tuple[str, ...]
+) -> dict:
+    """One server pinned to SERVER_CPU; every client (closed loops, vegeta, probe) on LOAD_CPU."""
     import httpx
 
     path = f"/v2/models/{label}/infer"
-    with serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING) as server:
+    with _pinned({LOAD_CPU}), ExitStack() as stack:
+        with _pinned({SERVER_CPU}):  # the server and its threads inherit it
+            server = stack.enter_context(
+                serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING, *extra)
+            )
         limit = _max_in_flight(server.logs())
         unloaded = run_load(server.port, path, body, 1, duration / 4, 10**9, warmup_s=1.0)
-        capacity = run_load(server.port, path, body, limit, duration / 2, 10**9, warmup_s=1.0)
+        capacity = run_load(server.port, path, body, CAPACITY_CLIENTS, duration / 2, 10**9, warmup_s=1.0)
         probe = _ProbeLiveness(server.url)
         probe.start()
-        connections = min(1000, max(256, 4 * limit))
-        over = run_open_load(server.port, path, body, factor * capacity["rps"], duration, connections)
+        before = _buckets(server.url)
+        over = run_vegeta(f"{server.url}{path}", body, factor * capacity["rps"], duration, work, LOAD_CPU)
+        inside = {part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.url).items()}
         probe.stop.set()
         probe.join()
         started = time.perf_counter()
         after = httpx.post(f"{server.url}{path}", content=body, timeout=30)
         after_ms = 1000 * (time.perf_counter() - started)
         rss = _peak_rss_mib(server.proc.pid)
-        shed_total = re.search(
-            r'mserve_requests_shed_total\{[^}]*protocol="rest"\} (\S+)',
-            httpx.get(f"{server.url}/metrics").text,
-        )
     return {
         "label": label,
         "limit": limit,
@@ -107,40 +207,38 @@ def overload_case(work: Path, label: str, model: Path, body: bytes, duration: fl
         "after_status": after.status_code,
         "after_ms": after_ms,
         "peak_rss_mib": rss,
-        "shed_counter": float(shed_total.group(1)) if shed_total else 0.0,
+        "inside_p99_ms": inside,
     }
 
 
 def overload_table(cases: list[dict], factor: float) -> str:
     lines = [
-        "| model | max in flight | unloaded p99 ms (c1) | capacity req/s (p99 ms) | offered req/s | "
-        "admitted req/s | admitted p99 ms | vs unloaded | vs at-capacity | 503 share | 503 p50 / p99 ms | "
-        "live probe worst ms | peak RSS MiB | request right after |",
-        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
+        "| model | server | max in flight | unloaded p99 ms (c1) | capacity req/s (p99 ms; c32) "
+        "| offered req/s | admitted req/s | admitted p50 / p99 ms | p99 vs unloaded "
+        "| in server: p99 ms, of it batch queue | 503 share | 503 p50 / p99 ms "
+        "| live probe worst ms | peak RSS MiB | request right after |",
+        "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- |",
     ]
+    nan = {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
     for c in cases:
         over, status = c["over"], c["over"]["status"]
-        ok, shed = status.get("200", {"n": 0, "p99_ms": float("nan")}), status.get("503", {"n": 0})
-        seconds = c["duration"]
-        other = {k: v["n"] for k, v in status.items() if k not in ("200", "503")}
+        ok, shed = status.get("200", nan), status.get("503", nan)
+        other = {k: v["n"] for k, v in status.items() if k not in ("200", "503", "0")}
         failed = f" ({c['probe_failures']} failed)" if c["probe_failures"] else ""
-        probe = f"{c['probe_worst_ms']:.0f}{failed}"
         notes = (f"; other statuses {other}" if other else "") + (
-            f"; {over['unanswered']} unanswered, {over['connections_lost']} connections closed"
-            if over["unanswered"] or over["connections_lost"]
-            else ""
+            f"; {status['0']['n']} without an answer in 30 s" if "0" in status else ""
         )
         multiple = over["offered_rps"] / c["capacity"]["rps"]
         lines.append(
-            f"| {c['label']} | {c['limit']} | {c['unloaded']['p99_ms']:.1f} "
+            f"| {c['label']} | {c['config']} | {c['limit']} | {c['unloaded']['p99_ms']:.1f} "
             f"| {c['capacity']['rps']:,.0f} ({c['capacity']['p99_ms']:.1f}) "
             f"| {over['offered_rps']:,.0f} ({multiple:.1f}x; {factor:g}x asked) "
-            f"| {ok['n'] / seconds:,.0f} | {ok['p99_ms']:.1f} "
+            f"| {ok['n'] / c['duration']:,.0f} | {ok['p50_ms']:.1f} / {ok['p99_ms']:.1f} "
             f"| {ok['p99_ms'] / c['unloaded']['p99_ms']:.1f}x "
-            f"| {ok['p99_ms'] / c['capacity']['p99_ms']:.2f}x "
-            f"| {shed['n'] / max(1, over['answered']):.0%} "
-            f"| {shed.get('p50_ms', float('nan')):.1f} / {shed.get('p99_ms', float('nan')):.1f} "
-            f"| {probe} "
+            f"| {c['inside_p99_ms']['server']}, {c['inside_p99_ms']['queue']} "
+            f"| {shed['n'] / max(1, over['sent']):.0%} "
+            f"| {shed['p50_ms']:.1f} / {shed['p99_ms']:.1f} "
+            f"| {c['probe_worst_ms']:.0f}{failed} "
             f"| {c['peak_rss_mib']:.0f} of {POD_MEMORY_LIMIT_MIB} "
             f"| {c['after_status']} in {c['after_ms']:.0f} ms{notes} |"
         )
@@ -227,7 +325,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per no-regression load run")
     parser.add_argument("--rounds", type=int, default=3, help="alternations per no-regression comparison")
     parser.add_argument("--baseline-ref", default="main", help="git ref of the no-regression baseline")
-    parser.add_argument("--skip-big", action="store_true", help="only the tiny MLP under overload")
+    parser.add_argument("--models", default="tiny,mlp", help="models to overload: tiny, mlp or both")
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="LABEL=SERVER_ARGS",
+        help="a server configuration to overload, e.g. 'count only=--max-queue-delay-ms 0' (repeatable; "
+        "each model is overloaded once per configuration, in the same run; default: the defaults)",
+    )
     parser.add_argument("--skip-overload", action="store_true")
     parser.add_argument("--skip-regression", action="store_true")
     args = parser.parse_args()
@@ -235,19 +340,25 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mserve-overload-") as tmp:
         work = Path(tmp)
-        tiny = build_tiny_mlp(work / "tiny.onnx")
-        models = [("tiny", tiny, np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16))]
-        if args.skip_overload:
-            models = []
-        elif not args.skip_big:
+        models = []
+        wanted = [] if args.skip_overload else args.models.split(",")
+        if "tiny" in wanted:
+            tiny = build_tiny_mlp(work / "tiny.onnx")
+            models.append(("tiny", tiny, np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)))
+        if "mlp" in wanted:
             big = build_tiny_mlp(work / "mlp.onnx", sizes=(1024, 4096, 4096, 1024))
             models.append(("mlp", big, np.linspace(-1, 1, 1024, dtype=np.float32).reshape(1, 1024)))
         cases = []
+        configs = [c.partition("=") for c in args.config or ["defaults="]]
         for label, model, x in models:
-            case = overload_case(work, label, model, json_body({"x": x}), args.duration, args.factor)
-            case["duration"] = args.duration
-            cases.append(case)
-            print(f"# {label}: {case}", flush=True)
+            for config, _, server_args in configs:
+                body = json_body({"x": x})
+                case = overload_case(
+                    work, label, model, body, args.duration, args.factor, tuple(server_args.split())
+                )
+                case.update(duration=args.duration, config=config)
+                cases.append(case)
+                print(f"# {label}: {case}", flush=True)
         regression = []
         if not args.skip_regression:
             regression = regression_rows(work, args.baseline_ref, args.seconds, args.rounds)

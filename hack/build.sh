@@ -7,6 +7,7 @@
 #   hack/build.sh addons          coredns, metrics-server, pause
 #   hack/build.sh helm
 #   hack/build.sh all             everything above
+#   hack/build.sh vegeta          open-loop HTTP load generator (benchmarks only; not in `all`)
 #
 # A binary already in the cache is never rebuilt. The Go build cache lives in ${MSERVE_CACHE}/go-build.
 set -euo pipefail
@@ -134,6 +135,13 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm:helm"
 }
 
+build_vegeta() {
+  pinned "${HACK_DIR}/build/vegeta" github.com/tsenart/vegeta/v12 "${VEGETA_VERSION}"
+  go_build "${HACK_DIR}/build/vegeta" "${VEGETA_VERSION}" \
+    "-X main.Version=${VEGETA_VERSION} -X main.Commit=${FAKE_COMMIT} -X main.Date=${BUILD_DATE}" "" \
+    "github.com/tsenart/vegeta/v12:vegeta"
+}
+
 main() {
   local target t0=${SECONDS}
   for target in "${@:-all}"; do
@@ -142,6 +150,7 @@ main() {
       node) build_k8s kube-scheduler kubelet kube-proxy; build_containerd ;;
       addons) build_pause; build_coredns; build_metrics_server ;;
       helm) build_helm ;;
+      vegeta) build_vegeta ;;
       all) main control-plane node addons helm ;;
       *) echo "unknown target ${target}" >&2; exit 2 ;;
     esac

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,21 +47,53 @@ def default_max_in_flight(workers: int, max_batch_size: int) -> int:
     return max(32, 2 * workers * max_batch_size)
 
 
-class Admission:
-    """Counts inference requests in flight and refuses the one beyond `limit`; watches the
-    admitted ones whose work is queued (deadline, client gone) on one shared tick."""
+def delay_floor(workers: int, max_batch_size: int) -> int:
+    """Requests admitted whatever the queue delay: one full batch per inference worker (at
+    least 32, as for the count), so that shedding for delay never starves the model."""
+    return max(32, workers * max_batch_size)
 
-    def __init__(self, limit: int) -> None:
+
+class Admission:
+    """Counts inference requests in flight and refuses the one beyond `limit`, or beyond
+    `floor` while the latest model run to start had waited more than `max_wait_s` for it;
+    watches the admitted ones whose work is queued (deadline, client gone) on one shared tick.
+
+    The wait bound is what keeps admitted latency near the model's own: a count that fills
+    the model at one size is seconds of queue at another (a model 100x slower per row).
+    """
+
+    def __init__(self, limit: int, floor: int = 0, max_wait_s: float = math.inf) -> None:
         self.limit = limit
+        self.floor = floor
+        self.max_wait_s = max_wait_s
+        self.waited_s = 0.0  # how long the latest run to start had waited in the queue
         self.in_flight = 0
         self._queued: set[RequestScope] = set()
         self._ticking: asyncio.AbstractEventLoop | None = None
 
     def try_enter(self) -> bool:
-        if self.in_flight >= self.limit:
+        in_flight = self.in_flight
+        if in_flight >= self.limit or (in_flight >= self.floor and self.waited_s > self.max_wait_s):
             return False
-        self.in_flight += 1
+        self.in_flight = in_flight + 1
         return True
+
+    def observe_wait(self, seconds: float) -> None:
+        """A model run starts now; its oldest request had waited `seconds` (any thread may call)."""
+        self.waited_s = seconds
+
+    def refusal(self) -> str:
+        """Why the latest refused request was refused, for its 503 / UNAVAILABLE."""
+        if self.in_flight >= self.limit:
+            return (
+                f"server overloaded: {self.limit} requests already in flight (MSERVE_MAX_IN_FLIGHT); "
+                "retry later"
+            )
+        return (
+            f"server overloaded: requests wait {1000 * self.waited_s:.0f} ms for the model, more than "
+            f"{1000 * self.max_wait_s:.0f} ms (MSERVE_MAX_QUEUE_DELAY_MS plus the batching delay); "
+            "retry later"
+        )
 
     def leave(self) -> None:
         self.in_flight -= 1
@@ -199,13 +232,7 @@ class AdmissionMiddleware:
         admission = self.admission
         if not admission.try_enter():
             self.on_shed()
-            await _answer(
-                send,
-                503,
-                f"server overloaded: {self.admission.limit} requests already in flight "
-                "(MSERVE_MAX_IN_FLIGHT); retry later",
-                [(b"retry-after", str(RETRY_AFTER_S).encode())],
-            )
+            await _answer(send, 503, admission.refusal(), [(b"retry-after", str(RETRY_AFTER_S).encode())])
             return
         token = current_scope.set(new_scope(self.default_timeout_s, asked, _HEADER_SOURCE, receive))
         try:

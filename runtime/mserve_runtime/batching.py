@@ -57,7 +57,8 @@ class DynamicBatcher:
     """Merge concurrent `submit` calls into runs of at most `max_batch_size` rows.
 
     At most `max_queued` requests wait or run at once (0: no bound); one more gets
-    Overloaded. At most `concurrency` runs are in progress at once.
+    Overloaded. At most `concurrency` runs are in progress at once. `on_wait` hears, as each
+    run starts, how long its oldest request waited.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class DynamicBatcher:
         *,
         max_queued: int = 0,
         concurrency: int = 1,
+        on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self._run = run
         self.max_batch_size = max_batch_size
@@ -83,6 +85,7 @@ class DynamicBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch_size = metrics.batch_size.labels(model_name) if metrics else None
         self._queue_wait = metrics.queue_wait.labels(model_name) if metrics else None
+        self._on_wait = on_wait
 
     async def submit(self, feed: Feed) -> list[np.ndarray]:
         """Run `feed` as part of a batch; the outputs (all model outputs) for its rows only."""
@@ -149,6 +152,8 @@ class DynamicBatcher:
 
     async def _run_batch(self, waiters: list[_Waiter]) -> None:
         started = time.perf_counter()
+        if self._on_wait is not None:
+            self._on_wait(started - waiters[0].enqueued)
         if self._queue_wait is not None:
             for w in waiters:
                 self._queue_wait.observe(started - w.enqueued)

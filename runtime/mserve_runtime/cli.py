@@ -73,6 +73,11 @@ def fetch(uri: str, dest: Path, sha256: str | None, quiet: bool, debug: bool) ->
     help="Larger bodies get 413; unset: from the memory limit. [MSERVE_MAX_REQUEST_BYTES]",
 )
 @click.option("--max-in-flight", type=int, help="More requests get 503; 0 = derived. [MSERVE_MAX_IN_FLIGHT]")
+@click.option(
+    "--max-queue-delay-ms",
+    type=float,
+    help="Past a batch per worker, 503 while runs wait longer; 0 = off. [MSERVE_MAX_QUEUE_DELAY_MS; 100]",
+)
 @click.option("--request-timeout-s", type=float, help="Deadline, 504 past it. [MSERVE_REQUEST_TIMEOUT_S]")
 @click.option("--json-logs/--text-logs", default=None, help="Log format. [MSERVE_JSON_LOGS]")
 @click.option("--access-log/--no-access-log", default=None, help="A line per request. [MSERVE_ACCESS_LOG]")

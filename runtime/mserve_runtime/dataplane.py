@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
-from mserve_runtime.admission import Admission, RequestScope, current_scope, default_max_in_flight
+from mserve_runtime.admission import (
+    Admission,
+    RequestScope,
+    current_scope,
+    default_max_in_flight,
+    delay_floor,
+)
 from mserve_runtime.batching import DynamicBatcher
 from mserve_runtime.cpu_limit import concurrent_runs
 from mserve_runtime.datatypes import numpy_to_v2
@@ -63,7 +71,12 @@ class DataPlane:
         self.max_in_flight = settings.max_in_flight or default_max_in_flight(
             self.workers, settings.max_batch_size
         )
-        self.admission = Admission(self.max_in_flight)
+        batch_delay_s = settings.max_batch_delay_ms / 1000 if settings.max_batch_size > 1 else 0.0
+        self.admission = Admission(
+            self.max_in_flight,
+            delay_floor(self.workers, settings.max_batch_size),
+            settings.max_queue_delay_ms / 1000 + batch_delay_s if settings.max_queue_delay_ms else math.inf,
+        )
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")
         self.model: OnnxModel | None = None
         self.batcher: DynamicBatcher | None = None
@@ -101,6 +114,7 @@ class DataPlane:
                 model.name,
                 max_queued=self.max_in_flight,
                 concurrency=self.workers,
+                on_wait=self.admission.observe_wait,
             )
             log.info(
                 "dynamic batching on: max %d rows, max delay %.1f ms", s.max_batch_size, s.max_batch_delay_ms
@@ -168,7 +182,10 @@ class DataPlane:
             arrays = [everything[model.output_names.index(n)] for n in names]
         else:
             loop = asyncio.get_running_loop()
-            arrays = await self._wait(loop.run_in_executor(self._executor, self._run_now, model, feed, names))
+            queued = time.perf_counter()
+            arrays = await self._wait(
+                loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued)
+            )
         outputs = [
             OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
             for n, a in zip(names, arrays, strict=True)
@@ -194,8 +211,11 @@ class DataPlane:
         finally:
             self.admission.unqueue(scope)
 
-    def _run_now(self, model: OnnxModel, feed: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+    def _run_now(
+        self, model: OnnxModel, feed: dict[str, np.ndarray], names: list[str], queued: float
+    ) -> list[np.ndarray]:
         """In an inference thread, when the work's turn comes (cancelled work never gets here)."""
+        self.admission.observe_wait(time.perf_counter() - queued)
         self._batch_size.observe(rows_of(feed) if feed else 1)
         return model.run(feed, names)
 

@@ -159,7 +159,7 @@ def run(settings: RuntimeSettings) -> int:
     dataplane = DataPlane(settings)
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
-        "max_in_flight=%d request_timeout_s=%g",
+        "max_in_flight=%d max_queue_delay_ms=%g request_timeout_s=%g",
         settings.model_path,
         settings.model_name,
         settings.http_port,
@@ -168,6 +168,7 @@ def run(settings: RuntimeSettings) -> int:
         dataplane.threads,
         dataplane.workers,
         dataplane.max_in_flight,
+        settings.max_queue_delay_ms,
         settings.request_timeout_s,
     )
     config = uvicorn.Config(

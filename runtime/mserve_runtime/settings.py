@@ -93,6 +93,12 @@ class RuntimeSettings(BaseSettings):
     gets 503 with `Retry-After` (gRPC UNAVAILABLE) at once, without queueing. 0 derives it:
     two full batches per inference worker, at least 32."""
 
+    max_queue_delay_ms: float = Field(100.0, ge=0, le=99_999_999, allow_inf_nan=False)
+    """Past one full batch per inference worker in flight (at least 32 requests), refuse more
+    with 503 (gRPC UNAVAILABLE) while the latest model run to start had waited longer than this
+    (plus `max_batch_delay_ms`) in the queue: admitted requests then wait about this long,
+    not as long as `max_in_flight` requests take. 0 turns it off (the count alone bounds)."""
+
     request_timeout_s: float = Field(60.0, gt=0, le=99_999.999)
     """Deadline of an inference request, counted from its arrival: a request still queued then
     gets 504 (gRPC DEADLINE_EXCEEDED) and its work is dropped. A client may ask for less with the

@@ -1,6 +1,6 @@
 """gRPC's hook into admission control (see mserve_runtime/admission.py): ModelInfer calls
-beyond `max_in_flight` get UNAVAILABLE at once, and each admitted call's deadline is the
-sooner of the client's gRPC deadline and the server's `request_timeout_s`."""
+beyond `max_in_flight` (or the queue-delay bound) get UNAVAILABLE at once, and each admitted
+call's deadline is the sooner of the client's gRPC deadline and the server's `request_timeout_s`."""
 
 from __future__ import annotations
 
@@ -39,10 +39,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             if not admission.try_enter():
                 self.on_shed()
                 await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"server overloaded: {admission.limit} requests already in flight "
-                    "(MSERVE_MAX_IN_FLIGHT); retry later",
-                    trailing_metadata=_PUSHBACK,
+                    grpc.StatusCode.UNAVAILABLE, admission.refusal(), trailing_metadata=_PUSHBACK
                 )
             try:
                 token = current_scope.set(
