@@ -226,6 +226,8 @@ def test_probes_answer_while_a_large_body_decodes(digits: DigitsModel, tmp_path:
         took = time.perf_counter() - started
     assert answer[0].status_code == 400, answer[0].text[:300]
     assert "expected datatype FP32, received BYTES" in answer[0].json()["error"]
-    # Probes kept being answered through the decode; none waited for a large part of it.
+    # Probes kept being answered through the decode; none waited for a large part of it (on the
+    # event loop, one probe would wait for the whole decode). Half, not less: a loaded machine
+    # stretches single GIL-holding steps of the decode.
     assert len(probes) >= 5, (took, probes)
-    assert max(probes) < min(1.0, took / 3), (took, sorted(probes)[-5:])
+    assert max(probes) < took / 2, (took, sorted(probes)[-5:])
