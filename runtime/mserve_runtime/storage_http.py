@@ -43,6 +43,9 @@ class _RedirectRefusedError(Exception):
 
 
 class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
+    # urllib's own loop limits sit above ours, so that ours speaks first.
+    max_repeats = max_redirections = MAX_REDIRECTS + 1
+
     def __init__(self, uri: str, authorization: str | None) -> None:
         super().__init__()
         self.origin = _origin(urlsplit(uri))

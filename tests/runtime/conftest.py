@@ -9,4 +9,11 @@ from fixtures_models import (  # noqa: F401
     model_dir,
     tiny_mlp,
 )
-from storage_servers import http_server, moto_endpoint, mserve, s3  # noqa: F401
+from storage_servers import (  # noqa: F401
+    http_server,
+    https_server,
+    moto_endpoint,
+    mserve,
+    other_http_server,
+    s3,
+)

@@ -139,7 +139,8 @@ def test_unreachable_endpoint_is_named(
         fetch("s3://bucket/model.onnx", tmp_path / "m.onnx")
 
     # The variable is named, not the (internal) address it holds.
-    assert str(caught.value) == "s3://bucket/model.onnx: cannot connect to the S3 endpoint in AWS_ENDPOINT_URL_S3"
+    message = "s3://bucket/model.onnx: cannot connect to the S3 endpoint in AWS_ENDPOINT_URL_S3"
+    assert str(caught.value) == message
 
     assert list(tmp_path.iterdir()) == []
 
