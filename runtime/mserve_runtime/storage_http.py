@@ -113,6 +113,8 @@ class _Request:
         except _RedirectRefusedError as exc:
             raise FetchError(self.uri, str(exc)) from None
         except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # its body is never read; free the connection now
             raise self.explain(exc) from exc
 
     def explain(self, exc: BaseException) -> FetchError:

@@ -30,8 +30,8 @@ def env_prefix(role: Role) -> str:
 
 
 def parse_role(value: str | None) -> Role | None:
-    """`source`, `store`, or None (empty); anything else raises ValueError."""
-    if value is None or value == "":
+    """`source`, `store`, or None when not given; anything else (even "") raises ValueError."""
+    if value is None:
         return None
     if value not in ROLES:
         raise ValueError(f"unknown role {value!r} (expected one of: {', '.join(ROLES)})")

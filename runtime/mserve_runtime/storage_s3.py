@@ -118,6 +118,7 @@ def _explain(uri: str, exc: Exception, location: S3Location, access: S3Access) -
         if code in ("AccessDenied", "403", "Forbidden"):
             if access.role is not None and access.access_key_id is None:
                 return FetchError(uri, f"access denied (HTTP 403) to an anonymous request: no {keys} set")
+            # A HEAD's 403 has no body: a wrong secret and a policy's "no" look the same.
             return FetchError(uri, f"access denied (HTTP 403) with the keys in {keys}")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
             return FetchError(uri, f"credentials rejected ({code}): check {keys}")

@@ -220,6 +220,7 @@ def _run(*args: object, env: dict[str, str] | None = None) -> subprocess.Complet
             {},
             "Invalid value for --role: unknown role 'admin' (expected one of: source, store)",
         ),
+        (["--role", ""], {}, "Invalid value for --role: unknown role ''"),
         (
             ["--max-bytes", "-5"],
             {},
