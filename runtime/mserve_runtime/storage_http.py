@@ -51,6 +51,8 @@ class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
         self.origin = _origin(urlsplit(uri))
         self.authorization = authorization
         self.count = 0
+        # Whether the request now goes to another origin than the URI's (which gets no credentials).
+        self.left_origin = False
 
     def http_error_302(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any) -> Any:
         location = headers.get("Location") or headers.get("URI")
@@ -80,7 +82,8 @@ class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and self.authorization and _origin(urlsplit(newurl)) == self.origin:
+        self.left_origin = _origin(urlsplit(newurl)) != self.origin
+        if new is not None and self.authorization and not self.left_origin:
             new.add_unredirected_header("Authorization", self.authorization)
         return new
 
@@ -128,6 +131,8 @@ class _Request:
         phrase = _phrase(code)
         if code != 401:
             return f"HTTP {code} {phrase}".rstrip()
+        if self.policy.left_origin:
+            return f"HTTP 401 {phrase}: credentials go only to the URI's own host, not where it redirected"
         if self.credentials_from:
             return f"HTTP 401 {phrase}: the server refused the credentials from {self.credentials_from}"
         prefix = env_prefix(self.role) if self.role else "MSERVE_SOURCE_"

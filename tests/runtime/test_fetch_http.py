@@ -271,3 +271,20 @@ def test_an_unsized_body_is_stopped_at_the_cap(http_server: HttpServer, tmp_path
         fetch(f"{http_server.url}/unsized", tmp_path / "m.onnx", max_bytes=1 << 20)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_401_past_a_redirect_to_another_host_says_no_credentials_went_there(
+    http_server: HttpServer, https_server: HttpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    https_server.require(f"Bearer {TOKEN}")
+    monkeypatch.setenv("MSERVE_SOURCE_token", TOKEN)
+    uri = http_server.redirect_to(f"{https_server.url}/private/model.onnx")
+
+    with pytest.raises(FetchError) as caught:
+        fetch(uri, tmp_path / "m.onnx", role="source")
+
+    assert str(caught.value) == (
+        f"{uri}: HTTP 401 Unauthorized: credentials go only to the URI's own host, "
+        "not where it redirected (after a redirect)"
+    )
+    assert https_server.seen == [("/private/model.onnx", None)]
