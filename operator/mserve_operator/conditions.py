@@ -24,6 +24,10 @@ class Reason:
     JOB_FAILED = "JobFailed"
     REPORT_UNREADABLE = "ReportUnreadable"
     INVALID_SPEC = "InvalidSpec"
+    IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+    UNTRUSTED_ARTIFACT = "UntrustedArtifact"
+    # Optimized or Deployed: an object the operator would write belongs to someone else.
+    CONFLICT = "Conflict"
     # Deployed
     WAITING_FOR_ARTIFACT = "WaitingForArtifact"
     ROLLING_OUT = "RollingOut"
@@ -49,6 +53,9 @@ FAILURE_REASONS = frozenset(
         Reason.JOB_FAILED,
         Reason.REPORT_UNREADABLE,
         Reason.INVALID_SPEC,
+        Reason.IMAGE_NOT_ALLOWED,
+        Reason.UNTRUSTED_ARTIFACT,
+        Reason.CONFLICT,
         Reason.PROGRESS_DEADLINE_EXCEEDED,
         Reason.UNSCHEDULABLE,
         Reason.IMAGE_PULL_ERROR,
@@ -67,6 +74,7 @@ TERMINAL_OPTIMIZATION_FAILURES = frozenset(
         Reason.JOB_FAILED,
         Reason.REPORT_UNREADABLE,
         Reason.INVALID_SPEC,
+        Reason.UNTRUSTED_ARTIFACT,
     }
 )
 

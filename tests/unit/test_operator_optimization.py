@@ -12,6 +12,7 @@ from operator_fixtures import cpu_spec
 
 SPEC = cpu_spec()
 DIGEST = optimization_digest(SPEC)
+PREFIX = "s3://store/models/digits"
 SUMMARY = TerminationSummary(
     digest="sha-of-artifact",
     artifact_uri="s3://store/models/digits/abc/model.onnx",
@@ -46,7 +47,7 @@ def _pod(exit_code: int, message: str, name: str = "p1") -> dict:
 
 def test_completed_job_gives_the_artifact_and_the_report_summary():
     state = decide_optimization(
-        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())]
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())], PREFIX
     )
     assert state.ok
     assert state.reason == Reason.SUCCEEDED
@@ -93,7 +94,7 @@ def test_recorded_verdict_means_no_new_job_after_ttl_cleanup():
         "artifact": {"digest": DIGEST, "uri": "s3://store/a/model.onnx", "sha256": "c" * 64},
         "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
     }
-    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
     assert not state.needs_job
     assert state.artifact.uri == "s3://store/a/model.onnx"
 
@@ -105,14 +106,14 @@ def test_recorded_failure_is_not_retried_for_the_same_digest():
             {"type": "Optimized", "status": "False", "reason": "ValidationFailed", "message": "cos"}
         ],
     }
-    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
     assert not state.needs_job
     assert state.terminal_failure
 
 
 def test_new_digest_needs_a_job_even_with_an_old_verdict():
     status = {"optimization": {"digest": "old", "verdict": "passed"}}
-    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
     assert state.needs_job
     assert state.job_name == f"digits-opt-{DIGEST[:10]}"
 
@@ -121,7 +122,7 @@ def test_onnx_source_without_changes_skips_the_job():
     spec = parse_spec(
         {"model": {"uri": "s3://models/m.onnx", "sha256": "E" * 64}, "optimization": {"quantize": "none"}}
     )
-    state = decide_optimization(spec, "m", optimization_digest(spec), {}, None, [])
+    state = decide_optimization(spec, "m", optimization_digest(spec), {}, None, [], PREFIX)
     assert state.ok
     assert not state.needs_job
     assert state.reason == Reason.SKIPPED
@@ -167,8 +168,37 @@ def test_optimizer_pod_that_cannot_start_is_named_while_the_job_runs():
             }
         ]
     }
-    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job(None), [pod])
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job(None), [pod], PREFIX)
     assert not state.ok
     assert not state.terminal_failure
     assert state.reason == Reason.UNSCHEDULABLE
     assert "Insufficient memory" in state.message
+
+
+def _reporting(uri: str, sha256: str = "c" * 64):
+    summary = SUMMARY.model_copy(update={"artifact_uri": uri, "artifact_sha256": sha256})
+    pods = [_pod(0, summary.to_termination_message())]
+    return decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), pods, PREFIX)
+
+
+def test_artifact_outside_the_own_prefix_is_refused_for_good():
+    for uri in (
+        "s3://store/team-b/digits/abc/model.onnx",  # another tenant's artifact
+        "s3://store/models/digits-other/abc/model.onnx",  # a prefix that merely starts alike
+        "s3://store/models/digits/../../team-b/digits/abc/model.onnx",  # climbing out
+        "s3://other-bucket/models/digits/abc/model.onnx",
+        "s3://store/models/digits/",
+        "s3://store/models/digits//abc/model.onnx",
+    ):
+        state = _reporting(uri)
+        assert (state.ok, state.reason, state.artifact) == (False, Reason.UNTRUSTED_ARTIFACT, None), uri
+        assert "outside this ModelService's prefix s3://store/models/digits/" in state.message
+        assert state.terminal_failure
+        assert state.record["verdict"] == "failed"
+
+
+def test_artifact_without_a_sha256_to_reverify_is_refused():
+    for sha256 in ("", "C" * 64, "c" * 63, "not-a-digest"):
+        state = _reporting("s3://store/models/digits/abc/model.onnx", sha256)
+        assert (state.ok, state.reason) == (False, Reason.UNTRUSTED_ARTIFACT), sha256
+        assert "without a valid sha256" in state.message
