@@ -19,6 +19,6 @@ def image_refusal(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
     if not image or any(fnmatchcase(image, glob) for glob in allowed):
         return ""
     return (
-        f"spec.serving.image {image!r} is not an allowed runtime image in this install "
+        f"spec.serving.image '{image}' is not an allowed runtime image in this install "
         f"(allowed: {', '.join(allowed)})"
     )

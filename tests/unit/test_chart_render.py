@@ -26,10 +26,13 @@ def test_defaults_install_the_operator_cluster_wide(tmp_path: Path) -> None:
         "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "Deployment",
         "Pod",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     deployment = one(docs, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
