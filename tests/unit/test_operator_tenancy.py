@@ -42,12 +42,12 @@ def test_store_credentials_never_reach_a_user_named_image():
     assert "MSERVE_STORE_" not in str(server)
 
 
-def test_gpu_fetch_runs_the_installs_gpu_image_not_the_users():
+def test_gpu_fetch_runs_the_installs_cpu_runtime_image_not_the_users():
     spec = parse_spec(
         {"model": {"uri": "s3://m/x.onnx"}, "serving": {"gpu": {"count": 1}, "image": "mine/gpu:1"}}
     )
     pod = _pod(build_deployment(spec, OWNER, ARTIFACT, settings(runtime_image_allowlist=["mine/*"])))
-    assert pod["initContainers"][0]["image"] == "mserve-runtime-gpu:latest"
+    assert pod["initContainers"][0]["image"] == "mserve-runtime:latest"
     assert pod["containers"][0]["image"] == "mine/gpu:1"
 
 

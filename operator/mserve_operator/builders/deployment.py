@@ -33,15 +33,18 @@ class Artifact:
     digest: str = ""
 
 
-def install_runtime_image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
-    """This install's own runtime image: the only one that runs the fetch init container."""
-    image = settings.runtime_gpu_image if spec.serving.uses_gpu else settings.runtime_image
-    return f"{image}:{settings.image_tag}"
+def fetch_image(settings: OperatorSettings) -> str:
+    """The fetch init container's image: always the install's CPU runtime image, never one a
+    user names (the container holds the store's credentials); a fetch needs no GPU."""
+    return f"{settings.runtime_image}:{settings.image_tag}"
 
 
 def runtime_image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
     """The server's image: the ModelService's own (checked against the allowlist) or the install's."""
-    return spec.serving.image or install_runtime_image(spec, settings)
+    if spec.serving.image:
+        return spec.serving.image
+    image = settings.runtime_gpu_image if spec.serving.uses_gpu else settings.runtime_image
+    return f"{image}:{settings.image_tag}"
 
 
 def runtime_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
@@ -166,8 +169,7 @@ def build_deployment(
         fetch_args += ["--sha256", artifact.sha256]
     fetch = {
         "name": "fetch-model",
-        # Never a user-named image: this container holds the store's credentials.
-        "image": install_runtime_image(spec, settings),
+        "image": fetch_image(settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": fetch_args,
