@@ -136,8 +136,11 @@ def test_same_named_service_hpa_pdb_of_the_user_are_left_alone_and_reported(inst
     ):
         now = installed.get(path)
         assert now is not None, f"{path} was deleted"
-        assert now["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], path
+        assert now["metadata"]["uid"] == before["metadata"]["uid"], path
+        assert now["spec"] == before["spec"], path
         assert not now["metadata"].get("ownerReferences"), path
+        managers = {entry["manager"] for entry in now["metadata"].get("managedFields") or []}
+        assert "mserve-operator" not in managers, (path, managers)
     # Team B, with no such objects, gets its own Service and no conflict.
     b_service = wait_until("team B's Service", lambda: installed.get(ns_path(team_b, "services", NAME)))
     assert b_service["metadata"]["ownerReferences"][0]["kind"] == "ModelService"
