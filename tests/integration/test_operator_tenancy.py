@@ -293,13 +293,14 @@ def test_admission_policy_refuses_an_image_outside_the_allowlist(installed: Kube
             try:
                 installed.create(msvc_path(namespace), evil)
             except ApiException as exc:
-                return exc.body if exc.status == 422 else None
+                return exc.body if exc.status == 403 else None  # the policy says reason Forbidden
             installed.delete(msvc_path(namespace, "evil"))  # the policy was not active yet
             return None
 
         body = wait_until("the policy to refuse the image", refused, timeout=30, interval=1)
         assert (
-            "spec.serving.image 'evil.example/x:1' is not an allowed runtime image in this install "
+            f"ValidatingAdmissionPolicy 'mserve-it-{namespace}' with binding 'mserve-it-{namespace}' denied "
+            "request: spec.serving.image 'evil.example/x:1' is not an allowed runtime image in this install "
             "(allowed: mserve-runtime:it)"
         ) in body
         installed.create(
