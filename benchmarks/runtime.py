@@ -1,12 +1,14 @@
 """Benchmark of the mserve runtime against its baselines, measured in one run on this machine.
 
     python benchmarks/runtime.py [--seconds 4] [--rounds 3] [--skip-minilm] [--skip-mlserver]
+                                 [--baseline-tree DIR [--baseline-only]]
 
 | case                               | baseline (same run)                     | target           |
 | MiniLM b1, c8, REST binary         | raw onnxruntime session.run loop        | >= 0.90 of raw   |
 | tiny MLP c32, batching on          | the same server, batching off           | >= 3x req/s      |
 | tiny MLP c32                       | MLServer 1.7.1 + adaptive batching      | >= 2x req/s      |
 | 1x128x384 fp32, c1                 | JSON encoding vs binary extension       | report the ratio |
+| tiny MLP c32 (--baseline-tree)     | the same server from another checkout   | >= 0.95 req/s    |
 
 Load comes from a separate client process (http_load.py), bounded by a request count and a
 duration. The machines are shared and noisy, so each comparison runs its two sides in
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import subprocess
@@ -282,6 +285,136 @@ def bench_compute_bound(work: Path, seconds: float, rounds: int) -> list[Row]:
     ]
 
 
+def bench_vs_tree(work: Path, seconds: float, rounds: int, tree: Path) -> list[Row]:
+    """The tiny MLP at c32, batching off, served by this checkout and by `tree` (e.g. main), alternated."""
+    from models import build_tiny_mlp
+    from served import serving
+
+    model = build_tiny_mlp(work / "tiny-vs.onnx")
+    body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
+    path = "/v2/models/tiny/infer"
+    old_env = {"PYTHONPATH": os.pathsep.join(str(tree / p) for p in ("cli", "contract", "runtime"))}
+    with ExitStack() as stack:
+        old = stack.enter_context(
+            serving(model, "tiny", work / "tiny-old.log", "--no-access-log", env=old_env)
+        )
+        new = stack.enter_context(serving(model, "tiny", work / "tiny-new.log", "--no-access-log"))
+        sides = {
+            "old": lambda: run_load(old.port, path, body, 32, seconds, 200_000, warmup_s=1.0),
+            "new": lambda: run_load(new.port, path, body, 32, seconds, 200_000, warmup_s=1.0),
+        }
+        # Which side runs first in a round, and which server started first, were each worth
+        # 1.2-1.4x on this machine (an A/A run showed it): so A B B A ..., ratio per pair.
+        runs: dict[str, list[dict]] = {"old": [], "new": []}
+        ratios = []
+        for i in range(2 * ((rounds + 1) // 2)):
+            order = ("old", "new") if i % 2 == 0 else ("new", "old")
+            for side in order:
+                runs[side].append(sides[side]())
+            ratios.append(runs["new"][-1]["rps"] / runs["old"][-1]["rps"])
+
+        def median(side: str) -> dict:
+            return {k: statistics.median(r[k] for r in runs[side]) for k in ("rps", "p50_ms", "p99_ms")}
+
+        old_r, new_r, ratio = median("old"), median("new"), statistics.median(ratios)
+        costs: dict[str, list[float]] = {"old": [], "new": []}
+        for i in range(2 * ((rounds + 1) // 2)):
+            for side in ("old", "new") if i % 2 == 0 else ("new", "old"):
+                tree_or_none = tree if side == "old" else None
+                costs[side].append(asgi_cost_us(model, body, tree_or_none, 20_000, "nosuch"))
+    old_us, new_us = statistics.median(costs["old"]), statistics.median(costs["new"])
+    return [
+        Row(
+            TINY,
+            "REST adapter alone in-process (route, read, decode, 404), CPU us/request: other tree",
+            1e6 / old_us,
+            math.nan,
+            math.nan,
+            f"{old_us:.1f} us",
+            "(why)",
+            "-",
+        ),
+        Row(
+            TINY,
+            "REST adapter alone in-process (route, read, decode, 404), CPU us/request: this checkout",
+            1e6 / new_us,
+            math.nan,
+            math.nan,
+            f"{new_us:.1f} us ({new_us - old_us:+.1f} us)",
+            "(why)",
+            "-",
+        ),
+        _row(TINY, f"c32, batching off, served from {tree}", old_r),
+        _row(
+            TINY,
+            "c32, batching off, served from this checkout",
+            new_r,
+            f"{ratio:.2f} of the other tree",
+            ">= 0.95",
+            "yes" if ratio >= 0.95 else "NO",
+        ),
+    ]
+
+
+ASGI_COST = """
+import asyncio, sys, time
+from mserve_runtime.dataplane import DataPlane
+from mserve_runtime.server import build_asgi_app
+from mserve_runtime.settings import RuntimeSettings
+
+model, requests, name, body = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.stdin.buffer.read()
+settings = RuntimeSettings(model_path=model, model_name="tiny", access_log=False, threads=1)
+plane = DataPlane(settings)
+plane.load()
+app = build_asgi_app(settings, plane)
+scope = {
+    "type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "root_path": "",
+    "path": f"/v2/models/{name}/infer", "raw_path": f"/v2/models/{name}/infer".encode(), "query_string": b"",
+    "headers": [(b"host", b"x"), (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode())],
+    "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+}
+message = {"type": "http.request", "body": body, "more_body": False}
+
+async def receive():
+    return message
+
+async def send(message):
+    pass
+
+async def main():
+    for _ in range(500):
+        await app(dict(scope), receive, send)
+    started = time.process_time()
+    for _ in range(requests):
+        await app(dict(scope), receive, send)
+    print(1e6 * (time.process_time() - started) / requests)
+
+asyncio.run(main())
+"""
+
+
+def asgi_cost_us(
+    model: Path, body: bytes, tree: Path | None, requests: int = 5000, name: str = "tiny"
+) -> float:
+    """CPU microseconds per infer request through the whole ASGI app, no sockets, one process.
+
+    CPU time of one process (the inference thread included) is far less disturbed by other
+    load on a shared machine than requests/s over HTTP.
+    """
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(str(tree / p) for p in ("cli", "contract", "runtime"))
+    out = subprocess.run(
+        [sys.executable, "-c", ASGI_COST, str(model), str(requests), name],
+        input=body,
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    return float(out.stdout.decode().split()[-1])
+
+
 def handler_cost_us(model: Path, body: bytes, max_batch_size: int, requests: int = 20_000) -> float:
     """Event-loop cost per request of decode + data plane + encode, 32 concurrent, no HTTP.
 
@@ -289,6 +422,7 @@ def handler_cost_us(model: Path, body: bytes, max_batch_size: int, requests: int
     """
     import uvloop
     from mserve_runtime.dataplane import DataPlane
+    from mserve_runtime.request_limits import RequestLimits
     from mserve_runtime.rest_infer import RestInference
     from mserve_runtime.settings import RuntimeSettings
 
@@ -298,7 +432,7 @@ def handler_cost_us(model: Path, body: bytes, max_batch_size: int, requests: int
         )
         plane = DataPlane(settings)
         plane.load()
-        handlers = RestInference(plane, 10**8)
+        handlers = RestInference(plane, RequestLimits.derive(1 << 34))
 
         async def client(n: int) -> None:
             for _ in range(n):
@@ -425,6 +559,10 @@ def main() -> None:
     parser.add_argument("--encoding-requests", type=int, default=200, help="requests per encoding row")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--baseline-tree", type=Path, help="also compare with the runtime of this checkout")
+    parser.add_argument(
+        "--baseline-only", action="store_true", help="run only the --baseline-tree comparison"
+    )
     args = parser.parse_args()
     threads = _threads()
     print(
@@ -435,11 +573,14 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mserve-bench-") as tmp:
         work = Path(tmp)
-        if not args.skip_minilm:
-            rows += bench_minilm(work, args.seconds, args.rounds, threads)
-        rows += bench_tiny(work, args.seconds, args.rounds, args.skip_mlserver, threads)
-        rows += bench_compute_bound(work, args.seconds, args.rounds)
-        rows += bench_encoding(work, args.encoding_requests)
+        if args.baseline_tree:
+            rows += bench_vs_tree(work, args.seconds, args.rounds, args.baseline_tree.resolve())
+        if not args.baseline_only:
+            if not args.skip_minilm:
+                rows += bench_minilm(work, args.seconds, args.rounds, threads)
+            rows += bench_tiny(work, args.seconds, args.rounds, args.skip_mlserver, threads)
+            rows += bench_compute_bound(work, args.seconds, args.rounds)
+            rows += bench_encoding(work, args.encoding_requests)
     print(f"# load average after {os.getloadavg()[0]:.1f}")
     print_table(rows)
 

@@ -11,9 +11,13 @@ import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 Verdict = Literal["passed", "failed"]
 QuantizeMode = Literal["none", "dynamic-int8", "static-int8", "fp16"]
+ExecutionMode = Literal["sequential", "parallel"]
+GraphLevel = Literal["disable", "basic", "extended", "all"]
+MAX_THREADS = 1024
 
 # Kubernetes truncates a termination message to 4096 bytes; stay clear of it.
 TERMINATION_MESSAGE_LIMIT = 4000
@@ -93,6 +97,54 @@ class CandidateResult(_Model):
     note: str = ""
 
 
+class SessionOptions(BaseModel):
+    """onnxruntime execution settings for one model: measured by the optimizer, applied by the runtime.
+
+    The defaults are what the runtime uses when nothing was recorded. Unknown keys are
+    refused, so a misspelt setting is an error rather than silently ignored. Keys may be
+    snake_case (the report, `MSERVE_SESSION_OPTIONS`) or camelCase (the ModelService status).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    intra_op_threads: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_THREADS,
+        description="Threads one model run uses; 0: one per CPU the process may use (its cgroup limit). "
+        "An explicit thread count given to the runtime wins.",
+    )
+    inter_op_threads: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_THREADS,
+        description="Threads running independent graph nodes at once, parallel mode only; 0: onnxruntime's.",
+    )
+    allow_spinning: bool = Field(
+        default=False,
+        description="session.intra_op.allow_spinning: idle intra-op threads busy-wait for work instead of "
+        "sleeping (faster hand-off, but CPU taken from the server's own threads).",
+    )
+    execution_mode: ExecutionMode = "sequential"
+    graph_level: GraphLevel = Field(default="all", description="Graph optimization level at load.")
+
+    def text(self) -> str:
+        return (
+            f"intra_op_threads={self.intra_op_threads or 'cpus'} inter_op_threads={self.inter_op_threads} "
+            f"allow_spinning={int(self.allow_spinning)} execution_mode={self.execution_mode} "
+            f"graph_level={self.graph_level}"
+        )
+
+
+class SessionTrial(_Model):
+    """One candidate setting the optimizer timed on the chosen variant."""
+
+    name: str
+    options: SessionOptions
+    concurrent_runs: int = Field(description="Batch-1 runs in flight at once, as the runtime would run them.")
+    runs_per_s: float = Field(description="Batch-1 throughput, the median of alternating rounds.")
+
+
 class OptimizationReport(_Model):
     """Everything `mserve optimize` measured about one optimization; written as report.json."""
 
@@ -111,6 +163,10 @@ class OptimizationReport(_Model):
     pruning: PruningFigures | None = None
     candidates: list[CandidateResult] = Field(default_factory=list)
     chosen: str = ""
+    session_options: SessionOptions | None = Field(
+        default=None, description="The fastest of `session_trials`, for the runtime to apply."
+    )
+    session_trials: list[SessionTrial] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
     verdict: Verdict
@@ -144,6 +200,7 @@ class OptimizationReport(_Model):
             min_cosine=_round(self.min_cosine, 6),
             top1_agreement=_round(self.top1_agreement),
             quantize=str(self.options.get("quantize", "none")),
+            session_options=self.session_options,
         )
 
 
@@ -161,6 +218,7 @@ class TerminationSummary(_Model):
     min_cosine: float | None = Field(default=None, description="The lowest per-output mean cosine.")
     top1_agreement: float | None = None
     quantize: str = "none"
+    session_options: SessionOptions | None = None
 
     def to_termination_message(self) -> str:
         """Compact JSON under the Kubernetes limit; an over-long message is cut, never the figures."""

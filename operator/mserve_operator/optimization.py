@@ -113,7 +113,12 @@ def decide_optimization(
             record.update(verdict="failed", message=refusal)
             reason = Reason.UNTRUSTED_ARTIFACT
             return OptimizationState(digest, job_name, False, reason, refusal, None, record)
-        artifact = Artifact(uri=summary.artifact_uri, sha256=summary.artifact_sha256, digest=digest)
+        artifact = Artifact(
+            uri=summary.artifact_uri,
+            sha256=summary.artifact_sha256,
+            digest=digest,
+            session_options=summary.session_options,
+        )
         return OptimizationState(digest, job_name, True, outcome.reason, outcome.message, artifact, record)
     if outcome.state == "failed":
         record.setdefault("verdict", "failed")
@@ -133,7 +138,7 @@ def _recorded(digest: str, status: dict) -> OptimizationState | None:
         served = status.get("artifact") or {}
         if served.get("digest") != digest or not served.get("uri"):
             return None
-        artifact = Artifact(uri=served["uri"], sha256=served.get("sha256", ""), digest=digest)
+        artifact = Artifact.from_status(served)
         return OptimizationState(
             digest, job_name, True, Reason.SUCCEEDED, optimized.get("message", ""), artifact, dict(record)
         )

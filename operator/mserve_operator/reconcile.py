@@ -243,7 +243,7 @@ def _previous_artifact(status: dict) -> Artifact | None:
     served = status.get("artifact") or {}
     if not served.get("uri"):
         return None
-    return Artifact(uri=served["uri"], sha256=served.get("sha256", ""), digest=served.get("digest", ""))
+    return Artifact.from_status(served)
 
 
 def _differs(old: dict, new: dict) -> bool:

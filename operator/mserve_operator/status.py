@@ -134,7 +134,7 @@ def compute(obs: Observation) -> tuple[dict, list[Condition]]:
     if obs.url and obs.deployment is not None:
         status["url"] = obs.url
     if obs.served is not None:
-        status["artifact"] = {"digest": obs.served.digest, "uri": obs.served.uri, "sha256": obs.served.sha256}
+        status["artifact"] = obs.served.status()
     if obs.optimization is not None:
         status["optimization"] = obs.optimization.record
     return status, [optimized, deployed, ready]

@@ -1,5 +1,5 @@
 """The optimization, step by step: fetch, load, export, check, graph opt, prune, quantize, validate,
-latency, write. Each step is timed and printed; the result is an `OptimizationReport`."""
+latency, session, write. Each step is timed and printed; the result is an `OptimizationReport`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from mserve_contract.optimization_report import FileFacts, OptimizationReport
 
@@ -17,8 +18,11 @@ from mserve_optimizer.artifact_store import ArtifactStore
 from mserve_optimizer.digest import artifact_digest
 from mserve_optimizer.errors import ValidationFailedError
 from mserve_optimizer.options import OptimizeOptions
-from mserve_optimizer.source import LocalSource, detect_format, fetch_source, load_onnx, sha256_file
+from mserve_optimizer.source import LocalSource, fetch_source, sha256_file
 from mserve_optimizer.steps import StepLog
+
+if TYPE_CHECKING:
+    from mserve_optimizer import stages
 
 
 @dataclass
@@ -94,152 +98,43 @@ def _run(
     request: OptimizeRequest, store: ArtifactStore, source: LocalSource, workdir: Path, log: StepLog
 ) -> Outcome:
     # Heavy imports only now: a cached run never pays for them.
-    import onnx
-
-    from mserve_optimizer import graph, prune, quantize, samples, search, validate
-    from mserve_optimizer.latency import compare_latency
-    from mserve_optimizer.ort_session import open_session, run_all
+    from mserve_optimizer import samples, search, stages
 
     options = request.options
     digest = artifact_digest(source.sha256, options)
     warnings: list[str] = []
-    torch_model = None
-    with log.step("load") as step:
-        fmt = detect_format(source.path, options.format)
-        if fmt == "onnx":
-            model = load_onnx(source.path)
-        else:
-            from mserve_optimizer.export import load_torch
-
-            torch_model = load_torch(source.path, fmt)
-        step.detail = fmt
     original = workdir / "original.onnx"
-    with log.step("export") as step:
-        if torch_model is None:
-            step.detail = "skipped: the source is ONNX"
-            onnx.save(model, str(original))
-        else:
-            from mserve_optimizer.export import export_onnx
-
-            export_onnx(torch_model, list(options.inputs), original)
-            step.detail = f"torch {fmt} -> ONNX, batch axis dynamic"
-            model = onnx.load(str(original))
-    with log.step("check") as step:
-        model = graph.check_and_infer(model)
-        specs = samples.onnx_input_specs(model, list(options.inputs))
-        onnx.save(model, str(original))
-        if request.samples is not None:
-            data = samples.load_samples(request.samples.path, specs)
-            origin = f"{request.samples.uri} ({samples.sample_count(data)} samples)"
-        else:
-            data = samples.generate_samples(specs, samples.GENERATED_COUNT)
-            origin = f"generated: {samples.GENERATED_COUNT} samples, seed {samples.GENERATED_SEED}"
-            warnings.append(
-                "validated on generated inputs; pass --samples with real inputs for a meaningful check"
-            )
-            log.note("WARNING: " + warnings[-1])
-        step.detail = f"{len(model.graph.node)} nodes; inputs {', '.join(s.text() for s in specs)}"
-    with log.step("graph-opt") as step:
-        optimized = workdir / "graph.onnx"
-        # basic here; a higher level runs on each candidate after quantization (see search).
-        graph.optimize_graph(original, optimized, "basic")
-        before, after = len(model.graph.node), len(onnx.load(str(optimized)).graph.node)
-        step.detail = f"level basic: {before} -> {after} nodes"
-        if options.graph_level != "basic":
-            step.detail += f"; level {options.graph_level} after quantization"
-            if options.graph_level == "all":
-                warnings.append(
-                    "--graph-level all saves layout optimizations specific to this CPU; "
-                    "onnxruntime applies them at load anyway"
-                )
-    pruning = None
-    with log.step("prune") as step:
-        if options.prune > 0:
-            pruned_model, pruning = prune.prune(
-                onnx.load(str(optimized)), options.prune, options.prune_structure
-            )
-            optimized = workdir / "pruned.onnx"
-            onnx.save(pruned_model, str(optimized))
-            step.detail = (
-                f"{options.prune_structure} {options.prune:.0%}: "
-                f"sparsity {pruning.unstructured_sparsity:.1%}, "
-                f"{pruning.structured_removed}/{pruning.structured_total} neurons removed, "
-                f"{pruning.size_before_bytes / 1e6:.2f} -> {pruning.size_after_bytes / 1e6:.2f} MB"
-            )
-            if options.prune_structure == "structured" and pruning.structured_total == 0:
-                warnings.append("structured pruning found no layer it could cut safely; nothing was removed")
-        else:
-            step.detail = "skipped"
-    with log.step("quantize") as step:
-        if options.quantize == "dynamic-int8":
-            variants = quantize.dynamic_variants(optimized, data, specs, workdir)
-        elif options.quantize == "static-int8":
-            calibration = data
-            if request.calibration is not None:
-                calibration = samples.load_samples(request.calibration.path, specs, "--calibration")
-            elif request.samples is None:
-                warnings.append(
-                    "static-int8 calibrated on GENERATED inputs: activation ranges may not match real data; "
-                    "pass --calibration with representative inputs"
-                )
-                log.note("WARNING: " + warnings[-1])
-            variants, sensitive = quantize.static_variants(optimized, calibration, specs, workdir)
-            if sensitive:
-                log.note(f"{len(sensitive)} layers with activation outliers: {', '.join(sensitive[:8])}")
-        elif options.quantize == "fp16":
-            variants = quantize.fp16_variants()
-        else:
-            variants = [quantize.Variant("fp32", "graph-optimized fp32", lambda s, d: shutil.copyfile(s, d))]
-        built = search.build_variants(variants, optimized, workdir, log, graph_level=options.graph_level)
-        step.detail = (
-            f"{options.quantize}: {sum(b.path is not None for b in built)} of {len(built)} candidates built"
-        )
-    thresholds = validate.thresholds_for(options.quantize, options.prune, options.tolerance_overrides)
-    with log.step("validate") as step:
-        if torch_model is not None:
-            outputs = _torch_outputs(torch_model, data, specs)
-        else:
-            outputs = run_all(open_session(original), data, specs)
-        names = [o.name for o in open_session(original).get_outputs()]
-        reference = dict(zip(names, outputs, strict=True))
-        judged = search.judge(built, reference, data, specs, thresholds, log)
-        chosen, why = search.choose(judged)
-        step.detail = f"{chosen.built.variant.name}: {why}" if chosen else why
+    loaded = stages.load(source.path, options, log)
+    model = stages.export(loaded, options, original, log)
+    checked = stages.check(model, original, options, request.samples, warnings, log)
+    optimized = stages.graph_opt(original, len(checked.model.graph.node), options, workdir, warnings, log)
+    optimized, pruning = stages.prune_weights(optimized, options, workdir, warnings, log)
+    given = (request.samples, request.calibration)
+    built = stages.quantize_candidates(optimized, checked, options, given, workdir, warnings, log)
+    result = stages.validate_candidates(built, original, loaded, checked, options, log)
     report = OptimizationReport(
         digest=digest,
         optimizer_version=__version__,
         source=FileFacts(uri=source.uri, sha256=source.sha256, size_bytes=source.size_bytes),
-        source_format=fmt,
+        source_format=loaded.fmt,
         options=options.normalized(),
-        samples=samples.sample_count(data),
-        samples_origin=origin,
+        samples=samples.sample_count(checked.data),
+        samples_origin=checked.origin,
         pruning=pruning,
-        candidates=search.candidate_results(judged, chosen),
+        candidates=search.candidate_results(result.judged, result.chosen),
         warnings=warnings,
         versions=versions(),
         verdict="failed",
     )
-    if chosen is None:
-        nearest = search.closest_failure(judged)
-        report.validation = nearest.validation if nearest else []
-        report.chosen = nearest.built.variant.name if nearest else ""
-        detail = validate.failure_message(report.validation) or "; ".join(b.error for b in built if b.error)
-        report.message = f"validation failed ({options.quantize}, prune {options.prune:g}): {detail}"
-        report.steps = list(log.timings)
-        with log.step("write") as step:
-            step.detail = f"failure report at {store.publish_failure(digest, report)}; no artifact"
-        report.steps = list(log.timings)
-        raise ValidationFailedError(report)
+    if result.chosen is None:
+        _fail(report, result, options, store, log)
+    chosen = result.chosen
     artifact_path = chosen.built.path
-    report.validation, report.chosen = chosen.validation, f"{chosen.built.variant.name} ({why})"
-    with log.step("latency") as step:
-        report.latency = compare_latency(
-            original, artifact_path, specs, data, batch_large=options.latency_batch, threads=request.threads
-        )
-        step.detail = (
-            f"batch {report.latency.batch_small}: {report.latency.ratio_small:.2f}x, "
-            f"batch {report.latency.batch_large}: {report.latency.ratio_large:.2f}x vs the fp32 original"
-        )
+    report.validation, report.chosen = chosen.validation, f"{chosen.built.variant.name} ({result.why})"
+    report.latency = stages.latency(original, artifact_path, checked, options, request.threads, log)
+    report.session_options, report.session_trials = stages.session_settings(
+        artifact_path, checked, request.threads, log
+    )
     report.artifact = FileFacts(
         uri=store.uri(digest, "model.onnx"),
         sha256=sha256_file(artifact_path),
@@ -252,17 +147,27 @@ def _run(
         f"cosine {min(v.cosine for v in report.validation):.5f} "
         f"(worst sample {min(v.cosine_min for v in report.validation):.5f})"
     )
-    with log.step("write") as step:
-        report.steps = list(log.timings)
-        artifact_uri = store.publish(digest, artifact_path, report)
-        step.detail = artifact_uri
+    artifact_uri = stages.write(report, log, lambda: store.publish(digest, artifact_path, report))
     return Outcome(report, artifact_uri, cached=False, warnings=warnings)
 
 
-def _torch_outputs(torch_model, data, specs):  # -> list[np.ndarray]
-    import numpy as np
+def _fail(
+    report: OptimizationReport,
+    result: stages.Validated,
+    options: OptimizeOptions,
+    store: ArtifactStore,
+    log: StepLog,
+) -> NoReturn:
+    """No candidate passed: keep the report of the nearest miss (no artifact) and raise."""
+    from mserve_optimizer import search, stages, validate
 
-    from mserve_optimizer.samples import iter_batches
-
-    chunks = [torch_model.run(feeds, specs) for feeds in iter_batches(data, 32, specs)]
-    return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+    nearest = search.closest_failure(result.judged)
+    report.validation = nearest.validation if nearest else []
+    report.chosen = nearest.built.variant.name if nearest else ""
+    errors = "; ".join(j.built.error for j in result.judged if j.built.error)
+    detail = validate.failure_message(report.validation) or errors
+    report.message = f"validation failed ({options.quantize}, prune {options.prune:g}): {detail}"
+    stages.write(
+        report, log, lambda: f"failure report at {store.publish_failure(report.digest, report)}; no artifact"
+    )
+    raise ValidationFailedError(report)

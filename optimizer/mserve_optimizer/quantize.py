@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -248,3 +249,25 @@ def static_variants(
 
 def fp16_variants() -> list[Variant]:
     return [Variant("fp16", "fp16 weights and compute, float32 IO, sensitive ops fp32", convert_fp16)]
+
+
+def fp32_variants() -> list[Variant]:
+    return [Variant("fp32", "graph-optimized fp32", lambda s, d: shutil.copyfile(s, d))]
+
+
+def variants_for(
+    mode: str,
+    model_path: Path,
+    samples: dict[str, np.ndarray],
+    calibration: dict[str, np.ndarray],
+    specs: list[InputSpec],
+    workdir: Path,
+) -> tuple[list[Variant], list[str]]:
+    """The candidates for a `--quantize` mode, and (static-int8 only) the layers with activation outliers."""
+    if mode == "dynamic-int8":
+        return dynamic_variants(model_path, samples, specs, workdir), []
+    if mode == "static-int8":
+        return static_variants(model_path, calibration, specs, workdir)
+    if mode == "fp16":
+        return fp16_variants(), []
+    return fp32_variants(), []

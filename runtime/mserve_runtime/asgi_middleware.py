@@ -6,63 +6,8 @@ import logging
 import time
 from typing import Any
 
-import orjson
-
-from mserve_runtime.errors import PayloadTooLarge
-
 Scope = dict[str, Any]
 Message = dict[str, Any]
-
-
-class BodyLimitMiddleware:
-    """Answer 413 for bodies over `limit` bytes: by Content-Length up front, else while reading."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    def _message(self, size: int | None) -> str:
-        got = f"of {size} bytes " if size is not None else ""
-        return f"request body {got}exceeds the limit of {self.limit} bytes (MSERVE_MAX_REQUEST_BYTES)"
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    size = int(value)
-                except ValueError:
-                    size = 0
-                if size > self.limit:
-                    body = orjson.dumps({"error": self._message(size)})
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 413,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close"),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
-                    return
-                break
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise PayloadTooLarge(self._message(None))
-            return message
-
-        await self.app(scope, counting_receive, send)
 
 
 class AccessLogMiddleware:

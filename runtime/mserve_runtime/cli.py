@@ -67,7 +67,13 @@ def fetch(uri: str, dest: Path, sha256: str | None, quiet: bool, debug: bool) ->
 @click.option("--max-batch-delay-ms", type=float, help="Longest batching wait. [MSERVE_MAX_BATCH_DELAY_MS]")
 @click.option("--threads", type=int, help="Intra-op threads, 0 = cgroup CPU limit. [MSERVE_THREADS]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Execution provider. [MSERVE_DEVICE; cpu]")
-@click.option("--max-request-bytes", type=int, help="Larger bodies get 413. [MSERVE_MAX_REQUEST_BYTES]")
+@click.option(
+    "--max-request-bytes",
+    type=int,
+    help="Larger bodies get 413; unset: from the memory limit. [MSERVE_MAX_REQUEST_BYTES]",
+)
+@click.option("--max-in-flight", type=int, help="More requests get 503; 0 = derived. [MSERVE_MAX_IN_FLIGHT]")
+@click.option("--request-timeout-s", type=float, help="Deadline, 504 past it. [MSERVE_REQUEST_TIMEOUT_S]")
 @click.option("--json-logs/--text-logs", default=None, help="Log format. [MSERVE_JSON_LOGS]")
 @click.option("--access-log/--no-access-log", default=None, help="A line per request. [MSERVE_ACCESS_LOG]")
 @click.option("--log-level", help="debug, info, warning, error. [MSERVE_LOG_LEVEL]")

@@ -33,6 +33,11 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def concurrent_runs(threads: int, cpus: int | None = None) -> int:
+    """Model runs at once on CPU: each uses `threads` cores, and more runs than cores only contend."""
+    return max(1, (cpus or available_cpus()) // max(1, threads))
+
+
 def default_threads(root: Path = Path("/sys/fs/cgroup")) -> int:
     """Intra-op threads for onnxruntime: the cgroup limit rounded up, capped by the CPUs we can see."""
     cpus = available_cpus()

@@ -13,8 +13,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
+from mserve_runtime.admission import Admission, RequestScope, current_scope, default_max_in_flight
 from mserve_runtime.batching import DynamicBatcher
-from mserve_runtime.cpu_limit import available_cpus, default_threads
+from mserve_runtime.cpu_limit import concurrent_runs
 from mserve_runtime.datatypes import numpy_to_v2
 from mserve_runtime.errors import ModelNotFound, ModelNotReady
 from mserve_runtime.inference_types import (
@@ -25,7 +26,7 @@ from mserve_runtime.inference_types import (
     ServerMetadata,
 )
 from mserve_runtime.metrics import RuntimeMetrics
-from mserve_runtime.onnx_model import OnnxModel, SessionConfig, load_model, rows_of
+from mserve_runtime.onnx_model import OnnxModel, load_model, rows_of, session_config
 from mserve_runtime.settings import RuntimeSettings
 
 log = logging.getLogger("mserve.dataplane")
@@ -41,33 +42,48 @@ def server_version() -> str:
         return "0.0.0"
 
 
+def _quoted(name: str, limit: int = 100) -> str:
+    """A client's name for an error message, cut short: the message must stay small (gRPC
+    carries it in a header) however long the name."""
+    return f"'{name}'" if len(name) <= limit else f"'{name[:limit]}...' ({len(name)} characters)"
+
+
 class DataPlane:
     """Serves one model (by name and version) with optional dynamic batching."""
 
     def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or RuntimeMetrics()
-        self.threads = settings.threads or default_threads()
+        self.session_config = session_config(settings)
+        self.threads = self.session_config.threads
         # Each run already uses `threads` cores; more concurrent runs than cores/threads only
-        # adds contention. Requests beyond that wait in the executor's queue (or the batcher).
-        self.workers = max(1, available_cpus() // self.threads) if settings.device == "cpu" else 1
+        # adds contention. Requests beyond that wait in the executor's queue (or the batcher),
+        # which hold at most `max_in_flight`: every request there holds an admission slot.
+        self.workers = concurrent_runs(self.threads) if settings.device == "cpu" else 1
+        self.max_in_flight = settings.max_in_flight or default_max_in_flight(
+            self.workers, settings.max_batch_size
+        )
+        self.admission = Admission(self.max_in_flight)
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")
         self.model: OnnxModel | None = None
         self.batcher: DynamicBatcher | None = None
         self.draining = False
         self._server_metadata = ServerMetadata(SERVER_NAME, server_version(), EXTENSIONS)
+        self.metrics.serve(settings.model_name)
         # A plain counter read at scrape time: cheaper than two locked gauge updates per request.
-        self.in_flight = 0
-        self.metrics.in_flight.labels(settings.model_name).set_function(lambda: self.in_flight)
+        self.metrics.in_flight.labels(settings.model_name).set_function(lambda: self.admission.in_flight)
         self._batch_size = self.metrics.batch_size.labels(settings.model_name)
+        self._dropped = {
+            reason: self.metrics.dropped.labels(settings.model_name, reason)
+            for reason in ("deadline", "client_gone")
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def load(self) -> OnnxModel:
         """Load and warm up the model (blocking); raises ModelLoadError with the reason."""
-        config = SessionConfig(threads=self.threads, device=self.settings.device)
         s = self.settings
-        model = load_model(s.model_path, s.model_name, s.model_version, config)
+        model = load_model(s.model_path, s.model_name, s.model_version, self.session_config)
         self.attach(model)
         return model
 
@@ -78,7 +94,13 @@ class DataPlane:
             log.warning("dynamic batching off: %s", model.why_not_batchable())
         elif s.max_batch_size > 1:
             self.batcher = DynamicBatcher(
-                self._run_all_outputs, s.max_batch_size, s.max_batch_delay_ms / 1000, self.metrics, model.name
+                self._run_all_outputs,
+                s.max_batch_size,
+                s.max_batch_delay_ms / 1000,
+                self.metrics,
+                model.name,
+                max_queued=self.max_in_flight,
+                concurrency=self.workers,
             )
             log.info(
                 "dynamic batching on: max %d rows, max delay %.1f ms", s.max_batch_size, s.max_batch_delay_ms
@@ -110,11 +132,11 @@ class DataPlane:
     def _lookup(self, name: str, version: str | None) -> OnnxModel:
         if name != self.settings.model_name:
             raise ModelNotFound(
-                f"model '{name}' is not served here (this server serves '{self.settings.model_name}')"
+                f"model {_quoted(name)} is not served here (this server serves '{self.settings.model_name}')"
             )
         if version not in (None, "", self.settings.model_version):
             raise ModelNotFound(
-                f"model '{name}' has no version '{version}' (available: {self.settings.model_version})"
+                f"model '{name}' has no version {_quoted(version)} (available: {self.settings.model_version})"
             )
         if self.model is None:
             raise ModelNotReady(f"model '{name}' is still loading")
@@ -141,22 +163,41 @@ class DataPlane:
         feed = model.check_inputs(request.inputs)
         names = [o.name for o in request.outputs] if request.outputs else model.output_names
         model.check_outputs(names)
-        self.in_flight += 1
-        try:
-            if self.batcher is not None:
-                everything = await self.batcher.submit(feed)
-                arrays = [everything[model.output_names.index(n)] for n in names]
-            else:
-                self._batch_size.observe(rows_of(feed) if feed else 1)
-                loop = asyncio.get_running_loop()
-                arrays = await loop.run_in_executor(self._executor, model.run, feed, names)
-        finally:
-            self.in_flight -= 1
+        if self.batcher is not None:
+            everything = await self._wait(self.batcher.enqueue(feed))
+            arrays = [everything[model.output_names.index(n)] for n in names]
+        else:
+            loop = asyncio.get_running_loop()
+            arrays = await self._wait(loop.run_in_executor(self._executor, self._run_now, model, feed, names))
         outputs = [
             OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
             for n, a in zip(names, arrays, strict=True)
         ]
         return InferenceResponse(model.name, model.version, request.id, outputs, {})
+
+    async def _wait(self, work: asyncio.Future[list[np.ndarray]]) -> list[np.ndarray]:
+        """Await queued work; drop it (504, or 499 for a client gone) if the request's scope ends first."""
+        scope: RequestScope | None = current_scope.get()
+        if scope is None:
+            return await work
+        self.admission.queue(scope, work)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if scope.reason is None or (task is not None and task.cancelling()):
+                # The caller itself was cancelled (a gRPC client cancelled, or shutdown).
+                self._dropped["client_gone"].inc()
+                raise
+            self._dropped[scope.reason].inc()
+            raise scope.error() from None
+        finally:
+            self.admission.unqueue(scope)
+
+    def _run_now(self, model: OnnxModel, feed: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """In an inference thread, when the work's turn comes (cancelled work never gets here)."""
+        self._batch_size.observe(rows_of(feed) if feed else 1)
+        return model.run(feed, names)
 
     async def _run_all_outputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         assert self.model is not None

@@ -29,8 +29,24 @@ class ModelNotFound(MServeError):  # noqa: N818 (names shared with KServe/MLServ
     status_code = 404
 
 
+class RouteNotFound(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """No REST route has this path."""
+
+    status_code = 404
+
+
+class MethodNotAllowed(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
+    """The path exists, not with this method; `allowed` lists the methods it has."""
+
+    status_code = 405
+
+    def __init__(self, message: str, allowed: str) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
 class PayloadTooLarge(MServeError):  # noqa: N818 (names shared with KServe/MLServer)
-    """The request body exceeds `max_request_bytes`."""
+    """The request body exceeds `max_request_bytes` (or its JSON part `max_json_bytes`)."""
 
     status_code = 413
 
@@ -49,3 +65,21 @@ class ServerError(MServeError):
 
 class ModelLoadError(Exception):
     """The model cannot be loaded; the process must exit non-zero with this reason."""
+
+
+class Overloaded(MServeError):  # noqa: N818 (reads like the others)
+    """More requests are in flight than the server admits (`max_in_flight`); retry later."""
+
+    status_code = 503
+
+
+class DeadlineExceeded(MServeError):  # noqa: N818 (the gRPC status of the same name)
+    """The request's deadline passed before its model run started."""
+
+    status_code = 504
+
+
+class ClientGone(MServeError):  # noqa: N818 (reads like the others)
+    """The client disconnected or cancelled while its request waited (nginx's 499)."""
+
+    status_code = 499

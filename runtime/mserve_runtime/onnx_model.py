@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from mserve_contract.optimization_report import SessionOptions
 
+from mserve_runtime.cpu_limit import default_threads
 from mserve_runtime.datatypes import V2_TO_NUMPY, onnx_to_v2
 from mserve_runtime.errors import InvalidInput, ModelLoadError, ServerError
 from mserve_runtime.inference_types import InputTensor, TensorMetadata
+from mserve_runtime.settings import RuntimeSettings
 
 log = logging.getLogger("mserve.model")
 
@@ -36,22 +39,67 @@ def _describe(meta: TensorMetadata) -> str:
     return f"{meta.name} ({meta.datatype} {meta.shape})"
 
 
+_GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
 @dataclass(slots=True)
 class SessionConfig:
     """onnxruntime session choices derived from RuntimeSettings."""
 
     threads: int
     device: str = "cpu"
+    options: SessionOptions = field(default_factory=SessionOptions)
+    origin: str = "runtime defaults"
+
+    def describe(self) -> str:
+        """The settings in force and where they came from, as the start-up log shows them."""
+        applied = self.options.model_copy(update={"intra_op_threads": self.threads})
+        return f"{applied.text()} ({self.origin})"
+
+
+def session_config(settings: RuntimeSettings, cpus: int | None = None) -> SessionConfig:
+    """Settings the optimizer recorded (MSERVE_SESSION_OPTIONS) over the defaults; MSERVE_THREADS wins.
+
+    A recorded thread count above the CPUs this process may use (the optimizer's machine
+    may have had more) is lowered to them: more threads than cores only contend.
+    """
+    cpus = cpus or default_threads()
+    options = settings.session_options or SessionOptions()
+    origin = "recorded by the optimizer" if settings.session_options else "runtime defaults"
+    if settings.threads:
+        threads, origin = settings.threads, f"{origin}; threads from MSERVE_THREADS"
+    elif options.intra_op_threads > cpus:
+        log.warning(
+            "recorded intra_op_threads=%d is more than the %d CPUs this process may use; using %d",
+            options.intra_op_threads,
+            cpus,
+            cpus,
+        )
+        threads = cpus
+    else:
+        threads = options.intra_op_threads or cpus
+    return SessionConfig(threads, settings.device, options, origin)
 
 
 def build_session(path: str, config: SessionConfig) -> ort.InferenceSession:
     """Open the model with the requested execution provider, or raise ModelLoadError saying why."""
+    chosen = config.options
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning intra-op threads would take CPU from the event loop that parses requests.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = _GRAPH_LEVELS[chosen.graph_level]
+    if chosen.execution_mode == "parallel":
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        options.inter_op_num_threads = chosen.inter_op_threads
+    else:
+        options.inter_op_num_threads = 1
+    spinning = "1" if chosen.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     if config.device == "cuda":
         available = ort.get_available_providers()
         if "CUDAExecutionProvider" not in available:
@@ -179,11 +227,11 @@ def load_model(path: str, name: str, version: str, config: SessionConfig) -> Onn
     except Exception as exc:
         raise ModelLoadError(f"warm-up inference failed: {exc}") from exc
     log.info(
-        "loaded model %s from %s: providers=%s intra_op_threads=%d inputs=[%s] outputs=[%s]",
+        "loaded model %s from %s: providers=%s session options: %s; inputs=[%s] outputs=[%s]",
         name,
         path,
         ",".join(model.providers),
-        config.threads,
+        config.describe(),
         model.expected_inputs(),
         ", ".join(_describe(t) for t in model.outputs),
     )

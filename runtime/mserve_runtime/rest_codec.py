@@ -8,14 +8,13 @@ inputs become numpy views of the body without a copy.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import orjson
 
 from mserve_runtime.datatypes import V2_TO_NUMPY, v2_to_numpy
-from mserve_runtime.errors import InvalidInput
+from mserve_runtime.errors import InvalidInput, PayloadTooLarge
 from mserve_runtime.inference_types import (
     InferenceRequest,
     InferenceResponse,
@@ -23,9 +22,11 @@ from mserve_runtime.inference_types import (
     RequestedOutput,
 )
 from mserve_runtime.raw_tensors import decode_raw_tensor, encode_raw_tensor
+from mserve_runtime.request_limits import RequestLimits, check_shape, flatten_json_data
 
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
+_SLICE = 1 << 16
 
 
 def parse_header_length(value: str | None, body_length: int) -> int | None:
@@ -55,7 +56,7 @@ def _loads(data: bytes | memoryview) -> Any:
 def _shape(name: str, value: Any) -> list[int]:
     if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
         raise InvalidInput(
-            f"input '{name}': shape must be a list of non-negative integers, received {value!r}"
+            f"input '{name}': shape must be a list of non-negative integers, received {value!r:.200}"
         )
     return value
 
@@ -68,43 +69,44 @@ def _parameters(where: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    if not any(isinstance(d, list) for d in data):
-        return data
-    flat: list[Any] = []
-    for d in data:
-        flat.extend(_flatten(d))
-    return flat
+def _numbers(flat: list[Any], dtype: np.dtype) -> np.ndarray:
+    # Slice by slice, so that a large tensor's conversion lets other threads (the event
+    # loop answering probes) take the GIL in between.
+    if len(flat) <= _SLICE:
+        return np.asarray(flat, dtype=dtype)
+    array = np.empty(len(flat), dtype=dtype)
+    for start in range(0, len(flat), _SLICE):
+        array[start : start + _SLICE] = flat[start : start + _SLICE]
+    return array
 
 
-def decode_json_tensor(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
-    """A tensor from the JSON `data` field (flat or nested, row-major)."""
+def decode_json_tensor(name: str, datatype: str, shape: list[int], data: Any, count: int) -> np.ndarray:
+    """A tensor from the JSON `data` field (flat or nested, row-major) of a checked shape."""
     dtype = v2_to_numpy(datatype)
-    count = math.prod(shape)
+    flat = flatten_json_data(name, data, len(shape))
+    if len(flat) != count:
+        raise InvalidInput(f"input '{name}': shape {shape} needs {count} elements, data has {len(flat)}")
     if datatype == "BYTES":
-        flat = _flatten(data)
         for i, item in enumerate(flat):
             if not isinstance(item, str):
                 raise InvalidInput(
                     f"input '{name}': BYTES element {i} must be a string, received {item!r:.40}"
                 )
-        array = np.empty(len(flat), dtype=object)
+        array = np.empty(count, dtype=object)
         array[:] = flat
     else:
-        if isinstance(data, str | dict):
-            raise InvalidInput(f"input '{name}': {datatype} data must hold numbers, received {data!s:.60}")
         try:
-            array = np.asarray(data, dtype=dtype).reshape(-1)
+            array = _numbers(flat, dtype)
         except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInput(f"input '{name}': data does not fit datatype {datatype}: {exc}") from None
-    if array.size != count:
-        raise InvalidInput(f"input '{name}': shape {shape} needs {count} elements, data has {array.size}")
+        if array.ndim != 1:
+            raise InvalidInput(f"input '{name}': {datatype} data must hold numbers, received {data!s:.60}")
     return array.reshape(shape)
 
 
-def _decode_input(doc: Any, binary: memoryview | None, offset: int) -> tuple[InputTensor, int]:
+def _decode_input(
+    doc: Any, binary: memoryview | None, offset: int, limits: RequestLimits, counted: int
+) -> tuple[InputTensor, int, int]:
     if not isinstance(doc, dict):
         raise InvalidInput(f"each entry of 'inputs' must be a JSON object, received {doc!s:.60}")
     name = doc.get("name")
@@ -114,6 +116,7 @@ def _decode_input(doc: Any, binary: memoryview | None, offset: int) -> tuple[Inp
     if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
         raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(V2_TO_NUMPY)}")
     shape = _shape(name, doc.get("shape"))
+    count = check_shape(name, shape, limits, counted)
     params = _parameters(f"input '{name}'", doc.get("parameters"))
     size = params.get("binary_data_size")
     if size is not None:
@@ -130,14 +133,27 @@ def _decode_input(doc: Any, binary: memoryview | None, offset: int) -> tuple[Inp
                 f"but only {len(binary) - offset} bytes remain"
             )
         data = decode_raw_tensor(name, datatype, shape, binary[offset : offset + size])
-        return InputTensor(name, datatype, shape, data), offset + size
+        return InputTensor(name, datatype, shape, data), offset + size, count
     if "data" not in doc:
         raise InvalidInput(f"input '{name}' has neither 'data' nor a binary_data_size parameter")
-    return InputTensor(name, datatype, shape, decode_json_tensor(name, datatype, shape, doc["data"])), offset
+    data = decode_json_tensor(name, datatype, shape, doc["data"], count)
+    return InputTensor(name, datatype, shape, data), offset, count
 
 
-def decode_infer_request(body: bytes, header_length: int | None) -> InferenceRequest:
-    """Decode a V2 REST infer body (JSON, or JSON + binary tensors)."""
+def check_json_size(size: int, limits: RequestLimits) -> None:
+    """PayloadTooLarge when a JSON part of `size` bytes is over the JSON limit."""
+    if size > limits.max_json_bytes:
+        raise PayloadTooLarge(
+            f"the JSON part of the request ({size} bytes) exceeds the limit of {limits.max_json_bytes} "
+            "bytes (MSERVE_MAX_JSON_BYTES); send large tensors in the binary extension"
+        )
+
+
+def decode_infer_request(
+    body: bytes | bytearray, header_length: int | None, limits: RequestLimits
+) -> InferenceRequest:
+    """Decode a V2 REST infer body (JSON, or JSON + binary tensors) within `limits`."""
+    check_json_size(len(body) if header_length is None else header_length, limits)
     view = memoryview(body)
     if header_length is None:
         doc, binary = _loads(body), None
@@ -152,9 +168,10 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferenceReq
     if not isinstance(inputs_doc, list):
         raise InvalidInput("the request needs an 'inputs' list")
     inputs = []
-    offset = 0
+    offset = counted = 0
     for item in inputs_doc:
-        tensor, offset = _decode_input(item, binary, offset)
+        tensor, offset, count = _decode_input(item, binary, offset, limits, counted)
+        counted += count
         inputs.append(tensor)
     if binary is not None and offset != len(binary):
         raise InvalidInput(

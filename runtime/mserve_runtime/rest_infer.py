@@ -1,33 +1,39 @@
 """The REST inference handlers (V2 infer, V1 predict) on bytes in, bytes out.
 
-They do not depend on the web framework: the FastAPI routes (rest_routes.py) and the pure
-ASGI fast path (asgi_fast_path.py) both call them, so the two can never disagree.
+They do not depend on the web framework: the route table (rest_routes.py) calls them.
+Large bodies are decoded and their answers encoded on one side thread, one at a time:
+the event loop keeps answering probes meanwhile, and only one request at a time pays
+a large decode's memory (JSON costs many times its size as Python objects).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-import zlib
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 
 from mserve_runtime.dataplane import DataPlane
 from mserve_runtime.datatypes import v2_to_numpy
-from mserve_runtime.errors import InvalidInput, MServeError, PayloadTooLarge
+from mserve_runtime.errors import InvalidInput, MServeError
 from mserve_runtime.inference_types import InferenceRequest, InputTensor, OutputTensor
+from mserve_runtime.request_limits import MAX_RANK, RequestLimits, check_shape
+from mserve_runtime.rest_body import undo_content_encoding
 from mserve_runtime.rest_codec import (
+    check_json_size,
     decode_infer_request,
     decode_json_tensor,
     encode_infer_response,
     parse_header_length,
 )
 
-
-def error_body(exc: MServeError) -> bytes:
-    """The V2 error document: `{"error": "<message>"}`."""
-    return orjson.dumps({"error": exc.message})
+# Bodies above this size are decoded off the event loop (below it the thread hop costs more).
+OFF_LOOP_BYTES = 256 << 10
+T = TypeVar("T")
 
 
 def _predictions(outputs: list[OutputTensor]) -> list[Any]:
@@ -45,32 +51,23 @@ def _predictions(outputs: list[OutputTensor]) -> list[Any]:
 class RestInference:
     """V2 `infer` (JSON + binary extension) and V1 `:predict`, with request metrics."""
 
-    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+    def __init__(self, dataplane: DataPlane, limits: RequestLimits) -> None:
         self.dataplane = dataplane
-        self.limit = max_request_bytes
+        self.limits = limits
         self.served = dataplane.settings.model_name
         self.metrics = dataplane.metrics
+        self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-decode")
 
-    def decode_content(self, body: bytes, encoding: str | None) -> bytes:
-        """Undo Content-Encoding (tritonclient can gzip or deflate requests), within the size limit."""
-        if not encoding or encoding == "identity":
-            return body
-        if encoding == "gzip":
-            decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            decompressor = zlib.decompressobj()
-        else:
-            raise InvalidInput(f"unsupported Content-Encoding {encoding!r} (use gzip or deflate)")
-        try:
-            out = decompressor.decompress(body, self.limit + 1)
-        except zlib.error as exc:
-            raise InvalidInput(f"cannot decompress the {encoding} request body: {exc}") from None
-        if len(out) > self.limit:
-            raise PayloadTooLarge(
-                f"decompressed request body exceeds the limit of {self.limit} bytes "
-                "(MSERVE_MAX_REQUEST_BYTES)"
-            )
-        return out
+    async def _work(self, size: int, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`, on the side thread when `size` bytes make it slow."""
+        if size < OFF_LOOP_BYTES:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._large, fn, *args)
+
+    def _content(self, body: bytes | bytearray, encoding: str | None) -> bytes | bytearray:
+        return undo_content_encoding(
+            body, encoding, self.limits.max_request_bytes, "MSERVE_MAX_REQUEST_BYTES"
+        )
 
     def _observe(self, model_name: str, protocol: str, status: str, started: float) -> None:
         label = model_name if model_name == self.served else "_unknown"
@@ -78,7 +75,7 @@ class RestInference:
 
     async def v2_infer(
         self,
-        body: bytes,
+        body: bytes | bytearray,
         model_name: str,
         model_version: str | None = None,
         header_length: str | None = None,
@@ -88,10 +85,11 @@ class RestInference:
         started = time.perf_counter()
         status = "500"
         try:
-            body = self.decode_content(body, encoding)
-            request = decode_infer_request(body, parse_header_length(header_length, len(body)))
+            body = self._content(body, encoding)
+            json_length = parse_header_length(header_length, len(body))
+            request = await self._work(len(body), decode_infer_request, body, json_length, self.limits)
             result = await self.dataplane.infer(model_name, request, model_version)
-            reply = encode_infer_response(result, request)
+            reply = await self._work(len(body), encode_infer_response, result, request)
             status = "200"
             return reply
         except MServeError as exc:
@@ -100,12 +98,14 @@ class RestInference:
         finally:
             self._observe(model_name, "rest", status, started)
 
-    async def v1_predict(self, body: bytes, model_name: str, encoding: str | None = None) -> bytes:
+    async def v1_predict(
+        self, body: bytes | bytearray, model_name: str, encoding: str | None = None
+    ) -> bytes:
         """`{"instances": [...]}` in, `{"predictions": [...]}` out, for single-input models."""
         started = time.perf_counter()
         status = "500"
         try:
-            reply = await self._v1_predict(self.decode_content(body, encoding), model_name)
+            reply = await self._v1_predict(self._content(body, encoding), model_name)
             status = "200"
             return reply
         except MServeError as exc:
@@ -114,13 +114,8 @@ class RestInference:
         finally:
             self._observe(model_name, "rest_v1", status, started)
 
-    async def _v1_predict(self, body: bytes, model_name: str) -> bytes:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"malformed JSON in the request body: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list):
-            raise InvalidInput('the request body must be {"instances": [...]}')
+    async def _v1_predict(self, body: bytes | bytearray, model_name: str) -> bytes:
+        check_json_size(len(body), self.limits)
         meta = self.dataplane.model_metadata(model_name)
         if len(meta.inputs) != 1:
             raise InvalidInput(
@@ -128,17 +123,32 @@ class RestInference:
                 f"{', '.join(t.name for t in meta.inputs)}: use /v2/models/{model_name}/infer"
             )
         spec = meta.inputs[0]
-        instances = doc["instances"]
-        try:
-            if spec.datatype == "BYTES":
-                shape = list(np.asarray(instances, dtype=object).shape)
-                array = decode_json_tensor(spec.name, "BYTES", shape, instances)
-            else:
-                array = np.asarray(instances, dtype=v2_to_numpy(spec.datatype))
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidInput(
-                f"input '{spec.name}': instances do not form a {spec.datatype} tensor: {exc}"
-            ) from None
-        tensor = InputTensor(spec.name, spec.datatype, list(array.shape), array)
+        tensor = await self._work(len(body), self._v1_tensor, body, spec.name, spec.datatype)
         result = await self.dataplane.infer(model_name, InferenceRequest(None, [tensor]))
         return orjson.dumps({"predictions": _predictions(result.outputs)}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _v1_tensor(self, body: bytes | bytearray, name: str, datatype: str) -> InputTensor:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"malformed JSON in the request body: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("instances"), list):
+            raise InvalidInput('the request body must be {"instances": [...]}')
+        instances = doc["instances"]
+        v2_to_numpy(datatype)
+        shape = _instances_shape(name, instances)
+        count = check_shape(name, shape, self.limits)
+        array = decode_json_tensor(name, datatype, shape, instances, count)
+        return InputTensor(name, datatype, shape, array)
+
+
+def _instances_shape(name: str, instances: list[Any]) -> list[int]:
+    """The shape of V1 `instances`, read along the first element at each level (bounded depth)."""
+    shape = []
+    level: Any = instances
+    while isinstance(level, list):
+        if len(shape) == MAX_RANK:
+            raise InvalidInput(f"input '{name}': instances are nested deeper than {MAX_RANK} levels")
+        shape.append(len(level))
+        level = level[0] if level else None
+    return shape

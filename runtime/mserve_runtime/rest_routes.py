@@ -1,24 +1,25 @@
-"""REST adapters: V2 Open Inference Protocol routes, the V1 `:predict` convenience, /metrics.
+"""The REST route table: V2 Open Inference Protocol, the V1 `:predict` convenience, /metrics.
 
-Handlers parse and delegate to the DataPlane; every error is an MServeError that one
-exception handler (server.py) turns into a status code.
+This table is the only list of routes: the dispatcher (rest_app.py) serves it and the
+OpenAPI document is generated from it. Handlers parse and delegate to the DataPlane or
+RestInference; every error is an MServeError mapped to a status code in one place.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from mserve_runtime.dataplane import DataPlane
-from mserve_runtime.rest_codec import HEADER_LENGTH
 from mserve_runtime.rest_infer import RestInference
 from mserve_runtime.rest_models import (
     ErrorBody,
+    InferenceRequestBody,
     InferenceResponseBody,
     LiveBody,
     ModelMetadataBody,
@@ -26,174 +27,179 @@ from mserve_runtime.rest_models import (
     ReadyBody,
     ServerMetadataBody,
     V1ModelStatus,
+    V1PredictRequest,
     V1PredictResponse,
 )
 
-JSON = "application/json"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Invalid input"},
-    404: {"model": ErrorBody, "description": "Model not found"},
-    503: {"model": ErrorBody, "description": "Model not ready"},
+JSON = b"application/json"
+BINARY = b"application/octet-stream"
+
+
+@dataclass(slots=True)
+class RestRequest:
+    """What a handler sees: path parameters, lower-case headers, and the body (POST routes)."""
+
+    params: dict[str, str]
+    headers: dict[bytes, bytes]
+    body: bytes | bytearray = b""
+
+
+@dataclass(slots=True)
+class RestResponse:
+    body: bytes
+    status: int = 200
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+Handler = Callable[[RestRequest], Awaitable[RestResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class RestRoute:
+    """One operation: how it is served and how the OpenAPI document describes it."""
+
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    tag: str
+    responses: dict[int, type[BaseModel] | None]
+    """Status code -> body model (None: not JSON, described by `response_type`)."""
+    request_body: type[BaseModel] | None = None
+    headers: tuple[dict[str, Any], ...] = ()
+    """OpenAPI header parameters the route reads."""
+    json_only: bool = True
+    """Without an Inference-Header-Content-Length the whole body is JSON (its own size limit)."""
+    response_type: str = "application/json"
+
+
+def _json(doc: Any, status: int = 200) -> RestResponse:
+    return RestResponse(orjson.dumps(doc), status)
+
+
+_ERRORS: dict[int, type[BaseModel] | None] = {400: ErrorBody, 404: ErrorBody, 503: ErrorBody}
+_TOO_LARGE: dict[int, type[BaseModel] | None] = {413: ErrorBody}
+_HEADER_LENGTH = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "description": "Length of the JSON part when binary tensor data follows it.",
+    "schema": {"type": "integer", "minimum": 0},
 }
 
 
-def json_response(doc: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
+def _versioned(method: str, suffix: str, handler: Handler, name: str, **kwargs: Any) -> list[RestRoute]:
+    """`/v2/models/{model_name}{suffix}` and its `/versions/{model_version}` form."""
+    return [
+        RestRoute(method, f"/v2/models/{{model_name}}{suffix}", handler, name, "v2", **kwargs),
+        RestRoute(
+            method,
+            f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}",
+            handler,
+            f"{name}_versioned",
+            "v2",
+            **kwargs,
+        ),
+    ]
 
 
-def _infer_openapi(with_header: bool) -> dict[str, Any]:
-    extra: dict[str, Any] = {
-        "requestBody": {
-            "required": True,
-            "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequestBody"}}},
-        }
-    }
-    if with_header:
-        extra["parameters"] = [
-            {
-                "name": "Inference-Header-Content-Length",
-                "in": "header",
-                "required": False,
-                "description": "Length of the JSON part when binary tensor data follows it.",
-                "schema": {"type": "integer", "minimum": 0},
-            }
-        ]
-    return extra
+def build_routes(dataplane: DataPlane, inference: RestInference) -> list[RestRoute]:
+    """Every REST route, the inference routes first (the dispatcher tries them in this order)."""
 
-
-def _add_model_routes(
-    router: APIRouter, suffix: str, endpoint: Callable[..., Any], methods: list[str], **kwargs: Any
-) -> None:
-    """Register `/v2/models/{model_name}{suffix}` and its `/versions/{model_version}` form."""
-
-    async def unversioned(**params: Any) -> Any:
-        return await endpoint(**params)
-
-    # Without this, FastAPI would read `model_version` from the query string of the plain route.
-    signature = inspect.signature(endpoint)
-    unversioned.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[p for p in signature.parameters.values() if p.name != "model_version"]
-    )
-    router.add_api_route(
-        f"/v2/models/{{model_name}}{suffix}",
-        unversioned,
-        methods=methods,
-        **{**kwargs, "name": kwargs.get("name", endpoint.__name__)},
-    )
-    router.add_api_route(
-        f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}",
-        endpoint,
-        methods=methods,
-        **{**kwargs, "name": f"{kwargs.get('name', endpoint.__name__)}_versioned"},
-    )
-
-
-def build_v2_router(dataplane: DataPlane, handlers: RestInference) -> APIRouter:
-    """The V2 REST protocol, plus Triton's binary tensor extension on infer."""
-    router = APIRouter(tags=["v2"])
-
-    async def server_live() -> Response:
-        return json_response({"live": dataplane.live()})
-
-    async def server_ready() -> Response:
-        ready = dataplane.ready()
-        return json_response({"ready": ready}, 200 if ready else 503)
-
-    async def server_metadata() -> Response:
-        return json_response(dataplane.server_metadata().to_dict())
-
-    async def model_metadata(model_name: str, model_version: str | None = None) -> Response:
-        return json_response(dataplane.model_metadata(model_name, model_version).to_dict())
-
-    async def model_ready(model_name: str, model_version: str | None = None) -> Response:
-        ready = dataplane.model_ready(model_name, model_version)
-        return json_response({"name": model_name, "ready": ready}, 200 if ready else 503)
-
-    async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
-        # Normally answered by InferFastPath before FastAPI; this route documents it and serves
-        # apps built without the fast path.
-        payload, json_length = await handlers.v2_infer(
-            await request.body(),
-            model_name,
-            model_version,
-            request.headers.get(HEADER_LENGTH),
-            request.headers.get("content-encoding"),
+    async def infer(req: RestRequest) -> RestResponse:
+        payload, json_length = await inference.v2_infer(
+            req.body,
+            req.params["model_name"],
+            req.params.get("model_version"),
+            _text(req.headers.get(b"inference-header-content-length")),
+            _text(req.headers.get(b"content-encoding")),
         )
         if json_length is None:
-            return Response(payload, media_type=JSON)
-        return Response(
-            payload,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_length)},
+            return RestResponse(payload)
+        return RestResponse(
+            payload, content_type=BINARY, headers=[(b"inference-header-content-length", b"%d" % json_length)]
         )
 
-    router.add_api_route(
-        "/v2/health/live", server_live, methods=["GET"], responses={200: {"model": LiveBody}}
-    )
-    router.add_api_route(
-        "/v2/health/ready",
-        server_ready,
-        methods=["GET"],
-        responses={200: {"model": ReadyBody}, 503: {"model": ReadyBody}},
-    )
-    router.add_api_route(
-        "/v2", server_metadata, methods=["GET"], responses={200: {"model": ServerMetadataBody}}
-    )
-    _add_model_routes(
-        router, "", model_metadata, ["GET"], responses={200: {"model": ModelMetadataBody}, **_ERRORS}
-    )
-    _add_model_routes(
-        router, "/ready", model_ready, ["GET"], responses={200: {"model": ModelReadyBody}, **_ERRORS}
-    )
-    _add_model_routes(
-        router,
-        "/infer",
-        infer,
-        ["POST"],
-        responses={200: {"model": InferenceResponseBody}, 413: {"model": ErrorBody}, **_ERRORS},
-        openapi_extra=_infer_openapi(with_header=True),
-    )
-    return router
+    async def predict(req: RestRequest) -> RestResponse:
+        encoding = _text(req.headers.get(b"content-encoding"))
+        return RestResponse(await inference.v1_predict(req.body, req.params["model_name"], encoding))
+
+    async def server_live(req: RestRequest) -> RestResponse:
+        return _json({"live": dataplane.live()})
+
+    async def server_ready(req: RestRequest) -> RestResponse:
+        ready = dataplane.ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(req: RestRequest) -> RestResponse:
+        return _json(dataplane.server_metadata().to_dict())
+
+    async def model_metadata(req: RestRequest) -> RestResponse:
+        meta = dataplane.model_metadata(req.params["model_name"], req.params.get("model_version"))
+        return _json(meta.to_dict())
+
+    async def model_ready(req: RestRequest) -> RestResponse:
+        name = req.params["model_name"]
+        ready = dataplane.model_ready(name, req.params.get("model_version"))
+        return _json({"name": name, "ready": ready}, 200 if ready else 503)
+
+    async def v1_model_status(req: RestRequest) -> RestResponse:
+        name = req.params["model_name"]
+        return _json({"name": name, "ready": dataplane.model_ready(name)})
+
+    async def metrics(req: RestRequest) -> RestResponse:
+        body = generate_latest(dataplane.metrics.registry)
+        return RestResponse(body, content_type=CONTENT_TYPE_LATEST.encode())
+
+    return [
+        *_versioned(
+            "POST",
+            "/infer",
+            infer,
+            "infer",
+            responses={200: InferenceResponseBody, **_ERRORS, **_TOO_LARGE},
+            request_body=InferenceRequestBody,
+            headers=(_HEADER_LENGTH,),
+            json_only=False,
+        ),
+        RestRoute(
+            "POST",
+            "/v1/models/{model_name}:predict",
+            predict,
+            "predict",
+            "v1",
+            {200: V1PredictResponse, **_ERRORS, **_TOO_LARGE},
+            request_body=V1PredictRequest,
+        ),
+        RestRoute("GET", "/v2/health/live", server_live, "server_live", "v2", {200: LiveBody}),
+        RestRoute(
+            "GET", "/v2/health/ready", server_ready, "server_ready", "v2", {200: ReadyBody, 503: ReadyBody}
+        ),
+        RestRoute("GET", "/v2", server_metadata, "server_metadata", "v2", {200: ServerMetadataBody}),
+        *_versioned(
+            "GET", "", model_metadata, "model_metadata", responses={200: ModelMetadataBody, **_ERRORS}
+        ),
+        *_versioned("GET", "/ready", model_ready, "model_ready", responses={200: ModelReadyBody, **_ERRORS}),
+        RestRoute(
+            "GET",
+            "/v1/models/{model_name}",
+            v1_model_status,
+            "v1_model_status",
+            "v1",
+            {200: V1ModelStatus, **_ERRORS},
+        ),
+        RestRoute(
+            "GET",
+            "/metrics",
+            metrics,
+            "metrics",
+            "observability",
+            {200: None},
+            response_type=CONTENT_TYPE_LATEST,
+        ),
+    ]
 
 
-def build_v1_router(dataplane: DataPlane, handlers: RestInference) -> APIRouter:
-    """`POST /v1/models/{name}:predict` with `{"instances": [...]}` for single-input models."""
-    router = APIRouter(tags=["v1"])
-
-    async def model_status(model_name: str) -> Response:
-        return json_response({"name": model_name, "ready": dataplane.model_ready(model_name)})
-
-    async def predict(request: Request, model_name: str) -> Response:
-        body = await request.body()
-        payload = await handlers.v1_predict(body, model_name, request.headers.get("content-encoding"))
-        return Response(payload, media_type=JSON)
-
-    router.add_api_route(
-        "/v1/models/{model_name}",
-        model_status,
-        methods=["GET"],
-        responses={200: {"model": V1ModelStatus}, **_ERRORS},
-    )
-    router.add_api_route(
-        "/v1/models/{model_name}:predict",
-        predict,
-        methods=["POST"],
-        responses={200: {"model": V1PredictResponse}, 413: {"model": ErrorBody}, **_ERRORS},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {"$ref": "#/components/schemas/V1PredictRequest"}}},
-            }
-        },
-    )
-    return router
-
-
-def build_metrics_router(dataplane: DataPlane) -> APIRouter:
-    router = APIRouter(tags=["observability"])
-
-    async def metrics() -> Response:
-        return Response(generate_latest(dataplane.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    router.add_api_route("/metrics", metrics, methods=["GET"], response_class=Response)
-    return router
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1").strip().lower()

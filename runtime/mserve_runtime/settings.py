@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mserve_contract.optimization_report import SessionOptions
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,11 +45,13 @@ class RuntimeSettings(BaseSettings):
     threads: int = Field(0, ge=0)
     """onnxruntime intra-op threads; 0 derives them from the cgroup CPU limit."""
 
+    session_options: SessionOptions | None = None
+    """onnxruntime execution settings as JSON, e.g. `{"intra_op_threads": 1, "allow_spinning": false}`:
+    what the optimizer measured fastest for this model (the operator passes its report's choice);
+    unset, the defaults of `SessionOptions`. Unknown keys and out-of-range values stop start-up."""
+
     device: Literal["cpu", "cuda"] = "cpu"
     """Execution provider: `cuda` needs onnxruntime-gpu and a visible GPU, or start-up fails."""
-
-    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1)
-    """Largest request body accepted; larger ones get 413."""
 
     json_logs: bool = False
     """Write logs (including access logs) as one JSON object per line."""
@@ -65,3 +68,32 @@ class RuntimeSettings(BaseSettings):
 
     drain_timeout_s: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight requests may take to finish before the process exits."""
+
+    # -- request limits: derived from the pod's memory limit (request_limits.py) unless set --
+
+    memory_limit_bytes: int = Field(0, ge=0)
+    """Memory the request limits are derived from; 0 reads the cgroup limit (v2 `memory.max`,
+    v1 `memory.limit_in_bytes`), else the machine's RAM."""
+
+    max_request_bytes: int | None = Field(None, ge=1)
+    """Largest request body (binary tensors included, after gzip/deflate); larger gets 413.
+    Unset: a quarter of the memory over 2, at most 64 MiB."""
+
+    max_json_bytes: int | None = Field(None, ge=1)
+    """Largest JSON part of a request body; larger gets 413. Unset: a quarter of the memory over 16."""
+
+    max_elements: int | None = Field(None, ge=1)
+    """Most tensor elements across the inputs of one request; more gets 400. Unset: a quarter
+    of the memory over 64 bytes."""
+
+    # -- load shedding and deadlines (admission.py) --
+
+    max_in_flight: int = Field(0, ge=0)
+    """Most inference requests the server holds at once (being read, queued or run); one more
+    gets 503 with `Retry-After` (gRPC UNAVAILABLE) at once, without queueing. 0 derives it:
+    two full batches per inference worker, at least 32."""
+
+    request_timeout_s: float = Field(60.0, gt=0, le=99_999.999)
+    """Deadline of an inference request, counted from its arrival: a request still queued then
+    gets 504 (gRPC DEADLINE_EXCEEDED) and its work is dropped. A client may ask for less with the
+    `Inference-Timeout-Ms` header or its gRPC deadline, never for more."""

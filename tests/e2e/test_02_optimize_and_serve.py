@@ -48,6 +48,17 @@ def test_status_carries_the_optimization_report(served: dict) -> None:
     assert served["status"]["artifact"]["digest"]
 
 
+def test_measured_session_options_reach_the_runtime(
+    mserve: Cluster, module_namespace: str, served: dict
+) -> None:
+    from mserve_contract.optimization_report import SessionOptions
+
+    recorded = SessionOptions.model_validate(served["status"]["artifact"]["sessionOptions"])
+    pod = mserve.get("-n", module_namespace, "deployment", NAME)["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value", "") for e in pod["containers"][0]["env"]}
+    assert SessionOptions.model_validate_json(env["MSERVE_SESSION_OPTIONS"]) == recorded
+
+
 def test_host_answer_agrees_with_the_original_model(
     mserve: Cluster, module_namespace: str, served: dict, digits: DigitsModel, samples: np.ndarray
 ) -> None:

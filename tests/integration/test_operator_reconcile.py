@@ -6,7 +6,7 @@ Each test reads like a user's steps: apply, wait for what the operator makes, lo
 from __future__ import annotations
 
 import pytest
-from mserve_contract.optimization_report import TerminationSummary
+from mserve_contract.optimization_report import SessionOptions, TerminationSummary
 from operator_harness import (
     Kube,
     OperatorProcess,
@@ -27,6 +27,9 @@ from operator_harness import (
 NAME = "digits"
 
 
+MEASURED = SessionOptions(intra_op_threads=1, graph_level="extended")
+
+
 def _summary(namespace: str, digest: str, **changes) -> TerminationSummary:
     fields = {
         "digest": digest,
@@ -40,6 +43,7 @@ def _summary(namespace: str, digest: str, **changes) -> TerminationSummary:
         "min_cosine": 0.9991,
         "top1_agreement": 1.0,
         "quantize": "dynamic-int8",
+        "session_options": MEASURED,
     }
     return TerminationSummary(**{**fields, **changes})
 
@@ -128,6 +132,8 @@ def test_passed_job_gives_deployment_service_hpa_and_a_truthful_status(
         "--max-bytes", str(4 * 1024**3), "--sha256", expected.artifact_sha256,
     ]  # fmt: skip
     assert pod["containers"][0]["args"] == ["serve", "/models/model.onnx", "--name", NAME]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert SessionOptions.model_validate_json(env["MSERVE_SESSION_OPTIONS"]) == MEASURED
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     service = wait_until("the Service", lambda: installed.get(ns_path(namespace, "services", NAME)))
     assert {p["port"] for p in service["spec"]["ports"]} == {8080, 8081}
@@ -144,6 +150,8 @@ def test_passed_job_gives_deployment_service_hpa_and_a_truthful_status(
         "digest": digest,
         "uri": expected.artifact_uri,
         "sha256": expected.artifact_sha256,
+        # Kept by the CRD's status schema, so a restarted operator still passes them on.
+        "sessionOptions": MEASURED.model_dump(by_alias=True),
     }
     assert status["optimization"]["verdict"] == "passed"
     assert status["optimization"]["sizeRatio"] == 0.26

@@ -11,7 +11,19 @@ import onnxruntime as ort
 import pytest
 from optimizer_harness import DigitsModel, accuracy_of, optimize_in_process
 
-STEPS = ["fetch", "load", "export", "check", "graph-opt", "prune", "quantize", "validate", "latency", "write"]
+STEPS = [
+    "fetch",
+    "load",
+    "export",
+    "check",
+    "graph-opt",
+    "prune",
+    "quantize",
+    "validate",
+    "latency",
+    "session",
+    "write",
+]
 # Held-out accuracy may drop by at most this much (the bar for dynamic INT8 and FP16).
 ACCURACY_POINTS = {"none": 0.005, "dynamic-int8": 0.01, "fp16": 0.01, "static-int8": 0.03}
 
@@ -59,6 +71,38 @@ def test_steps_are_printed_in_order_with_durations(digits_mlp: DigitsModel, out_
     assert done == STEPS
     # The report is written by the last step, so it times every step before that one.
     assert [step["name"] for step in run.report()["steps"]] == STEPS[:-1]
+
+
+def test_report_records_the_measured_session_options(
+    digits_mlp: DigitsModel, out_dir: Path, tmp_path: Path
+) -> None:
+    from mserve_contract.optimization_report import SessionOptions, TerminationSummary
+    from mserve_optimizer.session_search import MARGIN
+    from mserve_runtime.cpu_limit import default_threads
+
+    termination = tmp_path / "termination-message"
+    run = optimize_in_process(
+        digits_mlp.source("onnx"), "--output", out_dir, "--quantize", "dynamic-int8",
+        "--termination-message", termination,
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stdout
+    report = run.report()
+    trials = report["session_trials"]
+    assert [t["name"] for t in trials][:2] == ["runtime defaults", "one thread"]
+    assert {"spinning threads", "parallel execution", "graph level extended"} <= {t["name"] for t in trials}
+    assert all(t["runs_per_s"] > 0 for t in trials)
+    # As the runtime runs them: one thread per run leaves room for a run per CPU.
+    assert trials[1]["concurrent_runs"] == default_threads() > trials[0]["concurrent_runs"] == 1
+    chosen = SessionOptions.model_validate(report["session_options"])
+    speed = {SessionOptions.model_validate(t["options"]): t["runs_per_s"] for t in trials}
+    assert chosen in speed
+    defaults = speed[SessionOptions()]
+    if chosen == SessionOptions():  # nothing beat the runtime's defaults by the margin
+        assert max(speed.values()) < defaults * (1 + MARGIN) or max(speed.values()) == defaults
+    else:  # the fastest, and by more than the margin
+        assert speed[chosen] == max(speed.values()) >= defaults * (1 + MARGIN)
+    # The operator learns them from the termination message.
+    assert TerminationSummary.parse_termination_message(termination.read_text()).session_options == chosen
 
 
 def _independent_figures(original: np.ndarray, optimized: np.ndarray) -> dict[str, float]:

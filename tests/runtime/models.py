@@ -239,3 +239,20 @@ def build_warmup_failing_model(path: Path) -> Path:
         initializer=[shape],
     )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
+
+
+EMBEDDING_ROWS = 10
+
+
+def build_embedding_model(path: Path, width: int = 4) -> Path:
+    """ids INT64 [-1, -1] -> vectors FP32 [-1, -1, width]: a Gather from a table of EMBEDDING_ROWS
+    rows (row i holds the value i), so an id outside [-10, 9] fails the run with that id named."""
+    table = np.repeat(np.arange(EMBEDDING_ROWS, dtype=np.float32)[:, None], width, axis=1)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["vectors"], axis=0)],
+        "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", "tokens", width])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)

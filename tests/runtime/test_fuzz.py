@@ -38,9 +38,13 @@ def test_no_server_errors(api_schema, fuzz_server: Server) -> None:
     assert len(operations) >= 12
     failures: list[str] = []
     for operation in operations:
+        # The decoders behind POST get most of the examples; GET routes only parse a path.
+        examples = 60 if operation.method.upper() == "POST" else 15
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def fuzz(case) -> None:
             _aim_at_served_model(case)
             response = case.call(base_url=fuzz_server.url, timeout=30)

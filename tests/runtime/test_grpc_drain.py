@@ -1,4 +1,5 @@
-"""Graceful drain over gRPC: requests in flight when SIGTERM arrives all get their answers."""
+"""Graceful drain over gRPC: requests in flight when SIGTERM arrives all get their answers, and
+gRPC stops admitting and drains together with HTTP, within one drain timeout."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime as ort
+import pytest
 import tritonclient.grpc as triton
-from models import DigitsModel
-from served_process import serve_model
+from models import DigitsModel, build_scale_model
+from served_process import ServedModel, serve_model
 
 
 def test_in_flight_grpc_requests_finish_during_sigterm(digits: DigitsModel, tmp_path: Path) -> None:
@@ -49,3 +52,85 @@ def test_in_flight_grpc_requests_finish_during_sigterm(digits: DigitsModel, tmp_
         result = results[index]
         assert not isinstance(result, Exception), f"request {index} failed: {result}\n{served.log()}"
         np.testing.assert_allclose(result, session.run(["logits"], {"x": x})[0], rtol=1e-6)
+
+
+def _infer_scale(index: int, served: ServedModel, protocol: str, results: dict) -> None:
+    """y = 2x for x = index, over `protocol`; the answer (or the exception) in results[index]."""
+    x = np.full((1, 4), index, dtype=np.float32)
+    try:
+        if protocol == "rest":
+            tensor_doc = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [float(index)] * 4}
+            body = {"inputs": [tensor_doc]}
+            r = httpx.post(f"{served.http_url}/v2/models/scale/infer", json=body, timeout=30)
+            results[index] = r.json()["outputs"][0]["data"] if r.status_code == 200 else RuntimeError(r.text)
+            return
+        client = triton.InferenceServerClient(served.grpc_url)
+        tensor = triton.InferInput("x", [1, 4], "FP32")
+        tensor.set_data_from_numpy(x)
+        try:
+            results[index] = client.infer("scale", [tensor], client_timeout=30).as_numpy("y").ravel().tolist()
+        finally:
+            client.close()
+    except Exception as exc:
+        results[index] = exc
+
+
+def _start_both_protocols(served: ServedModel, count: int, results: dict) -> list[threading.Thread]:
+    """`count` requests in threads, alternating REST and gRPC; returns once all are in flight."""
+    threads = [
+        threading.Thread(target=_infer_scale, args=(i, served, ("rest", "grpc")[i % 2], results))
+        for i in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    line = f'mserve_requests_in_flight{{model="scale"}} {count}.0'
+    while line not in httpx.get(f"{served.http_url}/metrics", timeout=5).text:
+        assert time.monotonic() < deadline, f"never {count} requests in flight\n{served.log()}"
+        time.sleep(0.05)
+    return threads
+
+
+def test_sigterm_stops_rest_and_grpc_admitting_together(tmp_path: Path) -> None:
+    model = build_scale_model(tmp_path / "scale.onnx")
+    results: dict[int, object] = {}
+    # In-flight requests of both protocols wait 2 s for their batch when SIGTERM arrives.
+    args = ("--max-batch-size", "64", "--max-batch-delay-ms", "2000")
+    with serve_model(model, "scale", tmp_path, *args) as served:
+        threads = _start_both_protocols(served, 4, results)
+        served.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        # While HTTP drains, gRPC must not take new calls either (it used to, until HTTP had drained).
+        _infer_scale(10, served, "grpc", results)
+        for thread in threads:
+            thread.join(30)
+        exit_code = served.process.wait(30)
+
+    assert exit_code == 0, served.log()
+    late = results.pop(10)
+    assert isinstance(late, triton.InferenceServerException), late
+    assert late.status() == "StatusCode.UNAVAILABLE", late
+    assert results == {i: [2.0 * i] * 4 for i in range(4)}, served.log()
+
+
+def test_http_and_grpc_drain_within_one_drain_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = build_scale_model(tmp_path / "scale.onnx")
+    results: dict[int, object] = {}
+    drain_s = 3.0
+    monkeypatch.setenv("MSERVE_DRAIN_TIMEOUT_S", str(drain_s))
+    # Batches that would wait 60 s: neither protocol's requests finish within the drain timeout.
+    args = ("--max-batch-size", "64", "--max-batch-delay-ms", "60000")
+    with serve_model(model, "scale", tmp_path, *args) as served:
+        threads = _start_both_protocols(served, 2, results)
+        started = time.monotonic()
+        served.process.send_signal(signal.SIGTERM)
+        exit_code = served.process.wait(30)
+        elapsed = time.monotonic() - started
+        for thread in threads:
+            thread.join(30)
+
+    assert exit_code == 0, served.log()
+    # One drain timeout for both (they used to drain one after the other: twice as long).
+    assert drain_s <= elapsed < drain_s * 1.6, f"exited {elapsed:.1f}s after SIGTERM\n{served.log()}"

@@ -8,6 +8,9 @@ from mserve_runtime.errors import InvalidInput
 from mserve_runtime.grpc_v2 import codec
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.inference_types import InferenceResponse, OutputTensor
+from mserve_runtime.request_limits import RequestLimits
+
+LIMITS = RequestLimits.derive(1 << 30)
 
 
 def request_with(datatype: str, shape: list[int], field: str, values: list) -> pb.ModelInferRequest:
@@ -28,17 +31,17 @@ def test_parameters_round_trip_with_their_types() -> None:
 
 
 def test_typed_int8_is_range_checked_not_wrapped() -> None:
-    good = codec.decode_infer_request(request_with("INT8", [1, 2], "int_contents", [-128, 127]))
+    good = codec.decode_infer_request(request_with("INT8", [1, 2], "int_contents", [-128, 127]), LIMITS)
     assert good.inputs[0].data.dtype == np.int8
     assert good.inputs[0].data.tolist() == [[-128, 127]]
 
     with pytest.raises(InvalidInput, match=r"INT8 values must lie in \[-128, 127\], received \[-129, 1\]"):
-        codec.decode_infer_request(request_with("INT8", [1, 2], "int_contents", [-129, 1]))
+        codec.decode_infer_request(request_with("INT8", [1, 2], "int_contents", [-129, 1]), LIMITS)
 
 
 def test_negative_dimensions_are_rejected() -> None:
     with pytest.raises(InvalidInput, match=r"input 'x': shape must hold non-negative dimensions"):
-        codec.decode_infer_request(request_with("FP32", [-1, -2], "fp32_contents", [1.0, 2.0]))
+        codec.decode_infer_request(request_with("FP32", [-1, -2], "fp32_contents", [1.0, 2.0]), LIMITS)
 
 
 def test_raw_and_typed_contents_are_not_mixed() -> None:
@@ -46,11 +49,13 @@ def test_raw_and_typed_contents_are_not_mixed() -> None:
     request.raw_input_contents.append(b"\0\0\0\0")
 
     with pytest.raises(InvalidInput, match="contents must be empty when raw_input_contents is used"):
-        codec.decode_infer_request(request)
+        codec.decode_infer_request(request, LIMITS)
 
 
 def test_bytes_contents_decode_to_text() -> None:
-    decoded = codec.decode_infer_request(request_with("BYTES", [2], "bytes_contents", [b"hi", "é".encode()]))
+    decoded = codec.decode_infer_request(
+        request_with("BYTES", [2], "bytes_contents", [b"hi", "é".encode()]), LIMITS
+    )
 
     assert decoded.inputs[0].data.tolist() == ["hi", "é"]
 
@@ -60,7 +65,7 @@ def test_shared_memory_inputs_are_refused_by_name() -> None:
     request.inputs[0].parameters["shared_memory_region"].string_param = "region0"
 
     with pytest.raises(InvalidInput, match="input 'x': shared memory inputs are not supported"):
-        codec.decode_infer_request(request)
+        codec.decode_infer_request(request, LIMITS)
 
 
 def response_of(*datatypes: str) -> InferenceResponse:

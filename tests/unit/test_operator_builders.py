@@ -267,6 +267,22 @@ def test_rolling_update_never_drops_below_desired_and_drains_before_exit():
     assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
 
 
+@pytest.mark.parametrize(("grace", "prestop"), [(30, 5), (40, 5), (8, 5), (5, 5), (3, 10), (1, 0), (600, 0)])
+def test_the_grace_period_covers_prestop_plus_the_whole_drain(grace: int, prestop: int):
+    pod = _pod(_deployment(termination_grace_period_seconds=grace, prestop_sleep_seconds=prestop))
+    (server,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in server["env"]}
+    drain = int(env["MSERVE_DRAIN_TIMEOUT_S"])
+    assert drain >= 1
+    assert server["lifecycle"]["preStop"]["sleep"]["seconds"] == prestop
+    # The kubelet's countdown starts with preStop; SIGKILL must come after the drain and the exit.
+    assert pod["terminationGracePeriodSeconds"] >= prestop + drain + 2
+    if grace >= prestop + 3:
+        # Enough configured: the grace period is the configured one, and the drain uses all of it.
+        assert pod["terminationGracePeriodSeconds"] == grace
+        assert drain == grace - prestop - 2
+
+
 def test_deployment_labels_selector_owner_and_artifact_annotation():
     deployment = _deployment()
     _owned(deployment)

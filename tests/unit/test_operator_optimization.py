@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from mserve_contract.optimization_report import TerminationSummary
+import json
+
+from mserve_contract.optimization_report import SessionOptions, TerminationSummary
+from mserve_operator.builders.deployment import Artifact, build_deployment
 from mserve_operator.conditions import Reason
 from mserve_operator.diagnosis import job_outcome, pod_problems
 from mserve_operator.digest import optimization_digest
 from mserve_operator.optimization import decide_optimization
 from mserve_operator.spec import parse_spec
-from operator_fixtures import cpu_spec
+from operator_fixtures import OWNER, cpu_spec, settings
 
 SPEC = cpu_spec()
 DIGEST = optimization_digest(SPEC)
@@ -202,3 +205,50 @@ def test_artifact_without_a_sha256_to_reverify_is_refused():
         state = _reporting("s3://store/models/digits/abc/model.onnx", sha256)
         assert (state.ok, state.reason) == (False, Reason.UNTRUSTED_ARTIFACT), sha256
         assert "without a valid sha256" in state.message
+
+
+MEASURED = SessionOptions(intra_op_threads=1, allow_spinning=True)
+
+
+def _runtime_env(artifact: Artifact) -> dict[str, str]:
+    deployment = build_deployment(SPEC, OWNER, artifact, settings())
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in server["env"]}
+
+
+def test_measured_session_options_reach_the_runtime_env_and_survive_a_restart():
+    summary = SUMMARY.model_copy(update={"session_options": MEASURED})
+    state = decide_optimization(
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, summary.to_termination_message())], PREFIX
+    )
+    assert state.artifact.session_options == MEASURED
+    env = _runtime_env(state.artifact)
+    assert SessionOptions.model_validate(json.loads(env["MSERVE_SESSION_OPTIONS"])) == MEASURED
+    # After the Job is gone, status.artifact is all that is left: the same env comes back.
+    status = {
+        "optimization": {"digest": DIGEST, "jobName": "digits-opt-x", "verdict": "passed"},
+        "artifact": state.artifact.status(),
+        "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
+    }
+    assert status["artifact"]["sessionOptions"]["intraOpThreads"] == 1
+    again = decide_optimization(SPEC, "digits", DIGEST, json.loads(json.dumps(status)), None, [], PREFIX)
+    assert again.artifact == state.artifact
+    assert _runtime_env(again.artifact) == env
+
+
+def test_without_measured_options_the_runtime_keeps_its_defaults():
+    state = decide_optimization(
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())], PREFIX
+    )
+    assert state.artifact.session_options is None
+    assert "MSERVE_SESSION_OPTIONS" not in _runtime_env(state.artifact)
+    assert "sessionOptions" not in state.artifact.status()
+
+
+def test_a_report_with_hostile_session_options_is_unreadable_not_served():
+    text = SUMMARY.to_termination_message()[:-1] + ',"session_options":{"intra_op_threads":-1,"evil":1}}'
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, text)], PREFIX)
+    assert not state.ok
+    assert state.artifact is None
+    assert state.reason == Reason.REPORT_UNREADABLE
+    assert "intra_op_threads" in state.message

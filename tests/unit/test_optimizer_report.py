@@ -8,8 +8,11 @@ from mserve_contract.optimization_report import (
     LatencyFigures,
     OptimizationReport,
     OutputValidation,
+    SessionOptions,
+    SessionTrial,
     TerminationSummary,
 )
+from pydantic import ValidationError
 
 
 def _report(message: str = "ok") -> OptimizationReport:
@@ -74,3 +77,51 @@ def test_garbage_is_not_a_termination_message() -> None:
 def test_report_json_round_trip() -> None:
     report = _report()
     assert OptimizationReport.model_validate_json(report.model_dump_json()) == report
+
+
+CHOSEN = SessionOptions(intra_op_threads=1, allow_spinning=True, graph_level="extended")
+
+
+def test_session_options_reach_the_operator_through_the_termination_message() -> None:
+    report = _report()
+    report.session_options = CHOSEN
+    report.session_trials = [
+        SessionTrial(name="one thread", options=CHOSEN, concurrent_runs=2, runs_per_s=80.5)
+    ]
+    again = OptimizationReport.model_validate_json(report.model_dump_json())
+    assert again.session_options == CHOSEN
+    assert again.session_trials == report.session_trials
+    text = report.summary("s3://a/d/model.onnx").to_termination_message()
+    assert TerminationSummary.parse_termination_message(text).session_options == CHOSEN
+
+
+def test_session_options_read_both_spellings() -> None:
+    # snake_case in the report and MSERVE_SESSION_OPTIONS, camelCase in the ModelService status.
+    camel = CHOSEN.model_dump(by_alias=True)
+    assert camel["intraOpThreads"] == 1
+    assert SessionOptions.model_validate(camel) == CHOSEN
+    assert SessionOptions.model_validate(CHOSEN.model_dump()) == CHOSEN
+    assert SessionOptions.model_validate({}) == SessionOptions()
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ({"intra_op_threads": -1}, "intra_op_threads"),
+        ({"inter_op_threads": 10**9}, "inter_op_threads"),
+        ({"intra_op_threadz": 2}, "intra_op_threadz"),
+        ({"execution_mode": "turbo"}, "execution_mode"),
+        ({"graph_level": "ALL!"}, "graph_level"),
+        ({"allow_spinning": "maybe"}, "allow_spinning"),
+    ],
+)
+def test_careless_session_options_are_refused_naming_the_key(value: dict, named: str) -> None:
+    with pytest.raises(ValidationError, match=named):
+        SessionOptions.model_validate(value)
+
+
+def test_a_termination_message_with_bad_session_options_is_refused() -> None:
+    text = TerminationSummary(verdict="passed").to_termination_message()
+    hostile = text[:-1] + ',"session_options":{"intra_op_threads":-4}}'
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        TerminationSummary.parse_termination_message(hostile)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mserve_runtime.admission import RequestScope, current_scope
+from mserve_runtime.cpu_limit import available_cpus
 from mserve_runtime.dataplane import DataPlane
-from mserve_runtime.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
+from mserve_runtime.errors import (
+    ClientGone,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+)
 from mserve_runtime.inference_types import InferenceRequest, InputTensor, RequestedOutput
 from mserve_runtime.settings import RuntimeSettings
 from onnx import TensorProto, helper, numpy_helper, save
@@ -34,7 +44,8 @@ def _model(path: Path, batch_dim: str | int = "batch") -> Path:
 
 def _plane(tmp_path: Path, **settings: object) -> DataPlane:
     path = _model(tmp_path / "m.onnx", settings.pop("batch_dim", "batch"))  # type: ignore[arg-type]
-    return DataPlane(RuntimeSettings(model_path=str(path), model_name="m", threads=1, **settings))
+    settings.setdefault("threads", 1)
+    return DataPlane(RuntimeSettings(model_path=str(path), model_name="m", **settings))
 
 
 def _request(x: np.ndarray, outputs: list[str] | None = None) -> InferenceRequest:
@@ -135,3 +146,31 @@ def test_cuda_missing_from_onnxruntime_is_a_load_error(
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with pytest.raises(ModelLoadError, match=r"no CUDAExecutionProvider .* install mserve\[gpu\]"):
         build_session(str(_model(tmp_path / "m.onnx")), SessionConfig(threads=1, device="cuda"))
+
+
+@pytest.mark.parametrize("ending", ["client_gone", "deadline"])
+def test_queued_work_of_a_request_whose_scope_ends_never_runs(tmp_path: Path, ending: str) -> None:
+    plane = _plane(tmp_path, threads=available_cpus())
+    plane.load()
+    assert plane.workers == 1
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        gate = threading.Event()
+        busy = loop.run_in_executor(plane._executor, gate.wait)  # the only worker, taken
+        scope = RequestScope(loop.time() + (0.05 if ending == "deadline" else 30), "a test")
+        current_scope.set(scope)
+        task = loop.create_task(plane.infer("m", _request(np.ones((1, 2), np.float32))))
+        await asyncio.sleep(0.02)
+        if ending == "client_gone":
+            scope.give_up("client_gone")
+        with pytest.raises(ClientGone if ending == "client_gone" else DeadlineExceeded):
+            await task
+        gate.set()
+        await busy
+        await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    registry = plane.metrics.registry
+    assert registry.get_sample_value("mserve_batch_size_count", {"model": "m"}) == 0
+    assert registry.get_sample_value("mserve_requests_dropped_total", {"model": "m", "reason": ending}) == 1

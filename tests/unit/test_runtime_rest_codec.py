@@ -9,8 +9,10 @@ from mserve_runtime.datatypes import V2_TO_NUMPY, numpy_to_v2, onnx_to_v2, v2_to
 from mserve_runtime.errors import InvalidInput
 from mserve_runtime.inference_types import InferenceResponse, OutputTensor, RequestedOutput
 from mserve_runtime.raw_tensors import decode_raw_tensor, encode_raw_tensor
+from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.rest_codec import decode_infer_request, encode_infer_response, parse_header_length
 
+LIMITS = RequestLimits.derive(1 << 30)
 NUMERIC = [d for d in V2_TO_NUMPY if d != "BYTES"]
 
 
@@ -44,7 +46,7 @@ def test_json_request_every_datatype(datatype: str) -> None:
     array = _sample(datatype)
     data = array.ravel().tolist()
     body = orjson.dumps({"inputs": [{"name": "t", "datatype": datatype, "shape": [1, 3], "data": data}]})
-    request = decode_infer_request(body, None)
+    request = decode_infer_request(body, None, LIMITS)
     tensor = request.inputs[0]
     assert tensor.data.dtype == V2_TO_NUMPY[datatype]
     np.testing.assert_array_equal(tensor.data, array)
@@ -60,7 +62,7 @@ def test_binary_inputs_are_views_of_the_body() -> None:
         },
     )
     body = header + x.tobytes()
-    tensor = decode_infer_request(body, len(header)).inputs[0]
+    tensor = decode_infer_request(body, len(header), LIMITS).inputs[0]
     np.testing.assert_array_equal(tensor.data, x)
     assert not tensor.data.flags.owndata
 
@@ -75,7 +77,7 @@ def test_mixed_json_and_binary_inputs_keep_their_order() -> None:
             ]
         }
     )
-    request = decode_infer_request(header + a.tobytes(), len(header))
+    request = decode_infer_request(header + a.tobytes(), len(header), LIMITS)
     np.testing.assert_array_equal(request.inputs[0].data, a)
     np.testing.assert_array_equal(request.inputs[1].data, np.array([0.5, 1.5], np.float32))
 
@@ -85,7 +87,7 @@ def test_leftover_binary_bytes_are_rejected() -> None:
         {"inputs": [{"name": "x", "datatype": "INT8", "shape": [2], "parameters": {"binary_data_size": 2}}]}
     )
     with pytest.raises(InvalidInput, match="add up to 2"):
-        decode_infer_request(header + b"\x01\x02\x03", len(header))
+        decode_infer_request(header + b"\x01\x02\x03", len(header), LIMITS)
 
 
 def test_truncated_bytes_element() -> None:
@@ -116,7 +118,7 @@ def _response() -> InferenceResponse:
 
 
 def test_encode_json_response() -> None:
-    request = decode_infer_request(orjson.dumps({"inputs": []}), None)
+    request = decode_infer_request(orjson.dumps({"inputs": []}), None, LIMITS)
     body, header_length = encode_infer_response(_response(), request)
     assert header_length is None
     doc = orjson.loads(body)
@@ -127,7 +129,7 @@ def test_encode_json_response() -> None:
 
 def test_encode_binary_per_output_and_default() -> None:
     request = decode_infer_request(
-        orjson.dumps({"inputs": [], "parameters": {"binary_data_output": True}}), None
+        orjson.dumps({"inputs": [], "parameters": {"binary_data_output": True}}), None, LIMITS
     )
     request.outputs = [RequestedOutput("f", None), RequestedOutput("s", False)]
     body, header_length = encode_infer_response(_response(), request)

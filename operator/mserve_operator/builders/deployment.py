@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mserve_contract.optimization_report import SessionOptions
+
 from mserve_operator import names
 from mserve_operator.builders.pod import (
     SOURCE_ROLE,
@@ -31,6 +33,25 @@ class Artifact:
     uri: str
     sha256: str = ""
     digest: str = ""
+    # The onnxruntime settings the optimizer measured fastest for this file, if it ran.
+    session_options: SessionOptions | None = None
+
+    def status(self) -> dict:
+        """`status.artifact`, which `from_status` reads back after a restart."""
+        record: dict = {"digest": self.digest, "uri": self.uri, "sha256": self.sha256}
+        if self.session_options is not None:
+            record["sessionOptions"] = self.session_options.model_dump(by_alias=True)
+        return record
+
+    @classmethod
+    def from_status(cls, served: dict) -> Artifact:
+        options = served.get("sessionOptions")
+        return cls(
+            uri=served["uri"],
+            sha256=served.get("sha256", ""),
+            digest=served.get("digest", ""),
+            session_options=SessionOptions.model_validate(options) if options else None,
+        )
 
 
 def fetch_image(settings: OperatorSettings) -> str:
@@ -69,7 +90,26 @@ def runtime_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dic
     return {"requests": requests, "limits": limits}
 
 
-def _runtime_env(spec: ModelServiceSpec, owner: Owner, settings: OperatorSettings) -> list[dict]:
+# Between the end of the server's drain and the kubelet's SIGKILL: the process exits, logs flush.
+EXIT_MARGIN_SECONDS = 2
+
+
+def shutdown_budget(settings: OperatorSettings) -> tuple[int, int]:
+    """(the server's drain timeout, the pod's terminationGracePeriodSeconds).
+
+    The kubelet counts the grace period from the start of preStop, so it must hold preStop,
+    the whole drain (HTTP and gRPC drain together) and the exit margin. The drain gets what
+    the configured grace period leaves, at least 1 s; the grace period grows when preStop
+    leaves too little.
+    """
+    configured, prestop = settings.termination_grace_period_seconds, settings.prestop_sleep_seconds
+    drain = max(1, configured - prestop - EXIT_MARGIN_SECONDS)
+    return drain, max(configured, prestop + drain + EXIT_MARGIN_SECONDS)
+
+
+def _runtime_env(
+    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings
+) -> list[dict]:
     serving = spec.serving
     values = {
         "MSERVE_MODEL_NAME": owner.name,
@@ -80,10 +120,10 @@ def _runtime_env(spec: ModelServiceSpec, owner: Owner, settings: OperatorSetting
         "MSERVE_THREADS": serving.threads,
         "MSERVE_DEVICE": "cuda" if serving.uses_gpu else "cpu",
         "MSERVE_JSON_LOGS": str(settings.json_logs).lower(),
-        "MSERVE_DRAIN_TIMEOUT_S": max(
-            1, settings.termination_grace_period_seconds - settings.prestop_sleep_seconds - 2
-        ),
+        "MSERVE_DRAIN_TIMEOUT_S": shutdown_budget(settings)[0],
     }
+    if artifact.session_options is not None:
+        values["MSERVE_SESSION_OPTIONS"] = artifact.session_options.model_dump_json()
     return [{"name": k, "value": str(v)} for k, v in values.items()]
 
 
@@ -192,7 +232,7 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": ["serve", MODEL_PATH, "--name", owner.name],
-        "env": _runtime_env(spec, owner, settings),
+        "env": _runtime_env(spec, owner, artifact, settings),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -219,7 +259,7 @@ def build_deployment(
     pod_spec = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        "terminationGracePeriodSeconds": shutdown_budget(settings)[1],
         "securityContext": pod_security_context(),
         "initContainers": [fetch],
         "containers": [server],

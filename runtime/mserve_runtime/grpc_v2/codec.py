@@ -7,7 +7,6 @@ request was raw or when a datatype has no typed field (FP16), typed otherwise.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +24,7 @@ from mserve_runtime.inference_types import (
     ServerMetadata,
 )
 from mserve_runtime.raw_tensors import decode_raw_tensor, encode_raw_tensor
+from mserve_runtime.request_limits import RequestLimits, check_shape
 
 # The InferTensorContents field that carries each datatype; FP16 has none (raw only).
 TYPED_FIELD: dict[str, str] = {
@@ -69,18 +69,11 @@ def parameters_to_pb(params: Mapping[str, Any], target: Any) -> None:
             param.string_param = str(value)
 
 
-def _shape(name: str, dims: Any) -> list[int]:
-    shape = list(dims)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input '{name}': shape must hold non-negative dimensions, received {shape}")
-    return shape
-
-
 def _has_typed_contents(tensor: pb.ModelInferRequest.InferInputTensor) -> bool:
     return bool(tensor.contents.ListFields())
 
 
-def _decode_typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> np.ndarray:
+def _decode_typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int], count: int) -> np.ndarray:
     name, datatype = tensor.name, tensor.datatype
     dtype = v2_to_numpy(datatype)
     field = TYPED_FIELD.get(datatype)
@@ -94,7 +87,6 @@ def _decode_typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int
             f"input '{name}': datatype {datatype} goes in contents.{field}, received {', '.join(others)}"
         )
     values = getattr(tensor.contents, field)
-    count = math.prod(shape)
     if len(values) != count:
         raise InvalidInput(
             f"input '{name}': shape {shape} needs {count} {datatype} elements in contents.{field}, "
@@ -120,8 +112,11 @@ def _decode_typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def decode_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
-    """A ModelInferRequest as an InferenceRequest; InvalidInput naming the tensor if malformed."""
+def decode_infer_request(message: pb.ModelInferRequest, limits: RequestLimits) -> InferenceRequest:
+    """A ModelInferRequest as an InferenceRequest; InvalidInput naming the tensor if malformed.
+
+    Shapes are checked against `limits` before any tensor is built.
+    """
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise InvalidInput(
@@ -129,17 +124,20 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
             "it needs one entry per input, in the order of `inputs`"
         )
     inputs = []
+    counted = 0
     for index, tensor in enumerate(message.inputs):
         name = tensor.name
         if "shared_memory_region" in tensor.parameters:
             raise InvalidInput(f"input '{name}': shared memory inputs are not supported by this server")
-        shape = _shape(name, tensor.shape)
+        shape = list(tensor.shape)
+        count = check_shape(name, shape, limits, counted)
+        counted += count
         if raw:
             if _has_typed_contents(tensor):
                 raise InvalidInput(f"input '{name}': contents must be empty when raw_input_contents is used")
             data = decode_raw_tensor(name, tensor.datatype, shape, raw[index])
         else:
-            data = _decode_typed(tensor, shape)
+            data = _decode_typed(tensor, shape, count)
         inputs.append(InputTensor(name, tensor.datatype, shape, data))
     outputs = None
     if message.outputs:

@@ -6,6 +6,7 @@ errors map once from the runtime's error classes to gRPC status codes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from typing_extensions import override  # typing.override from Python 3.12
 from mserve_runtime.errors import MServeError
 from mserve_runtime.grpc_v2 import codec
 from mserve_runtime.grpc_v2.access_log import AccessLogInterceptor
+from mserve_runtime.grpc_v2.admission import AdmissionInterceptor
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from mserve_runtime.request_limits import RequestLimits
 
 if TYPE_CHECKING:
     from mserve_runtime.dataplane import DataPlane
@@ -31,7 +34,9 @@ _CODE_BY_HTTP_STATUS: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
     503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -49,8 +54,9 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> NoRetur
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """RPCs not overridden here answer UNIMPLEMENTED (the generated base class does that)."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, limits: RequestLimits) -> None:
         self.dataplane = dataplane
+        self.limits = limits
 
     @override
     async def ServerLive(
@@ -97,9 +103,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter()
         status = grpc.StatusCode.OK
         try:
-            decoded = codec.decode_infer_request(request)
+            decoded = codec.decode_infer_request(request, self.limits)
             response = await self.dataplane.infer(request.model_name, decoded, request.model_version or None)
             return codec.encode_infer_response(response, raw=codec.answers_raw(request, response))
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED  # the client cancelled or its deadline passed
+            raise
         except Exception as error:
             status = status_code_of(error) if isinstance(error, MServeError) else grpc.StatusCode.INTERNAL
             await _abort(context, error)
@@ -126,15 +135,18 @@ async def start_grpc_server(
 ) -> GrpcServerHandle:
     """Serve `inference.GRPCInferenceService` on `host:port`; port 0 picks a free one.
 
-    `max_message_bytes` and `host` default to the data plane's settings (`max_request_bytes`,
-    `host`), so REST and gRPC accept the same request sizes on the same address.
+    `max_message_bytes` and `host` default to the request limits and the data plane's `host`,
+    so REST and gRPC accept the same request sizes on the same address.
     """
     settings = dataplane.settings
+    limits = RequestLimits.from_settings(settings)
     host = host if host is not None else settings.host
     if max_message_bytes is None:
-        max_message_bytes = settings.max_request_bytes
+        max_message_bytes = limits.max_request_bytes
+    shed = dataplane.metrics.shed.labels(settings.model_name, PROTOCOL)
+    admission = AdmissionInterceptor(dataplane.admission, settings.request_timeout_s, shed.inc)
     server = grpc.aio.server(
-        interceptors=[AccessLogInterceptor()] if settings.access_log else [],
+        interceptors=[AccessLogInterceptor(), admission] if settings.access_log else [admission],
         options=[
             # A larger request gets RESOURCE_EXHAUSTED from gRPC itself, like 413 on REST.
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -144,7 +156,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, limits), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

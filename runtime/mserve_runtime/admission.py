@@ -1,0 +1,215 @@
+"""Admission control: a cap on inference requests in flight, per-request deadlines, and
+cancellation of queued work whose client has gone.
+
+Protocol-agnostic parts live here (`Admission`, `RequestScope`, deadline parsing); each
+protocol hooks in once: `AdmissionMiddleware` below for REST, `grpc_v2/admission.py` for
+gRPC. The data plane reads the request's scope from a context variable, so that the codec
+and route code between a hook and the data plane need not carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mserve_runtime.errors import ClientGone, DeadlineExceeded, InvalidInput
+
+TIMEOUT_HEADER = "Inference-Timeout-Ms"
+_TIMEOUT_HEADER_KEY = TIMEOUT_HEADER.lower().encode()
+_HEADER_SOURCE = f"the {TIMEOUT_HEADER} header"
+# gRPC's own wire format caps a timeout at 8 digits; the header follows it.
+MAX_TIMEOUT_MS = 99_999_999
+RETRY_AFTER_S = 1
+# Queued requests are checked on one shared tick rather than a timer each (a timer and a
+# watcher task per request cost the tiny model a tenth of its throughput): deadlines fire
+# up to one tick late, and a REST request queued for WATCH_AFTER_S gets a task watching its
+# connection (shorter waits end before a disconnect could matter).
+TICK_S = 0.01
+WATCH_AFTER_S = 0.02
+
+# Methods that never carry inference (health, metadata, metrics, docs): never shed.
+_NEVER_SHED = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def default_max_in_flight(workers: int, max_batch_size: int) -> int:
+    """Two full batches per inference worker (one running, one filling), at least 32.
+
+    The floor keeps one request per connection from 32 keep-alive clients admitted: a model
+    as small as the tiny MLP is bound by HTTP, not by its queue, and would otherwise shed
+    load it can serve.
+    """
+    return max(32, 2 * workers * max_batch_size)
+
+
+class Admission:
+    """Counts inference requests in flight and refuses the one beyond `limit`; watches the
+    admitted ones whose work is queued (deadline, client gone) on one shared tick."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._queued: set[RequestScope] = set()
+        self._ticking: asyncio.AbstractEventLoop | None = None
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def queue(self, scope: RequestScope, work: asyncio.Future[Any]) -> None:
+        """`work` is `scope`'s queued work: cancel it if the deadline passes or the client goes."""
+        scope.abandon = work.cancel
+        loop = asyncio.get_running_loop()
+        scope.queued_at = loop.time()
+        self._queued.add(scope)
+        if self._ticking is not loop:
+            self._ticking = loop
+            loop.call_later(TICK_S, self._check)
+
+    def unqueue(self, scope: RequestScope) -> None:
+        self._queued.discard(scope)
+        scope.abandon = None
+        if scope.watcher is not None:
+            scope.watcher.cancel()
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for scope in list(self._queued):
+            if now >= scope.deadline:
+                scope.give_up("deadline")
+            elif (
+                scope.receive is not None and scope.watcher is None and now - scope.queued_at >= WATCH_AFTER_S
+            ):
+                scope.watcher = loop.create_task(_wait_for_disconnect(scope))
+        if self._queued:
+            loop.call_later(TICK_S, self._check)
+        else:
+            self._ticking = None
+
+
+def parse_timeout_ms(value: str) -> float:
+    """The header's value as seconds; InvalidInput naming the header for anything else."""
+    text = value.strip()
+    fits = len(text) <= len(str(MAX_TIMEOUT_MS)) and text.isascii() and text.isdigit()
+    if not fits or not 1 <= int(text) <= MAX_TIMEOUT_MS:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise InvalidInput(
+            f"header {TIMEOUT_HEADER} must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}, "
+            f"received {shown!r}"
+        )
+    return int(text) / 1000
+
+
+@dataclass(slots=True, eq=False)
+class RequestScope:
+    """One admitted request: its deadline (event-loop time) and why its work was abandoned."""
+
+    deadline: float
+    deadline_source: str
+    receive: Any = None  # REST: the ASGI receive, to notice a disconnect while queued
+    reason: str | None = None
+    queued_at: float = 0.0
+    abandon: Callable[[], Any] | None = None
+    watcher: asyncio.Task[None] | None = None
+
+    def give_up(self, reason: str) -> None:
+        """Drop the queued work (if any is queued), for `reason`: deadline or client_gone."""
+        if self.reason is None and self.abandon is not None:
+            self.reason = reason
+            self.abandon()
+
+    def error(self) -> DeadlineExceeded | ClientGone:
+        if self.reason == "deadline":
+            return DeadlineExceeded(f"deadline exceeded before the model ran (set by {self.deadline_source})")
+        return ClientGone("the client disconnected; its queued work was dropped")
+
+
+async def _wait_for_disconnect(scope: RequestScope) -> None:
+    # Called only once the body was read (the work is queued), so nothing else reads `receive`.
+    message = await scope.receive()
+    if message["type"] == "http.disconnect":
+        scope.give_up("client_gone")
+
+
+current_scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "mserve_request_scope", default=None
+)
+
+
+def new_scope(
+    default_timeout_s: float, asked_s: float | None, source: str, receive: Any = None
+) -> RequestScope:
+    """A scope whose deadline is the sooner of the client's (`asked_s`) and the server's."""
+    now = asyncio.get_running_loop().time()
+    if asked_s is not None and asked_s < default_timeout_s:
+        return RequestScope(now + asked_s, source, receive)
+    return RequestScope(now + default_timeout_s, "MSERVE_REQUEST_TIMEOUT_S", receive)
+
+
+async def _answer(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = orjson.dumps({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class AdmissionMiddleware:
+    """REST: shed requests beyond the cap with 503 + Retry-After before reading their body,
+    and give each admitted one its deadline and a way to notice its client leaving."""
+
+    def __init__(
+        self, app: Any, admission: Admission, default_timeout_s: float, on_shed: Callable[[], None]
+    ) -> None:
+        self.app = app
+        self.admission = admission
+        self.default_timeout_s = default_timeout_s
+        self.on_shed = on_shed
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in _NEVER_SHED:
+            await self.app(scope, receive, send)
+            return
+        asked = None
+        for key, value in scope["headers"]:
+            if key == _TIMEOUT_HEADER_KEY:
+                try:
+                    asked = parse_timeout_ms(value.decode("latin-1"))
+                except InvalidInput as exc:
+                    await _answer(send, exc.status_code, exc.message, [])
+                    return
+        admission = self.admission
+        if not admission.try_enter():
+            self.on_shed()
+            await _answer(
+                send,
+                503,
+                f"server overloaded: {self.admission.limit} requests already in flight "
+                "(MSERVE_MAX_IN_FLIGHT); retry later",
+                [(b"retry-after", str(RETRY_AFTER_S).encode())],
+            )
+            return
+        token = current_scope.set(new_scope(self.default_timeout_s, asked, _HEADER_SOURCE, receive))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.in_flight -= 1
+            current_scope.reset(token)
