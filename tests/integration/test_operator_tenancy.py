@@ -263,11 +263,8 @@ def _rendered_policy(tmp_path: Path, namespace: str) -> list[dict]:
     unique = f"mserve-it-{namespace}"
     for doc in docs:
         doc["metadata"]["name"] = unique
-        if doc["kind"] == "ConfigMap":
-            doc["metadata"]["namespace"] = namespace
         if doc["kind"] == "ValidatingAdmissionPolicyBinding":
             doc["spec"]["policyName"] = unique
-            doc["spec"]["paramRef"].update(name=unique, namespace=namespace)
             doc["spec"]["matchResources"] = {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
             }
@@ -278,7 +275,6 @@ def test_admission_policy_refuses_an_image_outside_the_allowlist(installed: Kube
     docs = _rendered_policy(tmp_path, namespace)
     admission = "/apis/admissionregistration.k8s.io/v1"
     paths = {
-        "ConfigMap": ns_path(namespace, "configmaps"),
         "ValidatingAdmissionPolicy": f"{admission}/validatingadmissionpolicies",
         "ValidatingAdmissionPolicyBinding": f"{admission}/validatingadmissionpolicybindings",
     }

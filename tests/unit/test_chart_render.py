@@ -26,7 +26,6 @@ def test_defaults_install_the_operator_cluster_wide(tmp_path: Path) -> None:
         "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
-        "ConfigMap",
         "Deployment",
         "Pod",
         "Service",

@@ -31,10 +31,10 @@ def _settings_from(deployment: dict, monkeypatch: pytest.MonkeyPatch) -> Operato
     return OperatorSettings(_env_file=None)
 
 
-def _policy_allows(config_map: dict, image: str) -> bool:
-    """What the admission policy's CEL does: any `regex-*` entry matches (RE2 = re here)."""
-    data = config_map["data"]
-    return any(re.search(v, image) for k, v in data.items() if k.startswith("regex-"))
+def _policy_allows(policy: dict, image: str) -> bool:
+    """What the admission policy's CEL does: any of its raw-string regexes matches (RE2 = re here)."""
+    (allowed,) = (v["expression"] for v in policy["spec"]["variables"] if v["name"] == "allowed")
+    return any(re.search(pattern, image) for pattern in re.findall(r"r'([^']*)'", allowed))
 
 
 @pytest.mark.parametrize(
@@ -46,27 +46,22 @@ def test_admission_policy_and_operator_allow_the_same_images(
 ) -> None:
     docs = render(tmp_path, {"images": {"tag": "1.2", "runtimeAllowlist": allowlist}})
     settings = _settings_from(one(docs, "Deployment"), monkeypatch)
-    config_map = one(docs, "ConfigMap")
+    policy = one(docs, "ValidatingAdmissionPolicy")
     for image in IMAGES:
         spec = parse_spec({"model": {"uri": "s3://m/x.onnx"}, "serving": {"image": image}})
-        assert _policy_allows(config_map, image) == (image_refusal(spec, settings) == ""), image
-    assert config_map["data"]["allowlist"] == ", ".join(settings.allowed_runtime_images)
+        assert _policy_allows(policy, image) == (image_refusal(spec, settings) == ""), image
+    (validation,) = policy["spec"]["validations"]
+    assert f"(allowed: {', '.join(settings.allowed_runtime_images)})" in validation["messageExpression"]
 
 
-def test_admission_policy_reads_its_parameter_and_binds_to_watched_namespaces(tmp_path: Path) -> None:
+def test_admission_policy_fails_closed_and_binds_to_watched_namespaces(tmp_path: Path) -> None:
     docs = render(tmp_path, {"operator": {"watchNamespaces": ["team-a", "team-b"]}})
     policy = one(docs, "ValidatingAdmissionPolicy")
     binding = one(docs, "ValidatingAdmissionPolicyBinding")
-    config_map = one(docs, "ConfigMap")
-    assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
     assert policy["spec"]["failurePolicy"] == "Fail"
+    assert "paramKind" not in policy["spec"]  # no parameter lookup that could fail (kubernetes#133827)
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
-    assert binding["spec"]["paramRef"] == {
-        "name": config_map["metadata"]["name"],
-        "namespace": "mserve-system",
-        "parameterNotFoundAction": "Deny",
-    }
     (selector,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
     assert selector["values"] == ["team-a", "team-b"]
 
@@ -74,7 +69,7 @@ def test_admission_policy_reads_its_parameter_and_binds_to_watched_namespaces(tm
 def test_admission_policy_can_be_left_out(tmp_path: Path) -> None:
     docs = render(tmp_path, {"admission": {"imagePolicy": {"enabled": False}}})
     assert not by_kind(docs, "ValidatingAdmissionPolicy")
-    assert not by_kind(docs, "ConfigMap")
+    assert not by_kind(docs, "ValidatingAdmissionPolicyBinding")
 
 
 def test_limits_and_egress_values_reach_the_operator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
