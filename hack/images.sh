@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build mserve's images on the local base image and (optionally) load them into a cluster.
 #
-#   hack/images.sh build [COMPONENT...]   runtime optimizer operator s3 (the local S3 store); runtime-gpu on request
+#   hack/images.sh build [COMPONENT...]   runtime optimizer operator s3 (the local store: MinIO); runtime-gpu on request
 #   hack/images.sh load  [COMPONENT|IMAGE...]  into the cluster: this machine's containerd, or kind
 #   hack/images.sh names                  print "component image" lines
 #   hack/images.sh sizes                  print each built image's size
@@ -14,6 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VERSION="${MSERVE_VERSION:-$(awk -F'"' '/^appVersion:/ { print $2 }' charts/mserve/Chart.yaml)}"
 BASE_IMAGE="${BASE_IMAGE:-mserve/debian-base:bookworm}"
 DEFAULT_COMPONENTS=(runtime optimizer operator s3)
+# shellcheck disable=SC1091  # MINIO_VERSION, CONTAINERD_VERSION
+source hack/versions.env
 
 log() { printf '[images %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -29,15 +31,29 @@ dockerfile() {
 }
 
 image() { if [[ "$1" == s3 ]]; then echo "mserve-s3:dev"; else echo "mserve-$1:${VERSION}"; fi; }
-context() { if [[ "$1" == s3 ]]; then echo hack/s3-store; else echo .; fi; }
+context() { if [[ "$1" == s3 ]]; then s3_context; else echo .; fi; }
+
+# The store's context: MinIO's static binary (hack/build.sh minio, cached) and its Dockerfile,
+# staged in the cache so the build context is two files, not the whole bin cache.
+s3_context() {
+  bash hack/build.sh minio >&2
+  local ctx="${MSERVE_CACHE:-$HOME/.cache/mserve}/images/s3-context"
+  mkdir -p "${ctx}"
+  cp -f hack/s3-store/Dockerfile "${ctx}/Dockerfile"
+  ln -f "${MSERVE_CACHE:-$HOME/.cache/mserve}/bin/minio-${MINIO_VERSION}" "${ctx}/minio" 2>/dev/null \
+    || cp -f "${MSERVE_CACHE:-$HOME/.cache/mserve}/bin/minio-${MINIO_VERSION}" "${ctx}/minio"
+  echo "${ctx}"
+}
 
 cmd_build() {
   local components=("${@:-${DEFAULT_COMPONENTS[@]}}") c
   bash hack/image.sh base
   for c in "${components[@]}"; do
     log "building $(image "${c}") from $(dockerfile "${c}")"
-    bash hack/image.sh build "$(image "${c}")" "$(dockerfile "${c}")" "$(context "${c}")" \
-      --build-arg "BASE_IMAGE=${BASE_IMAGE}" --build-arg "VERSION=${VERSION}"
+    local ctx file args=(--build-arg "BASE_IMAGE=${BASE_IMAGE}" --build-arg "VERSION=${VERSION}")
+    ctx="$(context "${c}")" file="$(dockerfile "${c}")"
+    if [[ "${c}" == s3 ]]; then file="${ctx}/Dockerfile" args+=(--build-arg "MINIO_VERSION=${MINIO_VERSION}"); fi
+    bash hack/image.sh build "$(image "${c}")" "${file}" "${ctx}" "${args[@]}"
   done
   # Each rebuild leaves the previous image untagged (the optimizer's is 3.7 GB): drop ours,
   # or a day of edits fills the disk and the kubelet evicts pods for disk pressure.
@@ -47,7 +63,6 @@ cmd_build() {
 
 # This machine's containerd (hack/cluster.sh): skip an import when containerd already has the
 # image under its name and a stamp says it is the same Docker image (a gigabyte import is a minute).
-source hack/versions.env
 CTR="${MSERVE_CACHE:-$HOME/.cache/mserve}/bin/ctr-${CONTAINERD_VERSION}"
 CONTAINERD_SOCK="/run/mserve/containerd/containerd.sock"
 STAMPS="${MSERVE_CACHE:-$HOME/.cache/mserve}/images/loaded"
