@@ -2,6 +2,7 @@
 
     hack/store-tenant.py NAMESPACE --endpoint http://127.0.0.1:9000 [--read s3://models/shared/]
     hack/store-tenant.py NAMESPACE --endpoint http://127.0.0.1:9000 --delete
+    hack/store-tenant.py NAMESPACE --print-policy      (the IAM policy, for any S3 store; changes nothing)
 
 Makes (or updates) in MinIO the user and the policy `<namespace>.<secret>`: read and write under
 `<store>/<namespace>/` (listing only below that prefix), read-only under each --read URI, nothing
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import re
 import secrets
@@ -229,19 +231,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-only", action="store_true", help="no write access to <store>/<namespace>/")
     parser.add_argument("--rotate", action="store_true", help="new keys even if the Secret holds some")
     parser.add_argument("--delete", action="store_true", help="remove the user, its policy and the Secret")
+    parser.add_argument(
+        "--print-policy", action="store_true", help="print the IAM policy JSON; change nothing"
+    )
     parser.add_argument("--root-secret", default="mserve-system/mserve-s3-root", metavar="NAMESPACE/NAME")
     args = parser.parse_args(argv)
     try:
         namespace = check_namespace(args.namespace)
         if not SECRET_NAME.match(args.secret):
             raise TenantError(f"--secret {args.secret!r} is not a Kubernetes Secret name")
-        if not args.endpoint:
-            raise TenantError("--endpoint (or $MSERVE_STORE_ENDPOINT) is required")
         store_prefix = parse_prefix(args.store, "--store")
         writes = [] if args.read_only else [Prefix(store_prefix.bucket, f"{store_prefix.key}{namespace}/")]
         reads = [parse_prefix(uri, "--read") for uri in args.read]
         if not writes and not reads:
             raise TenantError("--read-only with no --read grants nothing")
+        if args.print_policy:
+            print(json.dumps(tenant_policy(writes, reads), indent=2))
+            return 0
+        if not args.endpoint:
+            raise TenantError("--endpoint (or $MSERVE_STORE_ENDPOINT) is required")
         api = core_api()
         store = connect(args.endpoint, *root_credentials(api, args.root_secret))
         if args.delete:

@@ -1,11 +1,13 @@
-"""Fixtures for the e2e tier: the chart installed on the cluster in $KUBECONFIG, an S3 store,
-the digits model trained and uploaded, and one restricted namespace per test.
+"""Fixtures for the e2e tier: the chart installed on the cluster in $KUBECONFIG, the artifact
+store (MinIO, which enforces keys), the digits model trained and uploaded, and one restricted
+namespace per test with its own store keys (hack/store-tenant.py).
 
 `make test-e2e` builds and loads the images first (hack/images.sh), then runs this tier.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -20,10 +22,14 @@ from e2e_kube import CHART, ROOT, Cluster, dump_namespace, wait_until
 
 SYSTEM_NS = "mserve-system"
 RELEASE = "mserve"
+# Each namespace gets two key pairs the store tells apart: the sources' (read-only on models/, as
+# e2e_models.modelservice names them) and its own store keys (read/write under its prefix only).
 S3_SECRET = "s3-creds"
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "mserve", "AWS_SECRET_ACCESS_KEY": "mserve-secret"}
+STORE_SECRET = "mserve-store"
+ROOT_SECRET = "mserve-s3-root"
 S3_ENDPOINT = f"http://mserve-s3.{SYSTEM_NS}.svc:9000"
 MODEL_BUCKET = "models"
+ARTIFACT_BUCKET = "mserve-artifacts"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -84,32 +90,69 @@ def port_forward(cluster: Cluster, namespace: str, service: str, port: int) -> F
 
 @pytest.fixture(scope="session")
 def s3_store(cluster: Cluster) -> Iterator[str]:
-    """The in-cluster S3 store (moto); yields an endpoint URL the host can reach."""
-    cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
-    cluster.kubectl("apply", "-f", str(ROOT / "hack" / "s3-store" / "s3-store.yaml"))
-    cluster.kubectl(
-        "-n", SYSTEM_NS, "rollout", "status", "deployment/mserve-s3", "--timeout=180s", timeout=200
-    )
+    """The in-cluster store (MinIO, hack/s3-store/deploy.sh); yields an endpoint URL the host can reach."""
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "KUBECTL": cluster.kubectl_binary}
+    deploy = subprocess.run(
+        ["bash", str(ROOT / "hack" / "s3-store" / "deploy.sh")],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    if deploy.returncode != 0:
+        pytest.fail(f"hack/s3-store/deploy.sh failed:\n{deploy.stdout}\n{deploy.stderr}")
     forward = port_forward(cluster, SYSTEM_NS, "mserve-s3", 9000)
     yield forward.url
     forward.process.terminate()
 
 
-@pytest.fixture(scope="session")
-def s3_client(s3_store: str):
-    import boto3
+def secret_data(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    secret = cluster.get("-n", namespace, "secret", name)
+    return {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
 
-    client = boto3.client(
+
+def s3_client_with(endpoint: str, access_key: str, secret_key: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
         "s3",
-        endpoint_url=s3_store,
+        endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
     )
+
+
+@pytest.fixture(scope="session")
+def s3_client(cluster: Cluster, s3_store: str):
+    """The store's admin (root keys): makes the buckets and uploads the models users name."""
+    root = secret_data(cluster, SYSTEM_NS, ROOT_SECRET)
+    client = s3_client_with(s3_store, root["MINIO_ROOT_USER"], root["MINIO_ROOT_PASSWORD"])
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    for bucket in {MODEL_BUCKET, "mserve-artifacts"} - existing:
+    for bucket in {MODEL_BUCKET, ARTIFACT_BUCKET} - existing:
         client.create_bucket(Bucket=bucket)
     return client
+
+
+def store_tenant(cluster: Cluster, endpoint: str, namespace: str, *args: str) -> subprocess.CompletedProcess:
+    """hack/store-tenant.py as an admin runs it; the caller checks the outcome."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "store-tenant.py"), namespace, "--endpoint", endpoint, *args],
+        env={**os.environ, "KUBECONFIG": cluster.kubeconfig},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def give_store_keys(cluster: Cluster, endpoint: str, namespace: str) -> None:
+    """The namespace's own store keys (Secret mserve-store) and read-only keys for models/ (s3-creds)."""
+    for args in ((), ("--secret", S3_SECRET, "--read-only", "--read", f"s3://{MODEL_BUCKET}/")):
+        result = store_tenant(cluster, endpoint, namespace, *args)
+        if result.returncode != 0:
+            raise AssertionError(f"store-tenant.py {namespace} {' '.join(args)}: {result.stderr}")
+
+
+def take_store_keys(cluster: Cluster, endpoint: str, namespace: str) -> None:
+    for secret in (STORE_SECRET, S3_SECRET):
+        store_tenant(cluster, endpoint, namespace, "--secret", secret, "--delete")
 
 
 def helm_install(cluster: Cluster, *extra: str) -> None:
@@ -120,7 +163,7 @@ def helm_install(cluster: Cluster, *extra: str) -> None:
         "--timeout", "5m",
         "--set", "artifactStore.uri=s3://mserve-artifacts/",
         "--set", f"artifactStore.s3.endpoint={S3_ENDPOINT}",
-        "--set", f"artifactStore.s3.credentialsSecret={S3_SECRET}",
+        "--set", f"artifactStore.s3.credentialsSecret={STORE_SECRET}",
         *extra,
     )  # fmt: skip
 
@@ -177,8 +220,8 @@ def show_evidence(request: pytest.FixtureRequest, text: str) -> None:
         print(f"\n===== evidence ({folder}) =====\n{text}")
 
 
-def create_namespace(cluster: Cluster, name: str) -> str:
-    """A namespace that enforces the restricted Pod Security Standard, with the S3 credentials."""
+def create_namespace(cluster: Cluster, name: str, store: str) -> str:
+    """A namespace that enforces the restricted Pod Security Standard, with its own store keys."""
     cluster.apply(
         {
             "apiVersion": "v1",
@@ -193,13 +236,13 @@ def create_namespace(cluster: Cluster, name: str) -> str:
             },
         }
     )
-    literals = [f"--from-literal={key}={value}" for key, value in S3_KEYS.items()]
-    cluster.kubectl("-n", name, "create", "secret", "generic", S3_SECRET, *literals)
+    give_store_keys(cluster, store, name)
     return name
 
 
-def delete_namespace(cluster: Cluster, name: str) -> None:
+def delete_namespace(cluster: Cluster, name: str, store: str) -> None:
     cluster.kubectl("delete", "msvc", "--all", "-n", name, "--wait=false", check=False)
+    take_store_keys(cluster, store, name)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -209,21 +252,21 @@ def namespace_name(node_name: str) -> str:
 
 
 @pytest.fixture
-def namespace(mserve: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(mserve: Cluster, s3_store: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh restricted namespace for one test; on failure its evidence is printed."""
-    name = create_namespace(mserve, namespace_name(request.node.name))
+    name = create_namespace(mserve, namespace_name(request.node.name), s3_store)
     yield name
     if _failed(request):
         show_evidence(request, dump_namespace(mserve, name))
-    delete_namespace(mserve, name)
+    delete_namespace(mserve, name, s3_store)
 
 
 @pytest.fixture(scope="module")
-def module_namespace(mserve: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def module_namespace(mserve: Cluster, s3_store: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """One restricted namespace shared by a module's tests (one ModelService, several checks)."""
     failures_before = request.session.testsfailed
-    name = create_namespace(mserve, namespace_name(Path(request.node.name).name))
+    name = create_namespace(mserve, namespace_name(Path(request.node.name).name), s3_store)
     yield name
     if request.session.testsfailed > failures_before:
         show_evidence(request, dump_namespace(mserve, name))
-    delete_namespace(mserve, name)
+    delete_namespace(mserve, name, s3_store)
