@@ -24,6 +24,9 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import ConfigException
 from minio import Minio, MinioAdmin
 from minio.credentials import StaticProvider
 from minio.error import MinioAdminException, S3Error
@@ -121,10 +124,15 @@ class Store:
     s3: Minio
 
 
-def connect(endpoint: str, root_user: str, root_password: str) -> Store:
+def check_endpoint(endpoint: str) -> str:
     parsed = urlparse(endpoint)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path.strip("/"):
         raise TenantError(f"--endpoint {endpoint!r} is not an http(s)://host:port URL")
+    return endpoint
+
+
+def connect(endpoint: str, root_user: str, root_password: str) -> Store:
+    parsed = urlparse(check_endpoint(endpoint))
     secure = parsed.scheme == "https"
     provider = StaticProvider(root_user, root_password)
     return Store(
@@ -141,8 +149,6 @@ def core_api():
 
 
 def read_secret(api, namespace: str, name: str) -> dict[str, str] | None:
-    from kubernetes.client.exceptions import ApiException
-
     try:
         secret = api.read_namespaced_secret(name, namespace)
     except ApiException as exc:
@@ -200,8 +206,6 @@ def grant(
 
 def revoke(store: Store, api, namespace: str, secret: str) -> None:
     """Remove the user, its policy and the Secret; each may already be gone."""
-    from kubernetes.client.exceptions import ApiException
-
     name = identity(namespace, secret)
     for remove in (lambda: store.admin.user_remove(name), lambda: store.admin.policy_remove(name)):
         try:
@@ -250,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.endpoint:
             raise TenantError("--endpoint (or $MSERVE_STORE_ENDPOINT) is required")
+        check_endpoint(args.endpoint)
         api = core_api()
         store = connect(args.endpoint, *root_credentials(api, args.root_secret))
         if args.delete:
@@ -262,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (MinioAdminException, S3Error) as exc:
         print(f"store-tenant: the store refused: {exc}", file=sys.stderr)
+        return 1
+    except (ApiException, ConfigException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        print(
+            f"store-tenant: the cluster refused: {reason} {getattr(exc, 'body', '') or ''}", file=sys.stderr
+        )
+        return 1
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
+        print(f"store-tenant: cannot reach {args.endpoint or 'the cluster'}: {exc}", file=sys.stderr)
         return 1
     scopes = [f"rw {p.uri}" for p in writes] + [f"ro {p.uri}" for p in reads]
     print(f"{name}: {', '.join(scopes)} -> Secret {namespace}/{args.secret}")

@@ -48,6 +48,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["team-a", "--endpoint", "http://127.0.0.1:9", "--secret", "Bad/Name"], "--secret 'Bad/Name'"),
         (["team-a", "--endpoint", "http://127.0.0.1:9", "--read-only"], "--read-only with no --read"),
         (["team-a"], "--endpoint"),
+        (["team-a", "--endpoint", "ftp://127.0.0.1:9"], "--endpoint 'ftp://127.0.0.1:9'"),
     ],
 )
 def test_careless_input_is_refused_naming_it(args: list[str], named: str) -> None:
