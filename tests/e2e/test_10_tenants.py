@@ -29,7 +29,7 @@ from conftest import (
     store_tenant,
 )
 from e2e_kube import Cluster
-from e2e_models import infer_http, modelservice, original_logits, service_url, wait_for_phase
+from e2e_models import condition, infer_http, modelservice, original_logits, service_url, wait_for_phase
 
 NAME = "digits-tenant"
 
@@ -192,7 +192,7 @@ def test_other_namespace_cannot_source_the_tenant_artifact(
     del manifest["spec"]["model"]["credentialsSecret"]
     mserve.apply(manifest, b.namespace)
     failed = wait_for_phase(mserve, b.namespace, "stolen", "Failed", timeout=600)
-    message = failed["status"].get("message", "")
+    message = failed["status"].get("message", "") + " | " + condition(failed, "Optimized").get("message", "")
     assert stolen in message, message
     assert re.search(r"access denied|AccessDenied|no S3 credentials", message, re.IGNORECASE), message
     # never read, never served: no runtime Deployment in B
