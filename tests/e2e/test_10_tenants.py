@@ -166,7 +166,8 @@ def served_a(mserve: Cluster, s3_store: str, tenants: tuple[Tenant, Tenant], dig
     a, _ = tenants
     key = f"{a.namespace}/sources/digits/model.onnx"
     client_of(s3_store, a.keys).upload_file(str(digits.folder / "model.onnx"), ARTIFACT_BUCKET, key)
-    manifest = modelservice(NAME, f"s3://{ARTIFACT_BUCKET}/{key}", quantize="none")
+    # quantized, so the optimizer writes an artifact (an ONNX source with quantize none is served as is)
+    manifest = modelservice(NAME, f"s3://{ARTIFACT_BUCKET}/{key}", quantize="dynamic-int8")
     manifest["spec"]["model"]["credentialsSecret"] = STORE_SECRET
     mserve.apply(manifest, a.namespace)
     return wait_for_phase(mserve, a.namespace, NAME, "Ready", timeout=900)
@@ -178,9 +179,10 @@ def test_tenant_modelservice_is_ready_and_serves(
     a, _ = tenants
     artifact = served_a["status"]["artifact"]["uri"]
     assert artifact.startswith(f"s3://{ARTIFACT_BUCKET}/{a.namespace}/{NAME}/"), artifact
-    x = np.load(digits.samples)["x"][:8]
+    x = np.load(digits.samples)["x"][:32]
     answer = infer_http(service_url(mserve, a.namespace, NAME), NAME, x)
-    assert (answer.argmax(1) == original_logits(str(digits.folder / "model.onnx"), x).argmax(1)).all()
+    original = original_logits(str(digits.folder / "model.onnx"), x)
+    assert (answer.argmax(1) == original.argmax(1)).mean() >= 0.95
 
 
 def test_other_namespace_cannot_source_the_tenant_artifact(
@@ -188,7 +190,8 @@ def test_other_namespace_cannot_source_the_tenant_artifact(
 ) -> None:
     _, b = tenants
     stolen = served_a["status"]["artifact"]["uri"]
-    manifest = modelservice("stolen", stolen, quantize="none")
+    # quantized, so B's optimizer Job (which holds B's store keys) is what tries to read it
+    manifest = modelservice("stolen", stolen, quantize="dynamic-int8")
     del manifest["spec"]["model"]["credentialsSecret"]
     mserve.apply(manifest, b.namespace)
     failed = wait_for_phase(mserve, b.namespace, "stolen", "Failed", timeout=600)
