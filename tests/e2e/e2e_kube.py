@@ -7,7 +7,10 @@ evidence: the ModelService, events, pods' describe output and logs.
 from __future__ import annotations
 
 import subprocess
+import uuid
 from functools import partial
+
+import pytest
 
 from tests.support import kubectl, polling
 from tests.support.cluster_access import REPO
@@ -45,3 +48,13 @@ def dump_namespace(cluster: Cluster, namespace: str) -> str:
     return kubectl.dump_namespace(
         cluster, namespace, kinds="all,hpa,pdb,jobs", yaml_kinds="msvc", log_lines=80
     )
+
+
+def show_evidence(request: pytest.FixtureRequest, text: str) -> None:
+    """Print past pytest's capture (a module fixture's teardown output would be lost) and keep a copy."""
+    folder = ROOT / "out" / "e2e-evidence"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{uuid.uuid4().hex[:8]}.txt").write_text(text)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n===== evidence ({folder}) =====\n{text}")
