@@ -30,6 +30,7 @@ from kubernetes.config import ConfigException
 from minio import Minio, MinioAdmin
 from minio.credentials import StaticProvider
 from minio.error import MinioAdminException, S3Error
+from mserve_runtime.storage_s3 import S3Location
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -49,20 +50,9 @@ class TenantError(ValueError):
     """A value the admin gave that cannot work; the message names it."""
 
 
-@dataclass(frozen=True)
-class Prefix:
-    """A folder in a bucket: `key` is empty (the whole bucket) or ends with '/'."""
-
-    bucket: str
-    key: str
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-def parse_prefix(uri: str, what: str) -> Prefix:
-    """s3://bucket[/folder/] -> Prefix; a key without a trailing '/' is taken as a folder."""
+def parse_prefix(uri: str, what: str) -> S3Location:
+    """s3://bucket[/folder/] -> that folder: its key is empty (the whole bucket) or ends with '/';
+    a key without a trailing '/' is taken as a folder."""
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not BUCKET.match(parsed.netloc or ""):
         raise TenantError(f"{what} {uri!r} is not s3://<bucket>/[prefix/] with a valid bucket name")
@@ -71,7 +61,7 @@ def parse_prefix(uri: str, what: str) -> Prefix:
         key += "/"
     if any(part in ("", ".", "..") for part in key.split("/")[:-1]) or "*" in key or "?" in key:
         raise TenantError(f"{what} {uri!r}: empty, '.', '..' or wildcard path segments are not allowed")
-    return Prefix(parsed.netloc, key)
+    return S3Location(parsed.netloc, key)
 
 
 def check_namespace(namespace: str) -> str:
@@ -85,7 +75,7 @@ def identity(namespace: str, secret: str) -> str:
     return f"{namespace}.{secret}"
 
 
-def tenant_policy(writes: list[Prefix], reads: list[Prefix]) -> dict:
+def tenant_policy(writes: list[S3Location], reads: list[S3Location]) -> dict:
     """An IAM policy: objects under `writes` read/write, under `reads` read-only, listing only
     below those prefixes (never the bucket root, unless a whole bucket is granted)."""
     statements: list[dict] = []
@@ -186,7 +176,13 @@ def write_secret(api, namespace: str, name: str, keys: dict[str, str]) -> None:
 
 
 def grant(
-    store: Store, api, namespace: str, secret: str, writes: list[Prefix], reads: list[Prefix], rotate: bool
+    store: Store,
+    api,
+    namespace: str,
+    secret: str,
+    writes: list[S3Location],
+    reads: list[S3Location],
+    rotate: bool,
 ) -> str:
     """Create or update the namespace's user and policy and its Secret; returns the access key."""
     name = identity(namespace, secret)
@@ -245,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         if not SECRET_NAME.match(args.secret):
             raise TenantError(f"--secret {args.secret!r} is not a Kubernetes Secret name")
         store_prefix = parse_prefix(args.store, "--store")
-        writes = [] if args.read_only else [Prefix(store_prefix.bucket, f"{store_prefix.key}{namespace}/")]
+        own = S3Location(store_prefix.bucket, f"{store_prefix.key}{namespace}/")
+        writes = [] if args.read_only else [own]
         reads = [parse_prefix(uri, "--read") for uri in args.read]
         if not writes and not reads:
             raise TenantError("--read-only with no --read grants nothing")

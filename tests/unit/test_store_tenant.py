@@ -60,7 +60,7 @@ def test_careless_input_is_refused_naming_it(args: list[str], named: str) -> Non
 
 def test_policy_grants_the_namespace_prefix_and_listing_below_it_only() -> None:
     tool = load_tool()
-    own = tool.Prefix("mserve-artifacts", "team-a/")
+    own = tool.S3Location("mserve-artifacts", "team-a/")
     policy = tool.tenant_policy([own], [tool.parse_prefix("s3://models/team-a", "--read")])
     statements = policy["Statement"]
     objects = {
