@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from functools import partial
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +20,8 @@ ROOT = REPO
 CHART = ROOT / "charts" / "mserve"
 SYSTEM_NS = "mserve-system"
 RELEASE = "mserve"
+
+T = TypeVar("T")
 
 
 class Cluster(kubectl.Kubectl):
@@ -35,13 +38,12 @@ class Cluster(kubectl.Kubectl):
         return self.run(*args, stdin=stdin, check=False, timeout=timeout)
 
 
-# Rollouts, Jobs and autoscaling take minutes: a slower pace and a longer default deadline.
-wait_until = partial(
-    polling.wait_until,
-    timeout=300,
-    interval=2.0,
-    transient=(kubectl.CommandError, subprocess.TimeoutExpired),
-)
+def wait_until(what: str, condition: Callable[[], T], timeout: float = 300, interval: float = 2.0) -> T:
+    """tests.support.polling.wait_until at the e2e pace: rollouts, Jobs and autoscaling take minutes,
+    and a kubectl that fails or hangs once is "not yet". (A functools.partial binding `timeout` by
+    keyword would refuse a timeout passed by position.)"""
+    transient = (kubectl.CommandError, subprocess.TimeoutExpired)
+    return polling.wait_until(what, condition, timeout, interval, transient)
 
 
 def dump_namespace(cluster: Cluster, namespace: str) -> str:
