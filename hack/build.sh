@@ -6,6 +6,7 @@
 #   hack/build.sh node            kube-scheduler, kubelet, kube-proxy, containerd (+shim, ctr)
 #   hack/build.sh addons          coredns, metrics-server, pause
 #   hack/build.sh helm
+#   hack/build.sh minio           the in-cluster artifact store (server only, not `mc`)
 #   hack/build.sh all             everything above
 #   hack/build.sh vegeta          open-loop HTTP load generator (benchmarks only; not in `all`)
 #
@@ -135,6 +136,18 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm:helm"
 }
 
+# MinIO publishes no tagged module versions: versions.env pins a pseudo-version, whose timestamp
+# and commit become MinIO's own version strings (as its buildscripts/gen-ldflags.go makes them).
+build_minio() {
+  pinned "${HACK_DIR}/build/minio" github.com/minio/minio "${MINIO_VERSION}"
+  local stamp="${MINIO_VERSION#v0.0.0-}" commit="${MINIO_VERSION##*-}" p=github.com/minio/minio/cmd
+  stamp="${stamp%%-*}"
+  local day="${stamp:0:4}-${stamp:4:2}-${stamp:6:2}" hh="${stamp:8:2}" mm="${stamp:10:2}" ss="${stamp:12:2}"
+  go_build "${HACK_DIR}/build/minio" "${MINIO_VERSION}" \
+    "-X ${p}.Version=${day}T${hh}:${mm}:${ss}Z -X ${p}.ReleaseTag=DEVELOPMENT.${day}T${hh}-${mm}-${ss}Z -X ${p}.CopyrightYear=${stamp:0:4} -X ${p}.CommitID=${commit} -X ${p}.ShortCommitID=${commit}" \
+    "kqueue" "github.com/minio/minio:minio"
+}
+
 build_vegeta() {
   pinned "${HACK_DIR}/build/vegeta" github.com/tsenart/vegeta/v12 "${VEGETA_VERSION}"
   go_build "${HACK_DIR}/build/vegeta" "${VEGETA_VERSION}" \
@@ -150,8 +163,9 @@ main() {
       node) build_k8s kube-scheduler kubelet kube-proxy; build_containerd ;;
       addons) build_pause; build_coredns; build_metrics_server ;;
       helm) build_helm ;;
+      minio) build_minio ;;
+      all) main control-plane node addons helm minio ;;
       vegeta) build_vegeta ;;
-      all) main control-plane node addons helm ;;
       *) echo "unknown target ${target}" >&2; exit 2 ;;
     esac
   done

@@ -28,7 +28,8 @@ echo "==> helm uninstall mserve"
 "${HELM}" uninstall mserve -n "${NS}" --wait --timeout 2m 2>/dev/null || echo "   (not installed)"
 echo "==> S3 store, credentials, namespace"
 kubectl delete -f hack/s3-store/s3-store.yaml --ignore-not-found --wait --timeout=60s
-kubectl -n "${APP_NS}" delete secret s3-creds --ignore-not-found
+kubectl -n "${APP_NS}" delete secret s3-creds mserve-store --ignore-not-found
+kubectl -n mserve-system delete secret mserve-s3-root --ignore-not-found
 kubectl delete namespace "${NS}" --ignore-not-found --wait --timeout=120s
 echo "==> CRDs (helm keeps them on uninstall; make down removes them)"
 kubectl delete -f charts/mserve/crds/ --ignore-not-found --wait --timeout=60s

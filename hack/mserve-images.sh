@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mserve's own images: build them on the local base image, load them into a cluster.
 #
-#   hack/mserve-images.sh build [COMPONENT...]   runtime optimizer operator s3 (the local S3 store); runtime-gpu on request
+#   hack/mserve-images.sh build [COMPONENT...]   runtime optimizer operator s3 (the local store: MinIO); runtime-gpu on request
 #   hack/mserve-images.sh load  [COMPONENT|IMAGE...]  into the cluster: this machine's containerd, or kind
 #   hack/mserve-images.sh names                  print "component image" lines
 #   hack/mserve-images.sh sizes                  print each built image's size
@@ -34,7 +34,18 @@ dockerfile() {
 }
 
 image() { if [[ "$1" == s3 ]]; then echo "mserve-s3:dev"; else echo "mserve-$1:${VERSION}"; fi; }
-context() { if [[ "$1" == s3 ]]; then echo hack/s3-store; else echo .; fi; }
+
+# The store's context: MinIO's static binary (hack/build.sh minio, cached) and its Dockerfile,
+# staged in the cache so the build context is two files, not the whole bin cache.
+s3_context() {
+  bash hack/build.sh minio >&2
+  local ctx="${MSERVE_CACHE}/images/s3-context"
+  mkdir -p "${ctx}"
+  cp -f hack/s3-store/Dockerfile "${ctx}/Dockerfile"
+  ln -f "${BIN_DIR}/minio-${MINIO_VERSION}" "${ctx}/minio" 2>/dev/null \
+    || cp -f "${BIN_DIR}/minio-${MINIO_VERSION}" "${ctx}/minio"
+  echo "${ctx}"
+}
 
 build() { # NAME DOCKERFILE CONTEXT
   bash hack/docker-images.sh build "$@" --build-arg "VERSION=${VERSION}" \
@@ -51,10 +62,17 @@ cmd_build() {
     # The GPU image is the runtime image's venv with onnxruntime-gpu: the runtime comes first.
     if [[ "${c}" == runtime-gpu && " ${components[*]} " != *" runtime "* ]]; then
       log "building $(image runtime) from $(dockerfile runtime) (runtime-gpu starts from it)"
-      build "$(image runtime)" "$(dockerfile runtime)" "$(context runtime)"
+      build "$(image runtime)" "$(dockerfile runtime)" .
     fi
     log "building $(image "${c}") from $(dockerfile "${c}")"
-    build "$(image "${c}")" "$(dockerfile "${c}")" "$(context "${c}")"
+    if [[ "${c}" == s3 ]]; then
+      # MinIO's binary is staged with its Dockerfile: the context is those two files.
+      local ctx
+      ctx="$(s3_context)"
+      build "$(image s3)" "${ctx}/Dockerfile" "${ctx}" --build-arg "MINIO_VERSION=${MINIO_VERSION}"
+    else
+      build "$(image "${c}")" "$(dockerfile "${c}")" .
+    fi
   done
   # Each rebuild leaves the previous image untagged (the optimizer's is 3.7 GB): drop ours,
   # or a day of edits fills the disk and the kubelet evicts pods for disk pressure.

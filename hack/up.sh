@@ -3,7 +3,7 @@
 #
 #   1. a cluster: the one in $KUBECONFIG, else this machine's (hack/cluster.sh up)
 #   2. images: runtime, optimizer, operator and the S3 store, built and loaded
-#   3. an S3-compatible store in the cluster (moto's S3 server, hack/s3-store/)
+#   3. the artifact store in the cluster (MinIO, hack/s3-store/), the app namespace's own keys
 #   4. the Helm chart, pointed at that store
 #   5. the digits model trained here (examples/digits/train.py) and uploaded
 #   6. examples/digits.yaml applied; progress printed until Ready
@@ -53,16 +53,20 @@ bash hack/mserve-images.sh build >"${OUT}/images.log" 2>&1 || { tail -n 40 "${OU
 bash hack/mserve-images.sh load 2>&1 | sed 's/^/    /'
 bash hack/mserve-images.sh sizes
 
-# ------------------------------------------------------------------ 3. S3 store
-step "S3-compatible store (moto) in namespace ${NS}"
-kubectl get namespace "${NS}" >/dev/null 2>&1 || kubectl create namespace "${NS}"
-kubectl apply -f hack/s3-store/s3-store.yaml
-kubectl -n "${NS}" rollout status deployment/mserve-s3 --timeout=180s
-S3_ENDPOINT="http://mserve-s3.${NS}.svc:9000"
-# Pods read the store's credentials from this Secret (moto accepts any).
-kubectl -n "${APP_NS}" create secret generic s3-creds \
-  --from-literal=AWS_ACCESS_KEY_ID=mserve --from-literal=AWS_SECRET_ACCESS_KEY=mserve-secret \
-  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# ------------------------------------------------------------------ 3. the store
+step "artifact store (MinIO, enforces keys) in namespace mserve-system; keys for ${APP_NS}"
+bash hack/s3-store/deploy.sh
+S3_ENDPOINT="http://mserve-s3.mserve-system.svc:9000"
+port="$("${PYTHON}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+kubectl -n mserve-system port-forward svc/mserve-s3 "${port}:9000" >"${OUT}/port-forward.log" 2>&1 &
+forward=$!
+trap 'kill ${forward} 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && break; sleep 0.2; done
+export MSERVE_STORE_ENDPOINT="http://127.0.0.1:${port}"
+# The namespace's own keys (Secret mserve-store): read/write s3://mserve-artifacts/${APP_NS}/ only.
+"${PYTHON}" hack/store-tenant.py "${APP_NS}"
+# Read-only keys for the model's source (Secret s3-creds, as examples/digits.yaml names it).
+"${PYTHON}" hack/store-tenant.py "${APP_NS}" --secret s3-creds --read-only --read s3://models/digits/
 
 # ------------------------------------------------------------------ 4. the chart
 step "helm upgrade --install ${RELEASE} charts/mserve -n ${NS}"
@@ -70,7 +74,7 @@ step "helm upgrade --install ${RELEASE} charts/mserve -n ${NS}"
 "${HELM}" upgrade --install "${RELEASE}" charts/mserve -n "${NS}" --wait --timeout 5m --take-ownership \
   --set artifactStore.uri=s3://mserve-artifacts/ \
   --set artifactStore.s3.endpoint="${S3_ENDPOINT}" \
-  --set artifactStore.s3.credentialsSecret=s3-creds \
+  --set artifactStore.s3.credentialsSecret=mserve-store \
   --set-string "operator.podAnnotations.mserve\.io/image-id=$(docker image inspect -f '{{.Id}}' mserve-operator:"$(awk -F'"' '/^appVersion:/ { print $2 }' charts/mserve/Chart.yaml)" | cut -c8-19)"
 kubectl -n "${NS}" rollout status deployment/"${RELEASE}-operator" --timeout=180s
 
@@ -80,14 +84,10 @@ step "digits model: train (cached in ${OUT}) and upload"
 MODEL_URI="$(awk '/uri:/ { print $2; exit }' examples/digits.yaml)"
 MODEL_FILE="${OUT}/$(basename "${MODEL_URI}")"
 [[ -f "${MODEL_FILE}" ]] || die "examples/digits.yaml wants ${MODEL_URI}; train.py wrote no ${MODEL_FILE}"
-port="$("${PYTHON}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-kubectl -n "${NS}" port-forward svc/mserve-s3 "${port}:9000" >"${OUT}/port-forward.log" 2>&1 &
-forward=$!
-trap 'kill ${forward} 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && break; sleep 0.2; done
-AWS_ACCESS_KEY_ID=mserve AWS_SECRET_ACCESS_KEY=mserve-secret \
-  "${PYTHON}" hack/s3-store/upload.py "${MODEL_FILE}" "${MODEL_URI}" \
-  --endpoint "http://127.0.0.1:${port}" --bucket mserve-artifacts
+# The admin uploads with the store's root keys; tenants' keys cannot write to models/.
+root() { kubectl -n mserve-system get secret mserve-s3-root -o "jsonpath={.data.$1}" | base64 -d; }
+AWS_ACCESS_KEY_ID="$(root MINIO_ROOT_USER)" AWS_SECRET_ACCESS_KEY="$(root MINIO_ROOT_PASSWORD)" \
+  "${PYTHON}" hack/s3-store/upload.py "${MODEL_FILE}" "${MODEL_URI}" --endpoint "${MSERVE_STORE_ENDPOINT}"
 kill "${forward}" 2>/dev/null || true
 
 # ------------------------------------------------------------------ 6. the ModelService

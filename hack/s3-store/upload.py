@@ -2,7 +2,8 @@
 
     python hack/s3-store/upload.py FILE s3://bucket/key --endpoint http://127.0.0.1:9000
 
-Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (any values for moto).
+Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: the store's root keys (hack/up.sh
+reads them from the Secret mserve-system/mserve-s3-root), or keys whose policy allows the write.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ class Reason:
     JOB_FAILED = "JobFailed"
     REPORT_UNREADABLE = "ReportUnreadable"
     INVALID_SPEC = "InvalidSpec"
+    IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+    UNTRUSTED_ARTIFACT = "UntrustedArtifact"
+    # Optimized or Deployed: an object the operator would write belongs to someone else.
+    CONFLICT = "Conflict"
     # Deployed
     WAITING_FOR_ARTIFACT = "WaitingForArtifact"
     ROLLING_OUT = "RollingOut"
@@ -49,12 +53,16 @@ TERMINAL_OPTIMIZATION_FAILURES = frozenset(
         Reason.JOB_FAILED,
         Reason.REPORT_UNREADABLE,
         Reason.INVALID_SPEC,
+        Reason.UNTRUSTED_ARTIFACT,
     }
 )
 
 # Reasons that mean something is wrong (Warning events), not merely "not yet": those, and
-# the rollout's and the pods' troubles.
+# refusals (an image outside the allowlist, an object owned by someone else), the rollout's and
+# the pods' troubles.
 FAILURE_REASONS = TERMINAL_OPTIMIZATION_FAILURES | {
+    Reason.IMAGE_NOT_ALLOWED,
+    Reason.CONFLICT,
     Reason.PROGRESS_DEADLINE_EXCEEDED,
     Reason.UNSCHEDULABLE,
     Reason.IMAGE_PULL_ERROR,

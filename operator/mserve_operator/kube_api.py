@@ -24,6 +24,7 @@ PLURALS = {
     ("v1", "Pod"): "pods",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     (f"{API_GROUP}/{API_VERSION}", "ModelService"): PLURAL,
 }
 
@@ -94,9 +95,15 @@ class KubeApi:
         )
         return result.get("items") or []
 
-    def apply(self, manifest: dict) -> dict:
-        """Server-side apply; forcing reclaims fields someone else changed by hand (drift repair)."""
+    def apply(self, manifest: dict, *, uid: str = "") -> dict:
+        """Server-side apply; forcing reclaims fields someone else changed by hand (drift repair).
+
+        With `uid`, the apply succeeds only on that very object (the API server refuses to
+        change an object's uid): one replaced since it was read is never taken over.
+        """
         meta = manifest["metadata"]
+        if uid:
+            manifest = {**manifest, "metadata": {**meta, "uid": uid}}
         path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
         return self._call(
             "PATCH",
@@ -118,14 +125,13 @@ class KubeApi:
         existing = self.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
         return existing or {}, False
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """True when something was deleted; absent objects are fine."""
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, *, uid: str = "") -> bool:
+        """True when something was deleted; absent objects are fine. With `uid`, only that object."""
+        body: dict = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
         try:
-            self._call(
-                "DELETE",
-                resource_path(api_version, kind, namespace, name),
-                body={"propagationPolicy": "Background"},
-            )
+            self._call("DELETE", resource_path(api_version, kind, namespace, name), body=body)
             return True
         except ApiException as exc:
             if exc.status == 404:

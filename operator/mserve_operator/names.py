@@ -36,3 +36,7 @@ def labels(modelservice: str, component: str) -> dict[str, str]:
 
 def managed_selector() -> str:
     return f"app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+def egress_policy_name(modelservice: str) -> str:
+    return f"{modelservice}-optimizer-egress"

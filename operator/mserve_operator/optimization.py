@@ -6,6 +6,8 @@ for it again, even after the finished Job was deleted by its TTL or the operator
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass, field
 
 from mserve_operator import conditions, names
@@ -46,9 +48,42 @@ def _summary_record(summary) -> dict:
     return {k: v for k, v in figures.items() if v not in (None, "")}
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def untrusted_artifact(uri: str, sha256: str, prefix: str) -> str:
+    """Why an artifact the optimizer reported may not be served ('' when it may).
+
+    Only this ModelService's own prefix is trusted: anything else (another tenant's
+    artifact, a path that climbs out with '..') could have been planted by whoever else
+    holds keys to the store. The sha256 is required so that the runtime re-verifies it.
+    """
+    own = prefix.rstrip("/") + "/"
+    scheme, sep, path = uri.partition("://")
+    normal = f"{scheme}{sep}{posixpath.normpath(path)}" if sep and path else ""
+    if normal != uri or not uri.startswith(own) or len(uri) == len(own):
+        return (
+            f"the optimizer reported artifact {uri!r}, outside this ModelService's prefix {own}: "
+            "refusing to serve it"
+        )
+    if not _SHA256.match(sha256):
+        return (
+            f"the optimizer reported artifact {uri!r} without a valid sha256 ({sha256!r}): "
+            "refusing to serve it"
+        )
+    return ""
+
+
 def decide_optimization(
-    spec: ModelServiceSpec, name: str, spec_digest: str, status: dict, job: dict | None, job_pods: list[dict]
+    spec: ModelServiceSpec,
+    name: str,
+    spec_digest: str,
+    status: dict,
+    job: dict | None,
+    job_pods: list[dict],
+    artifact_prefix: str,
 ) -> OptimizationState:
+    """`artifact_prefix` is `<store>/<namespace>/<name>`: the only place an artifact is trusted from."""
     if spec.skips_optimization:
         artifact = Artifact(uri=spec.model.uri, sha256=spec.model.sha256.lower(), spec_digest=spec_digest)
         message = "ONNX source with quantize none and no pruning: served as it is"
@@ -76,6 +111,11 @@ def decide_optimization(
     artifact = None
     if outcome.state == "succeeded":
         summary = outcome.summary
+        refusal = untrusted_artifact(summary.artifact_uri, summary.artifact_sha256, artifact_prefix)
+        if refusal:
+            record.update(verdict="failed", message=refusal)
+            reason = Reason.UNTRUSTED_ARTIFACT
+            return OptimizationState(spec_digest, job_name, False, reason, refusal, None, record)
         artifact = Artifact(
             uri=summary.artifact_uri,
             sha256=summary.artifact_sha256,

@@ -19,14 +19,18 @@ from mserve_operator.builders import (
     build_deployment,
     build_hpa,
     build_job,
+    build_optimizer_egress_policy,
     build_pdb,
     build_service,
     service_url,
 )
 from mserve_operator.builders.pod import Owner
 from mserve_operator.builders.store import artifact_store
+from mserve_operator.conditions import Reason
+from mserve_operator.images import image_refusal
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.optimization import OptimizationState, decide_optimization
+from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec, parse_spec
 from mserve_operator.spec_digest import spec_digest
@@ -73,12 +77,19 @@ class Reconciler:
             message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
             observation = Observation(generation, None, None, None, invalid_spec=message)
             return self._report(body, status, observation, job_created=False)
+        refusal = image_refusal(spec, self.settings)
+        if refusal:
+            observation = Observation(
+                generation, None, None, None, invalid_spec=refusal, invalid_reason=Reason.IMAGE_NOT_ALLOWED
+            )
+            return self._report(body, status, observation, job_created=False)
 
         state, job_created = self._optimize(spec, owner, spec_digest(spec), status)
         served = state.artifact or Artifact.from_status(status.get("artifact") or {})
-        deployment, pods, desired = None, [], spec.serving.min_replicas
+        deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
         if served is not None:
-            deployment = self._serve(spec, owner, served)
+            deployment, conflicts = self._serve(spec, owner, served)
+        if deployment is not None:
             pods = self.api.list(
                 "v1", "Pod", owner.namespace, _RUNTIME_SELECTOR(owner.name, names.COMPONENT_RUNTIME)
             )
@@ -93,24 +104,37 @@ class Reconciler:
             pods=pods,
             desired_replicas=desired,
             url=service_url(owner, self.settings.cluster_domain),
+            conflict=conflicts[0] if conflicts else "",
         )
         return self._report(body, status, observation, job_created=job_created)
 
     def _optimize(
         self, spec: ModelServiceSpec, owner: Owner, digest: str, status: dict
     ) -> tuple[OptimizationState, bool]:
-        job, job_pods = None, []
+        job, job_pods, foreign = None, [], None
         if not spec.skips_optimization:
             job = self.api.get("batch/v1", "Job", owner.namespace, names.job_name(owner.name, digest))
+            if job is not None and not is_controlled_by(job, owner):
+                job, foreign = None, job  # its pods' reports are never read
             if job is not None:
-                job_pods = self.api.list(
-                    "v1", "Pod", owner.namespace, {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
-                )
-        state = decide_optimization(spec, owner.name, digest, status, job, job_pods)
+                selector = {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+                pods = self.api.list("v1", "Pod", owner.namespace, selector)
+                job_pods = [pod for pod in pods if is_controlled_by_job(pod, job)]
+        prefix = artifact_store(spec, self.settings).output_for(owner.namespace, owner.name)
+        state = decide_optimization(spec, owner.name, digest, status, job, job_pods, prefix)
         created = False
-        if state.needs_job:
-            manifest = build_job(spec, owner, digest, self.settings)
-            _, created = self.api.create_if_absent(manifest)
+        try:
+            if state.needs_job or (job is not None and not state.ok and not state.terminal_failure):
+                # The egress policy is in place before the Job's pod starts, and kept while it runs.
+                policy = build_optimizer_egress_policy(spec, owner, self.settings)
+                if policy is not None:
+                    self._apply_owned(policy, owner)
+            if state.needs_job:
+                if foreign is not None:
+                    raise OwnershipConflictError(foreign, owner)
+                _, created = self.api.create_if_absent(build_job(spec, owner, digest, self.settings))
+        except OwnershipConflictError as exc:
+            state = _conflicted(state, str(exc))
         self._cancel_obsolete_jobs(owner, digest)
         return state, created
 
@@ -122,26 +146,52 @@ class Reconciler:
         for job in jobs:
             meta = job["metadata"]
             obsolete = meta.get("labels", {}).get(names.SPEC_DIGEST_LABEL) != digest
-            if obsolete and not _finished(job) and not meta.get("deletionTimestamp"):
-                self.api.delete("batch/v1", "Job", owner.namespace, meta["name"])
+            mine = is_controlled_by(job, owner)
+            if mine and obsolete and not _finished(job) and not meta.get("deletionTimestamp"):
+                self.api.delete("batch/v1", "Job", owner.namespace, meta["name"], uid=meta["uid"])
 
-    def _serve(self, spec: ModelServiceSpec, owner: Owner, served: Artifact) -> dict:
+    def _apply_owned(self, manifest: dict, owner: Owner) -> dict:
+        """Server-side apply to an object that is absent or ours; OwnershipConflictError otherwise."""
+        meta = manifest["metadata"]
+        existing = check_controlled(
+            self.api.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]), owner
+        )
+        uid = existing["metadata"]["uid"] if existing else ""
+        return self.api.apply(manifest, uid=uid)
+
+    def _delete_owned(self, api_version: str, kind: str, owner: Owner) -> None:
+        """Delete the child named after the ModelService if, and only if, it is ours."""
+        existing = self.api.get(api_version, kind, owner.namespace, owner.name)
+        if existing is not None and is_controlled_by(existing, owner):
+            self.api.delete(api_version, kind, owner.namespace, owner.name, uid=existing["metadata"]["uid"])
+
+    def _serve(self, spec: ModelServiceSpec, owner: Owner, served: Artifact) -> tuple[dict | None, list[str]]:
+        """The Deployment as applied (None if someone else holds its name) and every conflict met."""
         store = artifact_store(spec, self.settings)
-        deployment = self.api.apply(
+        deployment, conflicts = None, []
+        children = [
             build_deployment(
                 spec, owner, served, self.settings, store_secret=store.secret, store_endpoint=store.endpoint
-            )
-        )
-        self.api.apply(build_service(owner))
+            ),
+            build_service(owner),
+        ]
         for kind, api_version, manifest in (
             ("HorizontalPodAutoscaler", "autoscaling/v2", build_hpa(spec, owner)),
             ("PodDisruptionBudget", "policy/v1", build_pdb(spec, owner)),
         ):
             if manifest is not None:
-                self.api.apply(manifest)
+                children.append(manifest)
             else:
-                self.api.delete(api_version, kind, owner.namespace, owner.name)
-        return deployment
+                self._delete_owned(api_version, kind, owner)
+        for manifest in children:
+            try:
+                applied = self._apply_owned(manifest, owner)
+            except OwnershipConflictError as exc:
+                conflicts.append(str(exc))
+                continue
+            if manifest["kind"] == "Deployment":
+                deployment = applied
+        return deployment, conflicts
 
     def _report(
         self, body: dict, status: dict, observation: Observation, *, job_created: bool
@@ -182,6 +232,20 @@ def _status_patch(old: dict, new: dict) -> dict:
             value = {**{k: None for k in before if k not in value}, **value}
         patch[key] = value
     return patch
+
+
+def is_controlled_by_job(pod: dict, job: dict) -> bool:
+    """Only the Job's own pods speak for it: a pod that merely carries its label does not."""
+    return any(
+        ref.get("controller") and ref.get("uid") == job["metadata"].get("uid")
+        for ref in pod["metadata"].get("ownerReferences") or []
+    )
+
+
+def _conflicted(state: OptimizationState, message: str) -> OptimizationState:
+    return OptimizationState(
+        state.spec_digest, state.job_name, False, Reason.CONFLICT, message, None, state.record
+    )
 
 
 def _differs(old: dict, new: dict) -> bool:

@@ -6,8 +6,15 @@ override the artifact store and the runtime image for itself.
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from kubernetes.utils import parse_quantity
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Image globs know only `*` and `?`: the chart turns the same globs into the admission
+# policy's regular expressions, and those two are all both sides spell the same way.
+_IMAGE_GLOB = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@*?-]*$")
 
 
 class OperatorSettings(BaseSettings):
@@ -43,6 +50,11 @@ class OperatorSettings(BaseSettings):
     image_tag: str = "latest"
     """Tag of all three images; the chart sets it to the release's version."""
 
+    runtime_image_allowlist: list[str] = Field(default_factory=list)
+    """Globs (`*`, `?`) of the images a ModelService may name in `spec.serving.image` (JSON
+    list); empty allows only this install's own runtime images. A ModelService naming another
+    image is marked Failed (the chart's ValidatingAdmissionPolicy refuses it before that)."""
+
     image_pull_policy: str = "IfNotPresent"
     """Pull policy of every container the operator creates."""
 
@@ -69,6 +81,50 @@ class OperatorSettings(BaseSettings):
 
     optimizer_memory_limit: str = "4Gi"
     """Memory limit of the optimization Job's container."""
+
+    optimizer_ephemeral_storage_request: str = "1Gi"
+    """Ephemeral-storage request of the optimization Job's container."""
+
+    optimizer_ephemeral_storage_limit: str = "20Gi"
+    """Ephemeral-storage limit of the optimization Job's container; its /tmp (source model,
+    exported and optimized ONNX files) is an emptyDir of this size."""
+
+    runtime_ephemeral_storage_request: str = "1Gi"
+    """Default ephemeral-storage request of a runtime pod when the ModelService sets none."""
+
+    runtime_ephemeral_storage_limit: str = "6Gi"
+    """Default ephemeral-storage limit of a runtime pod; it must hold the model volume
+    (`fetch_max_bytes`) and /tmp (`runtime_tmp_size_limit`)."""
+
+    runtime_tmp_size_limit: str = "256Mi"
+    """sizeLimit of the runtime pod's /tmp emptyDir."""
+
+    fetch_max_bytes: int = Field(4 * 1024**3, ge=1)
+    """Largest model a fetch may download (`mserve fetch --max-bytes`, and the optimizer's
+    `MSERVE_FETCH_MAX_BYTES`); the runtime's model emptyDir has this sizeLimit."""
+
+    optimizer_egress_policy: bool = True
+    """Give each ModelService's optimizer pods a NetworkPolicy that allows egress only to DNS,
+    the artifact store and the source (enforced where the cluster runs a NetworkPolicy agent)."""
+
+    optimizer_egress_dns: list[dict[str, object]] = Field(
+        default_factory=lambda: [
+            {"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+        ]
+    )
+    """NetworkPolicy peers (JSON list) that serve DNS; port 53 UDP and TCP is allowed to them."""
+
+    optimizer_egress_store: list[dict[str, object]] = Field(default_factory=list)
+    """NetworkPolicy peers (JSON list) of the artifact store, reached on its endpoint's port;
+    empty allows that port to any address (for a store outside the cluster)."""
+
+    optimizer_egress_source: list[dict[str, object]] = Field(
+        default_factory=lambda: [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}
+        ]
+    )
+    """NetworkPolicy peers (JSON list) a model source may be fetched from, on the source URI's
+    port; the default is any public address (not the cluster's private networks)."""
 
     optimizer_node_selector: dict[str, str] = Field(default_factory=dict)
     """Node labels optimization pods must match (JSON object), e.g. a batch node pool."""
@@ -133,6 +189,50 @@ class OperatorSettings(BaseSettings):
 
     json_logs: bool = False
     """Tell runtime pods to log one JSON object per line."""
+
+    @field_validator("runtime_image_allowlist")
+    @classmethod
+    def _image_globs(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            if not _IMAGE_GLOB.match(glob):
+                raise ValueError(
+                    f"runtime_image_allowlist: {glob!r} is not an image glob (letters, digits, "
+                    "'._:/@-' and the wildcards '*' and '?')"
+                )
+        return globs
+
+    @field_validator(
+        "optimizer_ephemeral_storage_request",
+        "optimizer_ephemeral_storage_limit",
+        "runtime_ephemeral_storage_request",
+        "runtime_ephemeral_storage_limit",
+        "runtime_tmp_size_limit",
+    )
+    @classmethod
+    def _quantity(cls, value: str, info) -> str:
+        try:
+            parse_quantity(value)
+        except ValueError as exc:
+            message = f"{info.field_name}: {value!r} is not a Kubernetes quantity such as 512Mi or 4Gi"
+            raise ValueError(message) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _room_for_the_model(self) -> OperatorSettings:
+        needed = self.fetch_max_bytes + parse_quantity(self.runtime_tmp_size_limit)
+        if parse_quantity(self.runtime_ephemeral_storage_limit) < needed:
+            raise ValueError(
+                f"runtime_ephemeral_storage_limit ({self.runtime_ephemeral_storage_limit}) must hold "
+                f"fetch_max_bytes ({self.fetch_max_bytes}) plus runtime_tmp_size_limit "
+                f"({self.runtime_tmp_size_limit}), or a model of the allowed size gets the pod evicted"
+            )
+        return self
+
+    @property
+    def allowed_runtime_images(self) -> list[str]:
+        """The allowlist, or this install's own runtime images when it is empty."""
+        own = [f"{self.runtime_image}:{self.image_tag}", f"{self.runtime_gpu_image}:{self.image_tag}"]
+        return list(self.runtime_image_allowlist) or own
 
     @property
     def artifact_uri_dir(self) -> str:

@@ -32,7 +32,9 @@ class Observation:
     pods: list[dict] = field(default_factory=list)
     desired_replicas: int = 1
     url: str = ""
-    invalid_spec: str = ""
+    invalid_spec: str = ""  # a spec the operator refuses: why, naming the field
+    invalid_reason: str = Reason.INVALID_SPEC
+    conflict: str = ""  # a child the operator may not write (ownership.OwnershipConflictError)
 
 
 def _int(obj: dict | None, *path: str) -> int:
@@ -43,12 +45,16 @@ def _int(obj: dict | None, *path: str) -> int:
 
 def _optimized(obs: Observation) -> Condition:
     if obs.invalid_spec:
-        return Condition.of(OPTIMIZED, False, Reason.INVALID_SPEC, obs.invalid_spec)
+        return Condition.of(OPTIMIZED, False, obs.invalid_reason, obs.invalid_spec)
     opt = obs.optimization
     return Condition.of(OPTIMIZED, opt.ok, opt.reason, opt.message)
 
 
 def _deployed(obs: Observation) -> Condition:
+    if obs.invalid_spec:
+        return Condition.of(DEPLOYED, False, obs.invalid_reason, obs.invalid_spec)
+    if obs.conflict:
+        return Condition.of(DEPLOYED, False, Reason.CONFLICT, obs.conflict)
     if obs.served is None:
         return Condition.of(DEPLOYED, False, Reason.WAITING_FOR_ARTIFACT, "waiting for a validated artifact")
     deployment = obs.deployment
@@ -97,7 +103,7 @@ def _phase(obs: Observation, optimized: Condition, deployed: Condition, ready: C
     if obs.invalid_spec or (obs.optimization and obs.optimization.terminal_failure):
         return FAILED
     if obs.optimization and not obs.optimization.ok:
-        return OPTIMIZING
+        return DEGRADED if obs.optimization.reason == Reason.CONFLICT else OPTIMIZING
     if obs.served is None:
         return PENDING
     if deployed.reason in FAILURE_REASONS:

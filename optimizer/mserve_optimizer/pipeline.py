@@ -60,7 +60,10 @@ def check_cache(
     request: OptimizeRequest, store: ArtifactStore, source_sha256: str, log: StepLog
 ) -> Outcome | None:
     digest = artifact_digest(source_sha256, request.options)
-    report = store.cached(digest)
+    lookup = store.cached(digest)
+    if lookup.note:
+        log.note(lookup.note)
+    report = lookup.report
     if report is None:
         return None
     log.note(f"cached: {store.uri(digest)} (digest {digest[:12]}, nothing to do)")

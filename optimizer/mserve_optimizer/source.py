@@ -1,7 +1,9 @@
 """Bring the source model to a local file, name its format, and load an ONNX one.
 
 Fetching is the runtime's code (`mserve_runtime.fetch`): one implementation of s3/http/pvc
-for both the serving pods and this Job.
+for both the serving pods and this Job. The source is read with the source role's
+credentials only (MSERVE_SOURCE_*), so a source URI that names the artifact store is never
+read with the store's keys; MSERVE_FETCH_MAX_BYTES caps the download.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def _pick_model_file(uri: str, folder: Path) -> Path:
 def fetch_source(uri: str, workdir: Path, *, sha256: str | None = None) -> LocalSource:
     """Resolve `uri` to a local model file, verifying `sha256` when it is pinned."""
     from mserve_runtime.fetch import FetchError, fetch, resolve_local_path
+    from mserve_runtime.fetch_limits import max_bytes_from_env
 
     expected = sha256.lower().removeprefix("sha256:") if sha256 else None
     try:
@@ -60,8 +63,8 @@ def fetch_source(uri: str, workdir: Path, *, sha256: str | None = None) -> Local
             if not path.exists():
                 raise BadInputError(f"{uri}: no such file or directory")
         else:
-            path = fetch(uri, workdir / "source", sha256=None).path
-    except FetchError as exc:
+            path = fetch(uri, workdir / "source", role="source", max_bytes=max_bytes_from_env()).path
+    except (FetchError, ValueError) as exc:
         raise BadInputError(str(exc)) from None
     except OSError as exc:
         raise BadInputError(f"{uri}: {exc.strerror or exc}") from None

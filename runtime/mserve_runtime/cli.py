@@ -20,19 +20,50 @@ def _mib(size: int) -> str:
 @click.argument("uri")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--sha256", metavar="HEX", help="Expected SHA-256 of the file (or of a directory's listing).")
+@click.option(
+    "--role",
+    metavar="source|store",
+    help="Use only this role's credentials (MSERVE_SOURCE_* or MSERVE_STORE_*), never AWS_*.",
+)
+@click.option(
+    "--max-bytes",
+    metavar="N",
+    envvar="MSERVE_FETCH_MAX_BYTES",
+    help="Fail (and keep nothing) past N bytes in all. [env MSERVE_FETCH_MAX_BYTES; no cap]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
 @click.option("--debug", is_flag=True, help="Show the traceback on failure.")
-def fetch(uri: str, dest: Path, sha256: str | None, quiet: bool, debug: bool) -> None:
+def fetch(
+    uri: str,
+    dest: Path,
+    sha256: str | None,
+    role: str | None,
+    max_bytes: str | None,
+    quiet: bool,
+    debug: bool,
+) -> None:
     """Download URI (s3://, http(s)://, pvc://, file://, path) to DEST atomically.
 
     \b
-    S3 endpoint and credentials come from AWS_ENDPOINT_URL(_S3), AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY and AWS_REGION. A URI ending in '/' (or a local directory)
-    fetches every file under it into the directory DEST.
+    Without --role, S3 endpoint and credentials come from AWS_ENDPOINT_URL(_S3),
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION. With --role source (or
+    store), only MSERVE_SOURCE_* (or MSERVE_STORE_*) variables are read: AWS_* keys and
+    AWS_ENDPOINT_URL, and for http(s) `token` (bearer) or `username` and `password`.
+    A URI ending in '/' (or a local directory) fetches every file under it into DEST.
     """
     from mserve_runtime.fetch import FetchError
     from mserve_runtime.fetch import fetch as fetch_uri
+    from mserve_runtime.fetch_limits import parse_max_bytes
+    from mserve_runtime.storage_roles import parse_role
 
+    try:
+        parsed_role = parse_role(role)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--role") from None
+    try:
+        limit = parse_max_bytes(max_bytes, "--max-bytes (or MSERVE_FETCH_MAX_BYTES)")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     started = time.monotonic()
     last_report = [started]
 
@@ -43,7 +74,7 @@ def fetch(uri: str, dest: Path, sha256: str | None, quiet: bool, debug: bool) ->
             click.echo(f"  {_mib(size)} after {now - started:.0f}s", err=True)
 
     try:
-        result = fetch_uri(uri, dest, sha256=sha256, progress=progress)
+        result = fetch_uri(uri, dest, sha256=sha256, progress=progress, role=parsed_role, max_bytes=limit)
     except FetchError as exc:
         if debug:
             raise

@@ -5,6 +5,9 @@ computed while streaming, and the file is synced and renamed into place only onc
 whole and its digest matches. A directory source is staged the same way and moved in only
 after every file is verified. The operator runs `mserve fetch` as a pod's init step, and
 the optimizer reuses `fetch`/`upload`/`exists` for its artifacts.
+
+`role` picks whose credentials an access uses (`storage_roles`: the source's or the
+artifact store's, never both); `max_bytes` caps the bytes of one fetch (`fetch_limits`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from mserve_runtime.atomic_write import (
     tree_sha256,
     write_atomically,
 )
+from mserve_runtime.fetch_limits import ByteBudget
 from mserve_runtime.storage_errors import FetchError
+from mserve_runtime.storage_roles import Role
 
 __all__ = ["SCHEMES", "FetchError", "FetchResult", "exists", "fetch", "resolve_local_path", "upload"]
 
@@ -61,6 +66,8 @@ class _Source:
     files: list[str] | None
     chunks: Callable[[str], Iterable[bytes]]
     stored_sha256: str | None = None
+    # The size the storage declares before any byte is read, where it does.
+    size_bytes: int | None = None
 
 
 def _scheme(uri: str) -> str:
@@ -111,24 +118,24 @@ def _list_local_files(root: Path) -> list[str]:
     return sorted(files)
 
 
-def _resolve(uri: str) -> _Source:
+def _resolve(uri: str, role: Role | None, budget: ByteBudget) -> _Source:
     scheme = _scheme(uri)
     if scheme == "s3://":
-        s3 = storage_s3.resolve(uri)
+        s3 = storage_s3.resolve(uri, role)
 
         def s3_chunks(rel: str) -> Iterable[bytes]:
             key = s3.prefix + rel if s3.files is not None else s3.location.key
-            return storage_s3.object_chunks(uri, s3.location, key)
+            return storage_s3.object_chunks(uri, s3.location, key, role)
 
         name = PurePosixPath(s3.location.key).name or s3.location.bucket
         files = [_safe_relative(uri, rel) for rel in s3.files] if s3.files is not None else None
-        return _Source(name, files, s3_chunks, s3.stored_sha256)
+        return _Source(name, files, s3_chunks, s3.stored_sha256, s3.size_bytes)
     if scheme in ("http://", "https://"):
-        name = PurePosixPath(uri.split("?", 1)[0]).name or "model"
-        return _Source(name, None, lambda _rel: storage_http.body_chunks(uri))
+        name = PurePosixPath(uri.split("?", 1)[0].split("#", 1)[0]).name or "model"
+        return _Source(name, None, lambda _rel: storage_http.body_chunks(uri, role=role, budget=budget))
     path = resolve_local_path(uri)
     if path.is_file():
-        return _Source(path.name, None, lambda _rel: _local_chunks(uri, path))
+        return _Source(path.name, None, lambda _rel: _local_chunks(uri, path), size_bytes=path.stat().st_size)
     if path.is_dir():
         files = _list_local_files(path)
         if not files:
@@ -143,20 +150,26 @@ def fetch(
     *,
     sha256: str | None = None,
     progress: ProgressCallback | None = None,
+    role: Role | None = None,
+    max_bytes: int | None = None,
 ) -> FetchResult:
     """Download `uri` to `dest` atomically, verifying `sha256` if given.
 
     A single file lands at `dest`, or at `dest/<name>` when `dest` is an existing
     directory. A directory source (`s3://bucket/prefix/`, a local directory) fills `dest`.
     Without `sha256`, an s3 object uploaded by `upload` is checked against the digest
-    stored in its metadata. `progress(bytes_so_far)` is called as data arrives.
+    stored in its metadata. `progress(bytes_so_far)` is called as data arrives. `role`
+    picks the credentials; more than `max_bytes` in all fails, and nothing lands.
     """
     started = time.monotonic()
     expected = normalize_sha256(uri, sha256)
     dest = Path(dest)
-    source = _resolve(uri)
+    budget = ByteBudget(uri, max_bytes)
+    source = _resolve(uri, role, budget)
+    if source.size_bytes is not None:
+        budget.check_declared(source.size_bytes)
     try:
-        return _fetch_source(uri, source, dest, expected, progress, started)
+        return _fetch_source(uri, source, dest, expected, progress, started, budget)
     except OSError as exc:
         raise FetchError(uri, f"cannot write {exc.filename or dest}: {exc.strerror or exc}") from exc
 
@@ -168,23 +181,29 @@ def _fetch_source(
     expected: str | None,
     progress: ProgressCallback | None,
     started: float,
+    budget: ByteBudget,
 ) -> FetchResult:
     if source.files is None:
         target = dest / source.name if dest.is_dir() else dest
         digest, size = write_atomically(
             uri,
-            source.chunks(""),
+            budget.take(source.chunks("")),
             target,
             expected_sha256=expected or source.stored_sha256,
             progress=progress,
         )
         return FetchResult(target, digest, size, time.monotonic() - started)
-    digest, size = _fetch_tree(uri, source, dest, expected, progress)
+    digest, size = _fetch_tree(uri, source, dest, expected, progress, budget)
     return FetchResult(dest, digest, size, time.monotonic() - started, len(source.files))
 
 
 def _fetch_tree(
-    uri: str, source: _Source, dest: Path, expected: str | None, progress: ProgressCallback | None
+    uri: str,
+    source: _Source,
+    dest: Path,
+    expected: str | None,
+    progress: ProgressCallback | None,
+    budget: ByteBudget,
 ) -> tuple[str, int]:
     assert source.files is not None
     if dest.exists() and not dest.is_dir():
@@ -205,7 +224,8 @@ def _fetch_tree(
                 if progress is not None:
                     progress(done + size)
 
-            digests[rel], size = write_atomically(uri, source.chunks(rel), staging / rel, progress=report)
+            chunks = budget.take(source.chunks(rel))
+            digests[rel], size = write_atomically(uri, chunks, staging / rel, progress=report)
             total += size
         actual = tree_sha256(digests)
         if expected is not None and actual != expected:
@@ -233,7 +253,9 @@ def _upload_order(src: Path, marker_names: Sequence[str]) -> list[str]:
     return sorted(files, key=lambda rel: (PurePosixPath(rel).name in marker_names, rel))
 
 
-def upload(src: Path, uri: str, *, marker_names: Sequence[str] = MARKER_NAMES) -> None:
+def upload(
+    src: Path, uri: str, *, marker_names: Sequence[str] = MARKER_NAMES, role: Role | None = None
+) -> None:
     """Write a file or a directory to an s3://, file://, pvc:// URI or a local path.
 
     A directory's files named in `marker_names` (the report) are written last, so a reader
@@ -250,11 +272,11 @@ def upload(src: Path, uri: str, *, marker_names: Sequence[str] = MARKER_NAMES) -
         location = storage_s3.parse_s3_uri(uri)
         if src.is_file():
             key = location.key + src.name if location.key.endswith("/") or not location.key else location.key
-            storage_s3.upload_file(uri, src, key, sha256_file(src))
+            storage_s3.upload_file(uri, src, key, sha256_file(src), role)
             return
         prefix = location.key.rstrip("/") + "/" if location.key.strip("/") else ""
         for rel in _upload_order(src, marker_names):
-            storage_s3.upload_file(uri, src / rel, prefix + rel, sha256_file(src / rel))
+            storage_s3.upload_file(uri, src / rel, prefix + rel, sha256_file(src / rel), role)
         return
     target = resolve_local_path(uri)
     try:
@@ -268,11 +290,11 @@ def upload(src: Path, uri: str, *, marker_names: Sequence[str] = MARKER_NAMES) -
         raise FetchError(uri, f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
-def exists(uri: str) -> bool:
+def exists(uri: str, *, role: Role | None = None) -> bool:
     """Whether `uri` names an object, a non-empty prefix, a file or a directory."""
     scheme = _scheme(uri)
     if scheme == "s3://":
-        return storage_s3.exists(uri)
+        return storage_s3.exists(uri, role)
     if scheme in ("http://", "https://"):
-        return storage_http.exists(uri)
+        return storage_http.exists(uri, role=role)
     return resolve_local_path(uri).exists()

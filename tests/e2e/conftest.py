@@ -1,5 +1,6 @@
-"""Fixtures for the e2e tier: the chart installed on the cluster in $KUBECONFIG, an S3 store,
-the digits model trained and uploaded, and one restricted namespace per test.
+"""Fixtures for the e2e tier: the chart installed on the cluster in $KUBECONFIG, the artifact
+store (MinIO, which enforces keys), the digits model trained and uploaded, and one restricted
+namespace per test with its own store keys (hack/store-tenant.py).
 
 `make test-e2e` builds and loads the images first (hack/mserve-images.sh), then runs this tier.
 """
@@ -10,21 +11,27 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_kube import CHART, RELEASE, ROOT, SYSTEM_NS, Cluster, dump_namespace, wait_until
+from e2e_kube import CHART, RELEASE, ROOT, SYSTEM_NS, Cluster, dump_namespace, show_evidence, wait_until
 from e2e_models import DigitsModel
+from e2e_tenants import (
+    ARTIFACT_BUCKET,
+    MODEL_BUCKET,
+    ROOT_SECRET,
+    S3_ENDPOINT,
+    STORE_SECRET,
+    create_namespace,
+    delete_namespace,
+    namespace_name,
+    s3_client_with,
+    secret_data,
+)
 
 from tests.support.ports import free_port
-
-S3_SECRET = "s3-creds"
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "mserve", "AWS_SECRET_ACCESS_KEY": "mserve-secret"}
-S3_ENDPOINT = f"http://mserve-s3.{SYSTEM_NS}.svc:9000"
-MODEL_BUCKET = "models"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -79,30 +86,26 @@ def port_forward(cluster: Cluster, namespace: str, service: str, port: int) -> F
 
 @pytest.fixture(scope="session")
 def s3_store(cluster: Cluster) -> Iterator[str]:
-    """The in-cluster S3 store (moto); yields an endpoint URL the host can reach."""
-    cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
-    cluster.kubectl("apply", "-f", str(ROOT / "hack" / "s3-store" / "s3-store.yaml"))
-    cluster.kubectl(
-        "-n", SYSTEM_NS, "rollout", "status", "deployment/mserve-s3", "--timeout=180s", timeout=200
-    )
+    """The in-cluster store (MinIO, hack/s3-store/deploy.sh); yields an endpoint URL the host can reach."""
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "KUBECTL": cluster.binary}
+    deploy = subprocess.run(
+        ["bash", str(ROOT / "hack" / "s3-store" / "deploy.sh")],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    if deploy.returncode != 0:
+        pytest.fail(f"hack/s3-store/deploy.sh failed:\n{deploy.stdout}\n{deploy.stderr}")
     forward = port_forward(cluster, SYSTEM_NS, "mserve-s3", 9000)
     yield forward.url
     forward.process.terminate()
 
 
 @pytest.fixture(scope="session")
-def s3_client(s3_store: str):
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_store,
-        region_name="us-east-1",
-        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-    )
+def s3_client(cluster: Cluster, s3_store: str):
+    """The store's admin (root keys): makes the buckets and uploads the models users name."""
+    root = secret_data(cluster, SYSTEM_NS, ROOT_SECRET)
+    client = s3_client_with(s3_store, root["MINIO_ROOT_USER"], root["MINIO_ROOT_PASSWORD"])
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    for bucket in {MODEL_BUCKET, "mserve-artifacts"} - existing:
+    for bucket in {MODEL_BUCKET, ARTIFACT_BUCKET} - existing:
         client.create_bucket(Bucket=bucket)
     return client
 
@@ -115,7 +118,7 @@ def helm_install(cluster: Cluster, *extra: str) -> None:
         "--timeout", "5m",
         "--set", "artifactStore.uri=s3://mserve-artifacts/",
         "--set", f"artifactStore.s3.endpoint={S3_ENDPOINT}",
-        "--set", f"artifactStore.s3.credentialsSecret={S3_SECRET}",
+        "--set", f"artifactStore.s3.credentialsSecret={STORE_SECRET}",
         *extra,
     )  # fmt: skip
 
@@ -155,63 +158,22 @@ def digits(s3_client, tmp_path_factory: pytest.TempPathFactory) -> DigitsModel:
     return DigitsModel(folder, folder / "samples.npz", uris)
 
 
-def show_evidence(request: pytest.FixtureRequest, text: str) -> None:
-    """Print past pytest's capture (a module fixture's teardown output would be lost) and keep a copy."""
-    folder = ROOT / "out" / "e2e-evidence"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{uuid.uuid4().hex[:8]}.txt").write_text(text)
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        print(f"\n===== evidence ({folder}) =====\n{text}")
-
-
-def create_namespace(cluster: Cluster, name: str) -> str:
-    """A namespace that enforces the restricted Pod Security Standard, with the S3 credentials."""
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                    "pod-security.kubernetes.io/warn": "restricted",
-                },
-            },
-        }
-    )
-    literals = [f"--from-literal={key}={value}" for key, value in S3_KEYS.items()]
-    cluster.kubectl("-n", name, "create", "secret", "generic", S3_SECRET, *literals)
-    return name
-
-
-def delete_namespace(cluster: Cluster, name: str) -> None:
-    cluster.kubectl("delete", "msvc", "--all", "-n", name, "--wait=false", check=False)
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def namespace_name(node_name: str) -> str:
-    test = node_name.split("[")[0].removeprefix("test_").removesuffix(".py")[:30].replace("_", "-").strip("-")
-    return f"e2e-{test}-{uuid.uuid4().hex[:4]}"
-
-
 @pytest.fixture
-def namespace(mserve: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(mserve: Cluster, s3_store: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh restricted namespace for one test; on failure its evidence is printed."""
-    name = create_namespace(mserve, namespace_name(request.node.name))
+    name = create_namespace(mserve, namespace_name(request.node.name), s3_store)
     yield name
     if _failed(request):
         show_evidence(request, dump_namespace(mserve, name))
-    delete_namespace(mserve, name)
+    delete_namespace(mserve, name, s3_store)
 
 
 @pytest.fixture(scope="module")
-def module_namespace(mserve: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def module_namespace(mserve: Cluster, s3_store: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """One restricted namespace shared by a module's tests (one ModelService, several checks)."""
     failures_before = request.session.testsfailed
-    name = create_namespace(mserve, namespace_name(Path(request.node.name).name))
+    name = create_namespace(mserve, namespace_name(Path(request.node.name).name), s3_store)
     yield name
     if request.session.testsfailed > failures_before:
         show_evidence(request, dump_namespace(mserve, name))
-    delete_namespace(mserve, name)
+    delete_namespace(mserve, name, s3_store)

@@ -162,6 +162,16 @@ def operator_kubeconfig(installed: Kube, tmp_path_factory) -> str:
 @pytest.fixture
 def namespace(installed: Kube, request) -> Iterator[str]:
     """A fresh namespace under the restricted Pod Security level, with the operator's peering object."""
+    yield from _fresh_namespace(installed, request)
+
+
+@pytest.fixture
+def other_namespace(installed: Kube, request) -> Iterator[str]:
+    """A second tenant's namespace, made like `namespace`."""
+    yield from _fresh_namespace(installed, request)
+
+
+def _fresh_namespace(installed: Kube, request) -> Iterator[str]:
     name = f"msvc-it-{uuid.uuid4().hex[:6]}"
     labels = {
         "pod-security.kubernetes.io/enforce": "restricted",

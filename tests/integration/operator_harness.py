@@ -151,11 +151,19 @@ class OperatorProcess:
     """`mserve operator run` as a child process, with its own identity (kubeconfig) and log."""
 
     def __init__(
-        self, kubeconfig: str, namespace: str, log_path: Path, *, priority: int = 100, env: dict | None = None
+        self,
+        kubeconfig: str,
+        namespace: str,
+        log_path: Path,
+        *,
+        priority: int = 100,
+        env: dict | None = None,
+        more_namespaces: tuple[str, ...] = (),
     ) -> None:
         self.extra_env = env or {}
         self.kubeconfig = kubeconfig
         self.namespace = namespace
+        self.more_namespaces = more_namespaces
         self.log_path = log_path
         self.priority = priority
         self.metrics_port = free_port()
@@ -180,6 +188,8 @@ class OperatorProcess:
         env.pop("MSERVE_KUBECONFIG", None)
         command = [sys.executable, "-c", "from mserve_cli.main import cli; cli()", "operator", "run"]
         command += ["--namespace", self.namespace, "--priority", str(self.priority), "--verbose"]
+        for namespace in self.more_namespaces:
+            command += ["--namespace", namespace]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()

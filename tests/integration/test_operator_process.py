@@ -89,6 +89,8 @@ def test_restart_while_the_job_runs_adopts_the_running_job(
         ("patch", "deployments.apps", True),
         ("delete", "deployments.apps", False),
         ("delete", "horizontalpodautoscalers.autoscaling", True),
+        ("patch", "networkpolicies.networking.k8s.io", True),
+        ("delete", "networkpolicies.networking.k8s.io", False),
         ("create", "events", True),
         ("list", "pods", True),
         ("create", "pods", False),

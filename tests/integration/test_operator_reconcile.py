@@ -132,7 +132,8 @@ def test_passed_job_gives_deployment_service_hpa_and_a_truthful_status(
 
     pod = deployment["spec"]["template"]["spec"]
     assert pod["initContainers"][0]["args"] == [
-        "fetch", expected.artifact_uri, "/models/model.onnx", "--sha256", expected.artifact_sha256,
+        "fetch", expected.artifact_uri, "/models/model.onnx", "--role", "store",
+        "--max-bytes", str(4 * 1024**3), "--sha256", expected.artifact_sha256,
     ]  # fmt: skip
     assert pod["containers"][0]["args"] == ["serve", "/models/model.onnx", "--name", NAME]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}

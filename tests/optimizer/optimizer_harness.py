@@ -21,6 +21,7 @@ MSERVE = Path(sys.executable).parent / "mserve"
 def load_example(name: str, relative: str):  # -> module
     spec = importlib.util.spec_from_file_location(name, REPO / relative)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

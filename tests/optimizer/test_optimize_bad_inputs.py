@@ -40,7 +40,10 @@ CASES = {
         "quantization mode",
     ),
     "missing file": (lambda d, tmp: [tmp / "nope.onnx"], "no such file"),
-    "unreachable uri": (lambda d, tmp: [f"http://127.0.0.1:{_free_port()}/model.onnx"], "127.0.0.1"),
+    "unreachable uri": (
+        lambda d, tmp: [f"http://127.0.0.1:{_free_port()}/model.onnx"],
+        ": connection refused",
+    ),
     "bad input shape": (lambda d, tmp: [d.source("onnx"), "--input-shape", "x=-1,abc"], "--input-shape"),
     "wrong input name": (
         lambda d, tmp: [d.source("onnx"), "--input-shape", "y=-1,64"],
@@ -98,3 +101,15 @@ def test_pt2_with_a_static_batch_axis_is_refused_with_the_fix(
     # Asking for that fixed batch works.
     fixed = optimize_in_process(path, "--input-shape", "x=2,64", "--output", tmp_path / "out")
     assert fixed.exit_code == 0, fixed.stdout + fixed.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("-1", "must be a positive number"), ("1e9", "must be a whole number")]
+)
+def test_a_careless_size_cap_is_named(value: str, expected: str, tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{_free_port()}/model.onnx"
+
+    run = optimize_subprocess(uri, "--output", tmp_path / "out", env={"MSERVE_FETCH_MAX_BYTES": value})
+
+    assert run.exit_code == 1
+    assert run.stderr.startswith(f"error: MSERVE_FETCH_MAX_BYTES {expected}"), run.stderr

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+import pytest
 from optimizer_harness import DigitsModel, optimize_in_process, optimize_subprocess
 
 
@@ -59,3 +62,48 @@ def test_crashed_write_leaves_nothing_that_looks_complete(digits_mlp: DigitsMode
     assert again.artifact_dir() == digest_dir
     assert sorted(p.name for p in digest_dir.iterdir()) == ["model.onnx", "report.json"]
     assert not [p for p in out_dir.iterdir() if p.name.endswith(".partial")]
+
+
+def _tamper_model(folder: Path) -> None:
+    (folder / "model.onnx").write_bytes(b"a model someone else put here")
+
+
+def _tamper_uri(folder: Path) -> None:
+    report = json.loads((folder / "report.json").read_text())
+    report["artifact"]["uri"] = "s3://artifacts/other-tenant/abc/model.onnx"
+    (folder / "report.json").write_text(json.dumps(report))
+
+
+def _tamper_digest(folder: Path) -> None:
+    report = json.loads((folder / "report.json").read_text())
+    report["digest"] = "0" * 64
+    (folder / "report.json").write_text(json.dumps(report))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        (_tamper_model, "the artifact's sha256 is "),
+        (_tamper_uri, "its artifact 's3://artifacts/other-tenant/abc/model.onnx' is not "),
+        (_tamper_digest, f"it names digest '{'0' * 64}', not "),
+    ],
+)
+def test_a_planted_report_is_no_cache_hit(
+    digits_mlp: DigitsModel, out_dir: Path, tamper: Callable[[Path], None], why: str
+) -> None:
+    first = optimize_in_process(digits_mlp.source("onnx"), "--output", out_dir)
+    assert first.exit_code == 0
+    folder = first.artifact_dir()
+    tamper(folder)
+
+    again = optimize_in_process(digits_mlp.source("onnx"), "--output", out_dir)
+
+    assert again.exit_code == 0, again.stderr
+    assert f"cache: not trusting {folder}/report.json: {why}" in again.stdout
+    assert again.stdout.splitlines()[-2].startswith("passed:")
+    report = again.report()
+    assert report["digest"] == folder.name
+    assert report["artifact"]["uri"] == str(folder / "model.onnx")
+    assert hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest() == report["artifact"]["sha256"]
+    third = optimize_in_process(digits_mlp.source("onnx"), "--output", out_dir)
+    assert third.stdout.splitlines()[-2].startswith("cached:")

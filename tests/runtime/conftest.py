@@ -9,6 +9,6 @@ from fixtures_models import (  # noqa: F401
     model_dir,
     tiny_mlp,
 )
-from storage_servers import http_server, mserve  # noqa: F401
+from storage_servers import http_server, https_server, mserve, other_http_server  # noqa: F401
 
 from tests.support.s3_store import moto_endpoint, s3  # noqa: F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def test_fetches_over_http_with_a_digest(http_server: HttpServer, tmp_path: Path
 
 
 def test_http_status_is_named(http_server: HttpServer, tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match=r"/missing.onnx: HTTP 404 File not found$"):
+    with pytest.raises(FetchError, match=r"/missing.onnx: HTTP 404 Not Found$"):
         fetch(f"{http_server.url}/missing.onnx", tmp_path / "m.onnx")
     with pytest.raises(FetchError, match="HTTP 403 Forbidden"):
         fetch(f"{http_server.url}/forbidden", tmp_path / "m.onnx")
@@ -39,8 +40,12 @@ def test_http_status_is_named(http_server: HttpServer, tmp_path: Path) -> None:
 def test_connection_refused_is_named(tmp_path: Path) -> None:
     port = free_port()
 
-    with pytest.raises(FetchError, match=f"connection refused by 127.0.0.1:{port}"):
-        fetch(f"http://127.0.0.1:{port}/model.onnx", tmp_path / "m.onnx")
+    uri = f"http://127.0.0.1:{port}/model.onnx"
+
+    with pytest.raises(FetchError) as caught:
+        fetch(uri, tmp_path / "m.onnx")
+
+    assert str(caught.value) == f"{uri}: connection refused"
 
 
 def test_a_dropped_connection_leaves_nothing(http_server: HttpServer, tmp_path: Path) -> None:
@@ -170,6 +175,100 @@ def test_cli_fails_with_one_line_and_no_traceback(tmp_path: Path, mserve: Path) 
 
     assert done.returncode == 1
     uri = f"http://127.0.0.1:{port}/model.onnx"
-    assert done.stderr == f"error: {uri}: connection refused by 127.0.0.1:{port}\n"
+    assert done.stderr == f"error: {uri}: connection refused\n"
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr
+
+
+def test_a_local_file_over_the_cap_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "model.onnx"
+    src.write_bytes(MODEL)
+
+    with pytest.raises(FetchError, match=f"is {len(MODEL)} bytes, more than the size cap of 1000 bytes"):
+        fetch(str(src), tmp_path / "out" / "m.onnx", max_bytes=1000)
+
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_cap_covers_a_whole_directory(tmp_path: Path) -> None:
+    src = tmp_path / "artifact"
+    src.mkdir()
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (src / name).write_bytes(b"x" * 1000)
+
+    with pytest.raises(FetchError, match="stopped after more than the size cap of 2500 bytes"):
+        fetch(f"file://{src}", tmp_path / "model", max_bytes=2500)
+
+    assert not (tmp_path / "model").exists()
+    assert fetch(f"file://{src}", tmp_path / "model", max_bytes=3000).files == 3
+
+
+def _run(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        (
+            ["--role", "admin"],
+            {},
+            "Invalid value for --role: unknown role 'admin' (expected one of: source, store)",
+        ),
+        (["--role", ""], {}, "Invalid value for --role: unknown role ''"),
+        (
+            ["--max-bytes", "-5"],
+            {},
+            "--max-bytes (or MSERVE_FETCH_MAX_BYTES) must be a positive number of bytes, got -5",
+        ),
+        ([], {"MSERVE_FETCH_MAX_BYTES": "10GB"}, "must be a whole number of bytes, got '10GB'"),
+        (["--sha256", "abc123"], {}, "expected sha256 'abc123' is not 64 hex digits"),
+    ],
+)
+def test_cli_names_a_careless_option(
+    tmp_path: Path, mserve: Path, flags: list[str], env: dict[str, str], message: str
+) -> None:
+    src = tmp_path / "model.onnx"
+    src.write_bytes(MODEL)
+
+    done = _run(mserve, "fetch", src, tmp_path / "out.onnx", *flags, env=env)
+
+    assert done.returncode in (1, 2)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_cli_size_cap_from_the_environment(http_server: HttpServer, tmp_path: Path, mserve: Path) -> None:
+    (http_server.root / "model.onnx").write_bytes(MODEL)
+    uri = f"{http_server.url}/model.onnx"
+
+    done = _run(mserve, "fetch", uri, tmp_path / "m.onnx", env={"MSERVE_FETCH_MAX_BYTES": "4096"})
+
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"error: {uri}: the response (Content-Length) is {len(MODEL)} bytes, more than the size cap of "
+        "4096 bytes (--max-bytes / MSERVE_FETCH_MAX_BYTES)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_digest_mismatch_names_both_and_leaves_nothing(
+    http_server: HttpServer, tmp_path: Path, mserve: Path
+) -> None:
+    (http_server.root / "model.onnx").write_bytes(MODEL)
+    uri = f"{http_server.url}/model.onnx"
+    wrong = "f" * 64
+
+    done = _run(mserve, "fetch", uri, tmp_path / "m.onnx", "--sha256", wrong)
+
+    assert done.returncode == 1
+    assert done.stderr == f"error: {uri}: sha256 mismatch: expected {wrong}, got {sha(MODEL)}\n"
+    assert list(tmp_path.iterdir()) == []  # no model, no .partial

@@ -137,8 +137,12 @@ def test_unreachable_endpoint_is_named(
     endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
 
-    with pytest.raises(FetchError, match=f"cannot connect to S3 endpoint {endpoint}"):
+    with pytest.raises(FetchError) as caught:
         fetch("s3://bucket/model.onnx", tmp_path / "m.onnx")
+
+    # The variable is named, not the (internal) address it holds.
+    message = "s3://bucket/model.onnx: cannot connect to the S3 endpoint in AWS_ENDPOINT_URL_S3"
+    assert str(caught.value) == message
 
     assert list(tmp_path.iterdir()) == []
 
@@ -177,9 +181,9 @@ def test_upload_writes_the_report_last(
     written: list[str] = []
     real_upload_file = storage_s3.upload_file
 
-    def record(uri: str, src: Path, key: str, digest: str) -> None:
+    def record(uri: str, src: Path, key: str, digest: str, role: str | None) -> None:
         written.append(key)
-        real_upload_file(uri, src, key, digest)
+        real_upload_file(uri, src, key, digest, role)
 
     monkeypatch.setattr(fetch_module.storage_s3, "upload_file", record)
 
@@ -242,3 +246,27 @@ def test_cli_fetches_from_s3_in_a_separate_process(
     assert done.returncode == 0, done.stderr
     assert f"sha256 {sha(MODEL)}" in done.stdout
     assert (tmp_path / "m.onnx").read_bytes() == MODEL
+
+
+def test_an_object_over_the_cap_is_refused_before_download(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    s3.put(bucket, "model.onnx", MODEL)
+    uri = f"s3://{bucket}/model.onnx"
+
+    with pytest.raises(FetchError) as caught:
+        fetch(uri, tmp_path / "m.onnx", max_bytes=1024)
+
+    assert str(caught.value) == (
+        f"{uri}: the source is {len(MODEL)} bytes, more than the size cap of 1024 bytes "
+        "(--max-bytes / MSERVE_FETCH_MAX_BYTES)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_prefix_over_the_cap_in_all_is_refused(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    for name in ("a.bin", "b.bin"):
+        s3.put(bucket, f"artifacts/abc/{name}", b"x" * 1000)
+
+    with pytest.raises(FetchError, match="the source is 2000 bytes, more than the size cap of 1500 bytes"):
+        fetch(f"s3://{bucket}/artifacts/abc/", tmp_path / "model", max_bytes=1500)
+
+    assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,27 @@ class S3Server:
         self.client.put_object(Bucket=bucket, Key=key, Body=body)
 
 
+# What a process may carry that would change which store, or which keys, a request goes with.
+STORAGE_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "MSERVE_FETCH_MAX_BYTES",
+)
+
+
+def clear_storage_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No storage settings from the machine the tests run on, for any role."""
+    for name in STORAGE_ENV:
+        for prefix in ("", "MSERVE_SOURCE_", "MSERVE_STORE_"):
+            monkeypatch.delenv(prefix + name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
@@ -33,8 +54,7 @@ def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """The S3 server, with the AWS environment pointing at it, as a pod would have it."""
     import boto3
 
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    clear_storage_env(monkeypatch)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_helm import CHART, run_helm
+
+from tests.support.chart_helm import CHART, run_helm
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},

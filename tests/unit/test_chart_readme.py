@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from chart_helm import CHART
+
+from tests.support.chart_helm import CHART
 
 
 def leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:

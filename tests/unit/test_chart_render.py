@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import yaml
-from chart_helm import CHART, by_kind, container_env, one, render
+
+from tests.support.chart_helm import CHART, by_kind, container_env, one, render
 
 NAMESPACED = {
     "operator": {"replicas": 2, "watchNamespaces": ["team-a", "team-b"]},
@@ -30,6 +31,8 @@ def test_defaults_install_the_operator_cluster_wide(tmp_path: Path) -> None:
         "Pod",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     deployment = one(docs, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]

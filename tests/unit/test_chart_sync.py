@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chart_helm import CHART, ROOT
+from tests.support.chart_helm import CHART, ROOT
 
 FIX = "run hack/sync-chart.sh"
 

@@ -88,17 +88,20 @@ def test_job_is_bounded_cleaned_up_and_fails_fast_on_permanent_exit_codes():
     assert fail_job["onExitCodes"] == {"containerName": "optimize", "operator": "In", "values": [1, 2]}
 
 
-def test_job_gets_source_and_store_credentials_with_the_store_last():
+def test_job_gets_source_and_store_credentials_each_under_its_role_prefix():
     job = build_job(
         cpu_spec(), OWNER, "a" * 16, settings(s3_secret="store-creds", s3_endpoint="http://minio:9000")
     )
     (container,) = _pod(job)["containers"]
     assert container["envFrom"] == [
-        {"secretRef": {"name": "s3-creds"}},
-        {"secretRef": {"name": "store-creds"}},
+        {"prefix": "MSERVE_SOURCE_", "secretRef": {"name": "s3-creds"}},
+        {"prefix": "MSERVE_STORE_", "secretRef": {"name": "store-creds"}},
     ]
-    assert _env(container)["AWS_ENDPOINT_URL"] == "http://minio:9000"
-    assert _env(container)["HOME"] == "/tmp"
+    env = _env(container)
+    assert env["MSERVE_SOURCE_AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["MSERVE_STORE_AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert not any(name.startswith("AWS_") for name in env)
+    assert env["HOME"] == "/tmp"
 
 
 def test_job_mounts_pvc_source_read_only_and_pvc_store_writable():
@@ -148,7 +151,7 @@ def test_every_container_including_init_runs_restricted_with_writable_tmp():
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}} in pod["volumes"]
         for container in all_containers(pod):
             assert container["securityContext"] == RESTRICTED, container["name"]
             assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], container["name"]
@@ -161,8 +164,11 @@ def test_init_container_fetches_the_artifact_with_its_digest_into_the_shared_vol
     pod = _pod(_deployment())
     (fetch,) = pod["initContainers"]
     assert fetch["image"] == "mserve-runtime:latest"
-    assert fetch["args"] == ["fetch", ARTIFACT.uri, "/models/model.onnx", "--sha256", ARTIFACT.sha256]
-    assert fetch["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
+    assert fetch["args"] == [
+        "fetch", ARTIFACT.uri, "/models/model.onnx", "--role", "store",
+        "--max-bytes", str(4 * 1024**3), "--sha256", ARTIFACT.sha256,
+    ]  # fmt: skip
+    assert fetch["envFrom"] == [{"prefix": "MSERVE_STORE_", "secretRef": {"name": "store-creds"}}]
     assert {"name": "model", "mountPath": "/models"} in fetch["volumeMounts"]
     server = pod["containers"][0]
     assert {"name": "model", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
@@ -186,8 +192,8 @@ def test_cpu_server_command_env_probes_and_resources():
     assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert {p["name"]: p["containerPort"] for p in server["ports"]} == {"http": 8080, "grpc": 8081}
     assert server["resources"] == {
-        "requests": {"cpu": "500m", "memory": "512Mi"},
-        "limits": {"cpu": "1", "memory": "1Gi"},
+        "requests": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "6Gi"},
     }
     assert "nvidia.com/gpu" not in str(deployment)
     assert deployment["spec"]["replicas"] == 2
@@ -196,7 +202,10 @@ def test_cpu_server_command_env_probes_and_resources():
 def test_spec_resources_win_and_untouched_resources_get_defaults():
     spec = cpu_spec(replicas=1, resources={"requests": {"cpu": "4"}, "limits": {"memory": "8Gi"}})
     server = _pod(_deployment(spec))["containers"][0]
-    assert server["resources"] == {"requests": {"cpu": "4"}, "limits": {"memory": "8Gi"}}
+    assert server["resources"] == {
+        "requests": {"cpu": "4", "ephemeral-storage": "1Gi"},
+        "limits": {"memory": "8Gi", "ephemeral-storage": "6Gi"},
+    }
 
 
 def test_gpu_pod_asks_for_the_gpu_runs_the_gpu_image_on_cuda_and_tolerates_the_taint():
@@ -300,7 +309,8 @@ def test_source_served_without_job_uses_the_source_credentials():
     source = ARTIFACT.__class__(uri=spec.model.uri)
     pod = _pod(build_deployment(spec, OWNER, source, settings(), store_secret="store"))
     fetch = pod["initContainers"][0]
-    assert fetch["envFrom"] == [{"secretRef": {"name": "src"}}]
+    assert fetch["envFrom"] == [{"prefix": "MSERVE_SOURCE_", "secretRef": {"name": "src"}}]
+    assert fetch["args"][3:5] == ["--role", "source"]
     assert "--sha256" not in fetch["args"]
 
 

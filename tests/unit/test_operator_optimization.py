@@ -17,6 +17,7 @@ from operator_fixtures import OWNER, cpu_spec, settings
 SPEC = cpu_spec()
 DIGEST = spec_digest(SPEC)
 ARTIFACT_DIGEST = "e" * 64
+PREFIX = "s3://store/models/digits"
 SUMMARY = TerminationSummary(
     artifact_digest=ARTIFACT_DIGEST,
     artifact_uri=f"s3://store/models/digits/{ARTIFACT_DIGEST}/model.onnx",
@@ -51,7 +52,7 @@ def _pod(exit_code: int, message: str, name: str = "p1") -> dict:
 
 def test_completed_job_gives_the_artifact_and_the_report_summary():
     state = decide_optimization(
-        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())]
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())], PREFIX
     )
     assert state.ok
     assert state.reason == Reason.SUCCEEDED
@@ -95,7 +96,7 @@ def test_completed_job_with_garbage_message_is_reported_unreadable():
 
 def test_the_spec_digest_names_the_job_and_the_artifact_digest_its_folder():
     state = decide_optimization(
-        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())]
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())], PREFIX
     )
     assert (len(DIGEST), len(ARTIFACT_DIGEST)) == (16, 64)
     assert (state.spec_digest, state.artifact.spec_digest) == (DIGEST, DIGEST)
@@ -113,7 +114,7 @@ def test_the_spec_digest_names_the_job_and_the_artifact_digest_its_folder():
 
 def test_a_summary_from_an_older_optimizer_image_still_names_the_artifact():
     legacy = SUMMARY.to_termination_message().replace('"artifact_digest":', '"digest":')
-    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, legacy)])
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, legacy)], PREFIX)
     assert state.ok
     assert state.artifact.artifact_digest == ARTIFACT_DIGEST
 
@@ -125,7 +126,7 @@ def test_a_status_written_before_the_digests_had_names_is_read_and_renamed():
         "artifact": {"digest": DIGEST, "uri": uri, "sha256": "c" * 64},
         "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
     }
-    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
     assert state.ok
     assert not state.needs_job
     assert (state.artifact.uri, state.artifact.sha256) == (uri, "c" * 64)
@@ -152,7 +153,7 @@ def test_recorded_verdict_means_no_new_job_after_ttl_cleanup():
         "artifact": {"specDigest": DIGEST, "uri": "s3://store/a/model.onnx", "sha256": "c" * 64},
         "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
     }
-    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
     assert not state.needs_job
     assert state.artifact.uri == "s3://store/a/model.onnx"
 
@@ -164,14 +165,14 @@ def test_recorded_failure_is_not_retried_for_the_same_digest():
             {"type": "Optimized", "status": "False", "reason": "ValidationFailed", "message": "cos"}
         ],
     }
-    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
     assert not state.needs_job
     assert state.terminal_failure
 
 
 def test_new_digest_needs_a_job_even_with_an_old_verdict():
     status = {"optimization": {"specDigest": "old", "verdict": "passed"}}
-    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [])
+    state = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
     assert state.needs_job
     assert state.job_name == f"digits-opt-{DIGEST[:10]}"
 
@@ -180,7 +181,7 @@ def test_onnx_source_without_changes_skips_the_job():
     spec = parse_spec(
         {"model": {"uri": "s3://models/m.onnx", "sha256": "E" * 64}, "optimization": {"quantize": "none"}}
     )
-    state = decide_optimization(spec, "m", spec_digest(spec), {}, None, [])
+    state = decide_optimization(spec, "m", spec_digest(spec), {}, None, [], PREFIX)
     assert state.ok
     assert not state.needs_job
     assert state.reason == Reason.SKIPPED
@@ -228,11 +229,40 @@ def test_optimizer_pod_that_cannot_start_is_named_while_the_job_runs():
             }
         ]
     }
-    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job(None), [pod])
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job(None), [pod], PREFIX)
     assert not state.ok
     assert not state.terminal_failure
     assert state.reason == Reason.UNSCHEDULABLE
     assert "Insufficient memory" in state.message
+
+
+def _reporting(uri: str, sha256: str = "c" * 64):
+    summary = SUMMARY.model_copy(update={"artifact_uri": uri, "artifact_sha256": sha256})
+    pods = [_pod(0, summary.to_termination_message())]
+    return decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), pods, PREFIX)
+
+
+def test_artifact_outside_the_own_prefix_is_refused_for_good():
+    for uri in (
+        "s3://store/team-b/digits/abc/model.onnx",  # another tenant's artifact
+        "s3://store/models/digits-other/abc/model.onnx",  # a prefix that merely starts alike
+        "s3://store/models/digits/../../team-b/digits/abc/model.onnx",  # climbing out
+        "s3://other-bucket/models/digits/abc/model.onnx",
+        "s3://store/models/digits/",
+        "s3://store/models/digits//abc/model.onnx",
+    ):
+        state = _reporting(uri)
+        assert (state.ok, state.reason, state.artifact) == (False, Reason.UNTRUSTED_ARTIFACT, None), uri
+        assert "outside this ModelService's prefix s3://store/models/digits/" in state.message
+        assert state.terminal_failure
+        assert state.record["verdict"] == "failed"
+
+
+def test_artifact_without_a_sha256_to_reverify_is_refused():
+    for sha256 in ("", "C" * 64, "c" * 63, "not-a-digest"):
+        state = _reporting("s3://store/models/digits/abc/model.onnx", sha256)
+        assert (state.ok, state.reason) == (False, Reason.UNTRUSTED_ARTIFACT), sha256
+        assert "without a valid sha256" in state.message
 
 
 MEASURED = SessionOptions(intra_op_threads=1, allow_spinning=True)
@@ -247,7 +277,7 @@ def _runtime_env(artifact: Artifact) -> dict[str, str]:
 def test_measured_session_options_reach_the_runtime_env_and_survive_a_restart():
     summary = SUMMARY.model_copy(update={"session_options": MEASURED})
     state = decide_optimization(
-        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, summary.to_termination_message())]
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, summary.to_termination_message())], PREFIX
     )
     assert state.artifact.session_options == MEASURED
     env = _runtime_env(state.artifact)
@@ -259,14 +289,14 @@ def test_measured_session_options_reach_the_runtime_env_and_survive_a_restart():
         "conditions": [{"type": "Optimized", "status": "True", "reason": "Succeeded", "message": "ok"}],
     }
     assert status["artifact"]["sessionOptions"]["intraOpThreads"] == 1
-    again = decide_optimization(SPEC, "digits", DIGEST, json.loads(json.dumps(status)), None, [])
+    again = decide_optimization(SPEC, "digits", DIGEST, json.loads(json.dumps(status)), None, [], PREFIX)
     assert again.artifact == state.artifact
     assert _runtime_env(again.artifact) == env
 
 
 def test_without_measured_options_the_runtime_keeps_its_defaults():
     state = decide_optimization(
-        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())]
+        SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, SUMMARY.to_termination_message())], PREFIX
     )
     assert state.artifact.session_options is None
     assert "MSERVE_SESSION_OPTIONS" not in _runtime_env(state.artifact)
@@ -275,7 +305,7 @@ def test_without_measured_options_the_runtime_keeps_its_defaults():
 
 def test_a_report_with_hostile_session_options_is_unreadable_not_served():
     text = SUMMARY.to_termination_message()[:-1] + ',"session_options":{"intra_op_threads":-1,"evil":1}}'
-    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, text)])
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, _job("Complete"), [_pod(0, text)], PREFIX)
     assert not state.ok
     assert state.artifact is None
     assert state.reason == Reason.REPORT_UNREADABLE

@@ -41,3 +41,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "mserve.clusterWide" -}}
 {{- if not .Values.operator.watchNamespaces -}}true{{- end -}}
 {{- end -}}
+
+{{/* Globs of the runtime images a ModelService may name, as a list: the allowlist, else the
+install's own runtime images at its tag. The operator and the admission policy get the same. */}}
+{{- define "mserve.runtimeAllowlist" -}}
+{{- $tag := include "mserve.imageTag" . -}}
+{{- $own := list (printf "%s:%s" .Values.images.runtime $tag) (printf "%s:%s" .Values.images.runtimeGpu $tag) -}}
+{{- default $own .Values.images.runtimeAllowlist | toJson -}}
+{{- end -}}

@@ -5,8 +5,17 @@ ownership) lives here, so that it is unit-tested without a cluster.
 """
 
 from mserve_operator.builders.deployment import build_deployment
+from mserve_operator.builders.egress import build_optimizer_egress_policy
 from mserve_operator.builders.job import build_job
 from mserve_operator.builders.scaling import build_hpa, build_pdb
 from mserve_operator.builders.service import build_service, service_url
 
-__all__ = ["build_deployment", "build_hpa", "build_job", "build_pdb", "build_service", "service_url"]
+__all__ = [
+    "build_deployment",
+    "build_hpa",
+    "build_job",
+    "build_optimizer_egress_policy",
+    "build_pdb",
+    "build_service",
+    "service_url",
+]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from mserve_operator import names
 from mserve_operator.artifact import Artifact
 from mserve_operator.builders.pod import (
+    SOURCE_ROLE,
+    STORE_ROLE,
     Owner,
     StorageAccess,
     container_security_context,
@@ -21,7 +23,14 @@ MODEL_DIR = "/models"
 MODEL_PATH = f"{MODEL_DIR}/model.onnx"
 
 
+def fetch_image(settings: OperatorSettings) -> str:
+    """The fetch init container's image: always the install's CPU runtime image, never one a
+    user names (the container holds the store's credentials); a fetch needs no GPU."""
+    return f"{settings.runtime_image}:{settings.image_tag}"
+
+
 def runtime_image(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
+    """The server's image: the ModelService's own (checked against the allowlist) or the install's."""
     if spec.serving.image:
         return spec.serving.image
     image = settings.runtime_gpu_image if spec.serving.uses_gpu else settings.runtime_image
@@ -39,6 +48,10 @@ def runtime_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dic
     defaults = {
         "cpu": (settings.runtime_cpu_request, settings.runtime_cpu_limit),
         "memory": (settings.runtime_memory_request, settings.runtime_memory_limit),
+        "ephemeral-storage": (
+            settings.runtime_ephemeral_storage_request,
+            settings.runtime_ephemeral_storage_limit,
+        ),
     }
     for resource, (request, limit) in defaults.items():
         if resource not in requests and resource not in limits:
@@ -125,13 +138,23 @@ def _access_for(
     store_endpoint: str,
 ) -> StorageAccess:
     access = StorageAccess()
-    if artifact.uri == spec.model.uri:  # served from the source: no Job ran
+    role = artifact_role(spec, artifact)
+    if role == SOURCE_ROLE:
         access.add_uri(
-            artifact.uri, settings, secret=spec.model.credentials_secret, endpoint=settings.s3_endpoint
+            artifact.uri,
+            settings,
+            role=role,
+            secret=spec.model.credentials_secret,
+            endpoint=settings.s3_endpoint,
         )
     else:
-        access.add_uri(artifact.uri, settings, secret=store_secret, endpoint=store_endpoint)
+        access.add_uri(artifact.uri, settings, role=role, secret=store_secret, endpoint=store_endpoint)
     return access
+
+
+def artifact_role(spec: ModelServiceSpec, artifact: Artifact) -> str:
+    """Served from the source (no Job ran) with the source's credentials, else from the store."""
+    return SOURCE_ROLE if artifact.uri == spec.model.uri else STORE_ROLE
 
 
 def build_deployment(
@@ -144,27 +167,24 @@ def build_deployment(
     store_endpoint: str = "",
 ) -> dict:
     labels = names.labels(owner.name, names.COMPONENT_RUNTIME)
-    image = runtime_image(spec, settings)
     resources = runtime_resources(spec, settings)
     access = _access_for(spec, artifact, settings, store_secret, store_endpoint)
-    tmp, tmp_mount = tmp_volume()
-    model_volume = {"name": "model", "emptyDir": {}}
+    tmp, tmp_mount = tmp_volume(settings.runtime_tmp_size_limit)
+    model_volume = {"name": "model", "emptyDir": {"sizeLimit": str(settings.fetch_max_bytes)}}
 
-    fetch_args = ["fetch", artifact.uri, MODEL_PATH]
+    fetch_args = ["fetch", artifact.uri, MODEL_PATH, "--role", artifact_role(spec, artifact)]
+    fetch_args += ["--max-bytes", str(settings.fetch_max_bytes)]
     if artifact.sha256:
         fetch_args += ["--sha256", artifact.sha256]
     fetch = {
         "name": "fetch-model",
-        "image": image,
+        "image": fetch_image(settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": fetch_args,
         "env": list(access.env),
-        # Same CPU/memory as the server: it never raises the pod's effective request.
-        "resources": {
-            side: {k: v for k, v in values.items() if k in ("cpu", "memory")}
-            for side, values in resources.items()
-        },
+        # Same resources as the server: it never raises the pod's effective request.
+        "resources": {side: dict(values) for side, values in resources.items()},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}, tmp_mount, *access.mounts],
@@ -177,7 +197,7 @@ def build_deployment(
         server_resources["limits"][gpu_resource_name(spec, settings)] = str(spec.serving.gpu.count)
     server = {
         "name": "server",
-        "image": image,
+        "image": runtime_image(spec, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": ["serve", MODEL_PATH, "--name", owner.name],

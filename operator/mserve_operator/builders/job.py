@@ -6,6 +6,8 @@ from mserve_contract.exit_codes import PERMANENT_EXITS
 
 from mserve_operator import names
 from mserve_operator.builders.pod import (
+    SOURCE_ROLE,
+    STORE_ROLE,
     Owner,
     StorageAccess,
     container_security_context,
@@ -66,12 +68,19 @@ def _scheduling(settings: OperatorSettings) -> dict:
 def build_job(spec: ModelServiceSpec, owner: Owner, spec_digest: str, settings: OperatorSettings) -> dict:
     store = artifact_store(spec, settings)
     access = StorageAccess()
+    # The optimizer reads its source with the source role and writes with the store role.
     access.add_uri(
-        spec.model.uri, settings, secret=spec.model.credentials_secret, endpoint=settings.s3_endpoint
+        spec.model.uri,
+        settings,
+        role=SOURCE_ROLE,
+        secret=spec.model.credentials_secret,
+        endpoint=settings.s3_endpoint,
     )
-    # The store's credentials come last so that, for keys both Secrets hold, writes use the store's.
-    access.add_uri(store.uri, settings, secret=store.secret, endpoint=store.endpoint, writable=True)
-    tmp, tmp_mount = tmp_volume()
+    # The store's keys reach the optimizer under their own prefix: writes never use the source's.
+    access.add_uri(
+        store.uri, settings, role=STORE_ROLE, secret=store.secret, endpoint=store.endpoint, writable=True
+    )
+    tmp, tmp_mount = tmp_volume(settings.optimizer_ephemeral_storage_limit)
     pod_labels = {**names.labels(owner.name, names.COMPONENT_OPTIMIZER), names.SPEC_DIGEST_LABEL: spec_digest}
     container = {
         "name": CONTAINER_NAME,
@@ -80,10 +89,22 @@ def build_job(spec: ModelServiceSpec, owner: Owner, spec_digest: str, settings: 
         "command": ["mserve"],
         "args": optimizer_args(spec, store.output_for(owner.namespace, owner.name)),
         # HOME on the writable emptyDir: torch and onnx write caches under it.
-        "env": [{"name": "HOME", "value": "/tmp"}, *access.env],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "MSERVE_FETCH_MAX_BYTES", "value": str(settings.fetch_max_bytes)},
+            *access.env,
+        ],
         "resources": {
-            "requests": {"cpu": settings.optimizer_cpu_request, "memory": settings.optimizer_memory_request},
-            "limits": {"cpu": settings.optimizer_cpu_limit, "memory": settings.optimizer_memory_limit},
+            "requests": {
+                "cpu": settings.optimizer_cpu_request,
+                "memory": settings.optimizer_memory_request,
+                "ephemeral-storage": settings.optimizer_ephemeral_storage_request,
+            },
+            "limits": {
+                "cpu": settings.optimizer_cpu_limit,
+                "memory": settings.optimizer_memory_limit,
+                "ephemeral-storage": settings.optimizer_ephemeral_storage_limit,
+            },
         },
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",

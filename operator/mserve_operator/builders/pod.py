@@ -71,14 +71,21 @@ def container_security_context() -> dict:
     }
 
 
-def tmp_volume() -> tuple[dict, dict]:
-    """A writable /tmp: the root filesystem is read-only."""
-    return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}
+def tmp_volume(size_limit: str) -> tuple[dict, dict]:
+    """A writable /tmp (the root filesystem is read-only), bounded so it cannot fill the node."""
+    return {"name": "tmp", "emptyDir": {"sizeLimit": size_limit}}, {"name": "tmp", "mountPath": "/tmp"}
+
+
+SOURCE_ROLE = "source"
+STORE_ROLE = "store"
+# `mserve fetch --role R` and the optimizer read only the variables under R's prefix, so the
+# source's and the store's credentials never mix, whatever keys either Secret holds.
+ROLE_ENV_PREFIX = {SOURCE_ROLE: "MSERVE_SOURCE_", STORE_ROLE: "MSERVE_STORE_"}
 
 
 @dataclass
 class StorageAccess:
-    """Env and volumes a container needs to read (or write) the URIs it is given."""
+    """Env and volumes a container needs to read (or write) the URIs it is given, per role."""
 
     env: list[dict] = field(default_factory=list)
     env_from: list[dict] = field(default_factory=list)
@@ -90,32 +97,30 @@ class StorageAccess:
         uri: str,
         settings: OperatorSettings,
         *,
+        role: str,
         secret: str = "",
         endpoint: str = "",
         writable: bool = False,
     ) -> None:
+        prefix = ROLE_ENV_PREFIX[role]
         if uri.startswith("s3://"):
-            self._add_s3(settings, secret, endpoint)
+            self._add_secret(prefix, secret)
+            if endpoint:
+                self._set_env(f"{prefix}AWS_ENDPOINT_URL", endpoint)
+            self._set_env(f"{prefix}AWS_REGION", settings.s3_region)
         elif uri.startswith("pvc://"):
             self._add_pvc(uri, settings, writable)
-        elif secret and uri.startswith(("http://", "https://")):
-            self._add_secret(secret)
+        elif uri.startswith(("http://", "https://")):
+            self._add_secret(prefix, secret)
 
-    def _add_secret(self, secret: str) -> None:
-        ref = {"secretRef": {"name": secret}}
-        if ref not in self.env_from:
+    def _add_secret(self, prefix: str, secret: str) -> None:
+        ref = {"prefix": prefix, "secretRef": {"name": secret}}
+        if secret and ref not in self.env_from:
             self.env_from.append(ref)
 
     def _set_env(self, name: str, value: str) -> None:
         if not any(e["name"] == name for e in self.env):
             self.env.append({"name": name, "value": value})
-
-    def _add_s3(self, settings: OperatorSettings, secret: str, endpoint: str) -> None:
-        if secret:
-            self._add_secret(secret)
-        if endpoint:
-            self._set_env("AWS_ENDPOINT_URL", endpoint)
-        self._set_env("AWS_REGION", settings.s3_region)
 
     def _add_pvc(self, uri: str, settings: OperatorSettings, writable: bool) -> None:
         claim = uri.removeprefix("pvc://").split("/", 1)[0]
