@@ -75,9 +75,12 @@ cmd_build() {
     fi
   done
   # Each rebuild leaves the previous image untagged (the optimizer's is 3.7 GB): drop ours,
-  # or a day of edits fills the disk and the kubelet evicts pods for disk pressure.
+  # or a day of edits fills the disk and the kubelet evicts pods for disk pressure. The
+  # dependency stages (`deps`, untagged, labelled like mserve-base) stay: they are the build
+  # cache, and pruning them re-downloads torch on every build.
   docker image prune -f --filter "label=org.opencontainers.image.licenses=Apache-2.0" \
-    --filter "label=org.opencontainers.image.version=${VERSION}" >/dev/null
+    --filter "label=org.opencontainers.image.version=${VERSION}" \
+    --filter "label!=org.opencontainers.image.title=mserve-base" >/dev/null
 }
 
 # This machine's containerd (hack/cluster.sh): skip an import when containerd already has the
