@@ -258,6 +258,14 @@ def _export_baseline(ref: str, dest: Path) -> str:
     return os.pathsep.join(str(dest / part) for part in ("cli", "contract", "runtime"))
 
 
+def _regression_row(case: str, base: str, ours: str, ratios: list[float]) -> str:
+    """One table row: the median ratio (ours over the baseline), each round's, and the verdict."""
+    ratio = statistics.median(ratios)
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    verdict = "yes" if ratio >= 0.95 else "NO"
+    return f"| {case} | {base} | {ours} | {ratio:.2f} ({each}) | >= 0.95 | {verdict} |"
+
+
 def regression_rows(work: Path, ref: str, seconds: float, rounds: int) -> list[str]:
 
     model = build_tiny_mlp(work / "tiny-regression.onnx")
@@ -286,13 +294,8 @@ def regression_rows(work: Path, ref: str, seconds: float, rounds: int) -> list[s
                 base_rps.append(base["rps"])
                 ours_rps.append(mine["rps"])
                 ratios.append(mine["rps"] / base["rps"])
-        ratio = statistics.median(ratios)
-        each = ", ".join(f"{r:.2f}" for r in ratios)
-        rows.append(
-            f"| tiny MLP c32, {config} | {statistics.median(base_rps):,.0f} "
-            f"| {statistics.median(ours_rps):,.0f} | {ratio:.2f} ({each}) | >= 0.95 "
-            f"| {'yes' if ratio >= 0.95 else 'NO'} |"
-        )
+        base_cell, ours_cell = f"{statistics.median(base_rps):,.0f}", f"{statistics.median(ours_rps):,.0f}"
+        rows.append(_regression_row(f"tiny MLP c32, {config}", base_cell, ours_cell, ratios))
     here = os.pathsep.join(str(ROOT / part) for part in ("cli", "contract", "runtime"))
     for config, size in (("batching off", 1), ("batching on (32 rows, 2 ms)", 32)):
         costs: dict[str, list[float]] = {"base": [], "ours": []}
@@ -303,13 +306,10 @@ def regression_rows(work: Path, ref: str, seconds: float, rounds: int) -> list[s
                 out = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
                 costs[side].append(float(out.stdout.split()[-1]))
         ratios = [b / o for b, o in zip(costs["base"], costs["ours"], strict=True)]
-        ratio = statistics.median(ratios)
-        each = ", ".join(f"{r:.2f}" for r in ratios)
-        rows.append(
-            f"| tiny MLP, 32 concurrent, in-process CPU us/request, {config} "
-            f"| {statistics.median(costs['base']):.1f} us | {statistics.median(costs['ours']):.1f} us "
-            f"| {ratio:.2f} ({each}) | >= 0.95 | {'yes' if ratio >= 0.95 else 'NO'} |"
-        )
+        base_cell = f"{statistics.median(costs['base']):.1f} us"
+        ours_cell = f"{statistics.median(costs['ours']):.1f} us"
+        case = f"tiny MLP, 32 concurrent, in-process CPU us/request, {config}"
+        rows.append(_regression_row(case, base_cell, ours_cell, ratios))
     return [
         f"| case | {ref} ({os.environ['MSERVE_BASELINE_SHA']}) | this tree "
         "| ratio (req/s, or baseline CPU / ours), median (rounds) | target | met |",
