@@ -32,8 +32,8 @@ POLL_S = 2.0
 
 
 def _shown(value: bytes) -> str:
-    text = value[:20].decode("ascii", "replace")
-    return text if text.isprintable() else "(not printable)"
+    text = value[:20].decode("latin-1")
+    return text if text.isascii() and text.isprintable() else "(not printable)"
 
 
 def credential(authorization: bytes | None, api_key: bytes | None, what: str) -> bytes:

@@ -28,7 +28,9 @@ def read_keys(directory: Path) -> tuple[KeyTable, list[str]]:
     """(name, digest) of every key under `directory`, sorted, and the problems met (never values)."""
     problems: list[str] = []
     try:
-        secrets = sorted(entry for entry in os.scandir(directory) if not entry.name.startswith("."))
+        secrets = sorted(
+            (e for e in os.scandir(directory) if not e.name.startswith(".")), key=lambda e: e.name
+        )
     except FileNotFoundError:
         return (), [f"MSERVE_API_KEYS_DIR {str(directory)!r} does not exist"]
     except OSError as exc:
@@ -38,7 +40,10 @@ def read_keys(directory: Path) -> tuple[KeyTable, list[str]]:
         if not secret.is_dir():
             continue
         try:
-            files = sorted(e for e in os.scandir(secret.path) if not e.name.startswith(".") and e.is_file())
+            files = sorted(
+                (e for e in os.scandir(secret.path) if not e.name.startswith(".") and e.is_file()),
+                key=lambda e: e.name,
+            )
         except OSError as exc:
             problems.append(f"key directory {secret.name!r} cannot be read: {exc.strerror}")
             continue
