@@ -1,0 +1,127 @@
+"""What access control costs: API-key authentication and TLS, each against the same server without it.
+
+    python -m benchmarks.auth_cost [--seconds 3] [--rounds 3] [--skip-minilm]
+
+Cells, each a pair of `mserve serve` processes measured alternately (a, b, a, b, ...) from a
+separate closed-loop client process (benchmarks/http_load.py), REST with binary tensors:
+- tiny MLP, 32 connections: `MSERVE_AUTH=apiKey` (Authorization: Bearer, usage metered) vs
+  `none` (target: at least 0.95x the requests/s);
+- tiny MLP, 32 connections: TLS vs plaintext (report);
+- MiniLM-L6 batch 1, 8 connections: TLS vs plaintext (report; `--skip-minilm` leaves it out).
+Prints one table with the medians and the median ratio of each cell. Not a timed test: on a
+shared machine, compare ratios measured in one run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.http_load import binary_body, run_load
+from benchmarks.runtime import CACHE, alternate
+from tests.support.models import build_tiny_mlp
+from tests.support.secret_volume import write_secret
+from tests.support.serving import Server, serving
+from tests.support.tls_certs import issue
+
+KEY = "bench-key-5b0f1c2d3e4a"
+COMMON = ("--no-access-log", "--threads", "1", "--max-batch-size", "32", "--max-batch-delay-ms", "2")
+
+
+def _load(
+    server: Server, model: str, body: bytes, headers: dict, c: int, seconds: float, ca: str | None = None
+) -> Callable[[], dict]:
+    def measure() -> dict:
+        return run_load(server.port, f"/v2/models/{model}/infer", body, c, seconds, 10**7, headers, 1.0, ca)
+
+    return measure
+
+
+def _cell(name: str, a: str, b: str, pair: tuple[dict, dict, float], target: float | None) -> list[str]:
+    base, other, ratio = pair
+    verdict = "report" if target is None else f">= {target:.2f}: {'yes' if ratio >= target else 'NO'}"
+    return [
+        f"| {name} | {a} | {base['rps']:.0f} | {base['p50_ms']:.2f} | {base['p99_ms']:.2f} | | |",
+        f"| {name} | {b} | {other['rps']:.0f} | {other['p50_ms']:.2f} | {other['p99_ms']:.2f} "
+        f"| {ratio:.3f} | {verdict} |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="a/b alternations per cell")
+    parser.add_argument("--skip-minilm", action="store_true", help="leave out the MiniLM TLS cell")
+    args = parser.parse_args()
+
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="mserve-auth-bench-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        tiny = build_tiny_mlp(work / "tiny.onnx")
+        x = np.random.default_rng(0).random((1, 16), dtype=np.float32)
+        body, headers = binary_body({"x": x}, {"x": "FP32"})
+        write_secret(work / "keys" / "bench", {"key": KEY})
+        issued = issue("bench")
+        write_secret(work / "tls", {"tls.crt": issued.cert_pem, "tls.key": issued.key_pem})
+        ca = str(issued.write_ca(work / "ca.pem"))
+        tls_args = (
+            "--tls-cert-file",
+            str(work / "tls" / "tls.crt"),
+            "--tls-key-file",
+            str(work / "tls" / "tls.key"),
+        )
+
+        def start(label: str, path: Path, name: str, *extra: str) -> Server:
+            return stack.enter_context(serving(path, name, work / f"{label}.log", *COMMON, *extra))
+
+        plain = start("plain", tiny, "tiny")
+        keyed = start("apikey", tiny, "tiny", "--auth", "apiKey", "--api-keys-dir", str(work / "keys"))
+        secure = start("tls", tiny, "tiny", *tls_args)
+        auth_headers = {**headers, "Authorization": f"Bearer {KEY}"}
+
+        pair = alternate(
+            _load(plain, "tiny", body, headers, 32, args.seconds),
+            _load(keyed, "tiny", body, auth_headers, 32, args.seconds),
+            args.rounds,
+        )
+        rows += _cell("tiny MLP b1, REST binary, c32", "auth none", "auth apiKey (Bearer)", pair, 0.95)
+        pair = alternate(
+            _load(plain, "tiny", body, headers, 32, args.seconds),
+            _load(secure, "tiny", body, headers, 32, args.seconds, ca),
+            args.rounds,
+        )
+        rows += _cell("tiny MLP b1, REST binary, c32", "plaintext", "TLS", pair, None)
+
+        minilm_path = CACHE / "bench" / "minilm-l6.onnx"
+        if not args.skip_minilm:
+            from tests.support.models import export_minilm, minilm_inputs
+
+            export_minilm(minilm_path)
+            feed = minilm_inputs(["mserve serves ONNX models over the V2 inference protocol."])
+            mbody, mheaders = binary_body(feed, dict.fromkeys(feed, "INT64"))
+            m_plain = start("minilm-plain", minilm_path, "minilm")
+            m_tls = start("minilm-tls", minilm_path, "minilm", *tls_args)
+            pair = alternate(
+                _load(m_plain, "minilm", mbody, mheaders, 8, args.seconds),
+                _load(m_tls, "minilm", mbody, mheaders, 8, args.seconds, ca),
+                args.rounds,
+            )
+            rows += _cell("MiniLM-L6 b1 seq128, REST binary, c8", "plaintext", "TLS", pair, None)
+
+    print(
+        f"\nserver: {' '.join(COMMON)}; {os.cpu_count()} CPUs shared with the client; "
+        f"{args.rounds} alternations of {args.seconds:g} s per side, medians\n"
+    )
+    print("| case | config | req/s | p50 ms | p99 ms | ratio (median of rounds) | target |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
