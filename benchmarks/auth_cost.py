@@ -9,7 +9,9 @@ separate closed-loop client process (benchmarks/http_load.py), REST with binary 
 - tiny MLP, 32 connections: TLS vs plaintext (report);
 - MiniLM-L6 batch 1, 8 connections: TLS vs plaintext (report; `--skip-minilm` leaves it out).
 Prints one table with the medians and the median ratio of each cell. Not a timed test: on a
-shared machine, compare ratios measured in one run, not absolute numbers across runs.
+shared machine, compare ratios measured in one run, not absolute numbers across runs. As the
+HTTP cells are noisy there, the API-key cost is also measured as CPU time per request of the
+whole ASGI app in-process (as benchmarks/asgi_cpu.py does), which neighbours barely move.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import uvloop
 
 from benchmarks.http_load import binary_body, run_load
 from benchmarks.runtime import CACHE, alternate
@@ -51,6 +54,75 @@ def _cell(name: str, a: str, b: str, pair: tuple[dict, dict, float], target: flo
         f"| {name} | {b} | {other['rps']:.0f} | {other['p50_ms']:.2f} | {other['p99_ms']:.2f} "
         f"| {ratio:.3f} | {verdict} |",
     ]
+
+
+async def _asgi_cpu_pair(model: Path, keys_dir: Path, rounds: int) -> tuple[float, float]:
+    """CPU microseconds per request of the whole ASGI app (what uvicorn serves), without and with
+    API keys, in this process, measured alternately; the same request (with its Authorization
+    header) for both. Best of `rounds` each: CPU time, so neighbours on the machine barely move it."""
+    import asyncio
+    import time
+
+    import orjson
+    from mserve_runtime.dataplane import DataPlane
+    from mserve_runtime.server import build_asgi_app
+    from mserve_runtime.settings import RuntimeSettings
+
+    apps, planes = {}, []
+    for mode in ("none", "apiKey"):
+        settings = RuntimeSettings(
+            model_path=str(model),
+            model_name="tiny",
+            max_batch_size=32,
+            max_batch_delay_ms=2,
+            access_log=False,
+            auth=mode,
+            api_keys_dir=str(keys_dir),
+        )
+        plane = DataPlane(settings)
+        plane.load()
+        planes.append(plane)
+        apps[mode] = build_asgi_app(settings, plane)
+    body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16], "data": [0.1] * 16}]})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"authorization", f"Bearer {KEY}".encode()),
+    ]
+    idle = asyncio.Event()
+
+    async def one(app: object) -> None:
+        read, sent = False, []
+
+        async def receive() -> dict:
+            nonlocal read
+            if not read:
+                read = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await idle.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v2/models/tiny/infer", "query_string": b""}
+        await app({**scope, "headers": headers}, receive, send)  # type: ignore[operator]
+        assert sent[0]["status"] == 200, sent
+
+    async def client(app: object, n: int) -> None:
+        for _ in range(n):
+            await one(app)
+
+    best = {"none": float("inf"), "apiKey": float("inf")}
+    for r in range(2 * rounds + 1):
+        for mode in ("none", "apiKey") if r % 2 else ("apiKey", "none"):
+            started = time.process_time()
+            await asyncio.gather(*(client(apps[mode], 100) for _ in range(32)))
+            if r:  # the first round warms up
+                best[mode] = min(best[mode], (time.process_time() - started) / 3200 * 1e6)
+    for plane in planes:
+        await plane.close()
+    return best["none"], best["apiKey"]
 
 
 def main() -> None:
@@ -85,12 +157,19 @@ def main() -> None:
         secure = start("tls", tiny, "tiny", *tls_args)
         auth_headers = {**headers, "Authorization": f"Bearer {KEY}"}
 
+        # The same request bytes for both: the server without authentication ignores the header.
         pair = alternate(
-            _load(plain, "tiny", body, headers, 32, args.seconds),
+            _load(plain, "tiny", body, auth_headers, 32, args.seconds),
             _load(keyed, "tiny", body, auth_headers, 32, args.seconds),
             args.rounds,
         )
         rows += _cell("tiny MLP b1, REST binary, c32", "auth none", "auth apiKey (Bearer)", pair, 0.95)
+        none_us, key_us = uvloop.run(_asgi_cpu_pair(tiny, work / "keys", args.rounds))
+        rows.append(
+            f"| tiny MLP b1, JSON, in-process ASGI, 32 concurrent | CPU per request: none {none_us:.1f} µs, "
+            f"apiKey {key_us:.1f} µs | | | | {none_us / key_us:.3f} | >= 0.95: "
+            f"{'yes' if none_us / key_us >= 0.95 else 'NO'} |"
+        )
         pair = alternate(
             _load(plain, "tiny", body, headers, 32, args.seconds),
             _load(secure, "tiny", body, headers, 32, args.seconds, ca),
