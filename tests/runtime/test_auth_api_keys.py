@@ -169,15 +169,13 @@ def test_careless_credentials_get_401_naming_the_problem(server: Server, header:
 
 
 def test_a_huge_header_is_refused_without_a_5xx(server: Server) -> None:
-    try:
-        answer = httpx.post(
-            f"{server.url}/v2/models/digits/infer",
-            json=GOOD,
-            headers={"Authorization": "Bearer " + "k" * 200_000},
-        )
-        assert 400 <= answer.status_code < 500, answer.status_code
-    except httpx.RemoteProtocolError:
-        pass  # uvicorn may drop a connection whose headers pass its own limit: also not a 5xx
+    answer = httpx.post(
+        f"{server.url}/v2/models/digits/infer",
+        json=GOOD,
+        headers={"Authorization": "Bearer " + "k" * 200_000},
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "the credential is longer than 8192 bytes"
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
 
 
