@@ -29,6 +29,7 @@ from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.rest_app import build_rest_app
 from mserve_runtime.rest_infer import RestInference
 from mserve_runtime.rest_routes import build_routes
+from mserve_runtime.rest_shedding import shedding_protocol
 from mserve_runtime.settings import RuntimeSettings
 
 log = logging.getLogger("mserve.server")
@@ -159,7 +160,7 @@ def run(settings: RuntimeSettings) -> int:
     dataplane = DataPlane(settings)
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
-        "max_in_flight=%d max_queue_delay_ms=%g request_timeout_s=%g",
+        "max_in_flight=%d max_queue_delay_ms=%g latency_tolerance=%g request_timeout_s=%g",
         settings.model_path,
         settings.model_name,
         settings.http_port,
@@ -169,6 +170,7 @@ def run(settings: RuntimeSettings) -> int:
         dataplane.workers,
         dataplane.max_in_flight,
         settings.max_queue_delay_ms,
+        settings.latency_tolerance,
         settings.request_timeout_s,
     )
     config = uvicorn.Config(
@@ -184,6 +186,9 @@ def run(settings: RuntimeSettings) -> int:
         # skipping its middleware saves work on every request.
         proxy_headers=False,
     )
+    shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
+    access_log = logging.getLogger("mserve.access") if settings.access_log else None
+    config.http = shedding_protocol(dataplane.admission, shed.inc, access_log) or config.http
     server = _DrainingServer(config, dataplane, settings.drain_delay_s)
     config.app = build_asgi_app(settings, dataplane, lifespan=_lifespan(settings, dataplane, server))
     # uvicorn re-raises the signal it caught after shutting down; ignoring it here lets the
