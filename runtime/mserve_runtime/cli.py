@@ -109,6 +109,12 @@ def fetch(
     type=float,
     help="Past a batch per worker, 503 while runs wait longer; 0 = off. [MSERVE_MAX_QUEUE_DELAY_MS; 100]",
 )
+@click.option(
+    "--latency-tolerance",
+    type=float,
+    help="Adaptive in-flight limit: runs within this x the fastest; 0 = off. [MSERVE_LATENCY_TOLERANCE]",
+)
+@click.option("--latency-slack-ms", type=float, help="Allowance on top of it. [MSERVE_LATENCY_SLACK_MS; 5]")
 @click.option("--request-timeout-s", type=float, help="Deadline, 504 past it. [MSERVE_REQUEST_TIMEOUT_S]")
 @click.option("--json-logs/--text-logs", default=None, help="Log format. [MSERVE_JSON_LOGS]")
 @click.option("--access-log/--no-access-log", default=None, help="A line per request. [MSERVE_ACCESS_LOG]")

@@ -23,6 +23,7 @@ from mserve_runtime.admission import (
     delay_floor,
 )
 from mserve_runtime.batching import DynamicBatcher
+from mserve_runtime.concurrency_limit import GradientLimit
 from mserve_runtime.cpu_limit import concurrent_runs
 from mserve_runtime.datatypes import numpy_to_v2
 from mserve_runtime.errors import ModelNotFound, ModelNotReady
@@ -72,10 +73,19 @@ class DataPlane:
             self.workers, settings.max_batch_size
         )
         batch_delay_s = settings.max_batch_delay_ms / 1000 if settings.max_batch_size > 1 else 0.0
+        adaptive = None
+        if settings.latency_tolerance:
+            adaptive = GradientLimit(
+                min(self.max_in_flight, 2 * self.workers),
+                self.max_in_flight,
+                settings.latency_tolerance,
+                settings.latency_slack_ms / 1000 + batch_delay_s,
+            )
         self.admission = Admission(
             self.max_in_flight,
             delay_floor(self.workers, settings.max_batch_size),
             settings.max_queue_delay_ms / 1000 + batch_delay_s if settings.max_queue_delay_ms else math.inf,
+            adaptive,
         )
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")
         self.model: OnnxModel | None = None
@@ -85,6 +95,7 @@ class DataPlane:
         self.metrics.serve(settings.model_name)
         # A plain counter read at scrape time: cheaper than two locked gauge updates per request.
         self.metrics.in_flight.labels(settings.model_name).set_function(lambda: self.admission.in_flight)
+        self.metrics.in_flight_limit.labels(settings.model_name).set_function(lambda: self.admission.limit)
         self._batch_size = self.metrics.batch_size.labels(settings.model_name)
         self._dropped = {
             reason: self.metrics.dropped.labels(settings.model_name, reason)
@@ -115,6 +126,7 @@ class DataPlane:
                 max_queued=self.max_in_flight,
                 concurrency=self.workers,
                 on_wait=self.admission.observe_wait,
+                on_done=self.admission.observe_run,
             )
             log.info(
                 "dynamic batching on: max %d rows, max delay %.1f ms", s.max_batch_size, s.max_batch_delay_ms
@@ -186,6 +198,7 @@ class DataPlane:
             arrays = await self._wait(
                 loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued)
             )
+            self.admission.observe_run(time.perf_counter() - queued)
         outputs = [
             OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
             for n, a in zip(names, arrays, strict=True)
