@@ -8,7 +8,8 @@ Overload, per model (tiny MLP 16-64-4 and MLP 1024-4096-4096-1024, batching 32 r
 and per server configuration, one server process pinned to one CPU and every client to the
 other (taskset), so that load generator and server do not fight for a core:
 1. unloaded: one closed-loop connection (duration / 4);
-2. capacity: a closed loop with CAPACITY_CLIENTS connections (duration / 2), never shed: its
+2. capacity (with the first configuration only, reused by the others): a closed loop with
+   CAPACITY_CLIENTS connections (duration / 2), never shed: its
    req/s is the capacity, its p99 the at-capacity p99;
 3. overload: vegeta (hack/build.sh vegeta), an open loop offering `factor` x capacity for
    `duration` from at most CONNECTIONS keep-alive connections; its per-request results give
@@ -77,21 +78,35 @@ def _pinned(cpus: set[int]) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process and its threads have used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _max_in_flight(logs: str) -> int:
     return int(re.search(r"max_in_flight=(\d+)", logs).group(1))
 
 
 class _ProbeLiveness(threading.Thread):
-    """GET /v2/health/live every 0.2 s while the overload runs; the slowest answer and any failure."""
+    """GET /v2/health/live every 0.2 s while the overload runs; the slowest answer and any failure;
+    and every second the server's limit on requests in flight (adaptive or not)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url, self.stop, self.worst_ms, self.failures = url, threading.Event(), 0.0, 0
+        self.limits: list[float] = []
 
     def run(self) -> None:
         import httpx
 
+        rounds = 0
         while not self.stop.wait(0.2):
+            rounds += 1
+            if rounds % 5 == 0:
+                text = _metrics_text(self.url)
+                found = re.search(r"^mserve_requests_in_flight_limit\{[^}]*\} (\S+)$", text, re.M)
+                self.limits.extend([float(found.group(1))] if found else [])
             started = time.perf_counter()
             try:
                 ok = httpx.get(f"{self.url}/v2/health/live", timeout=5).status_code == 200
@@ -99,6 +114,15 @@ class _ProbeLiveness(threading.Thread):
                 ok = False
             self.failures += not ok
             self.worst_ms = max(self.worst_ms, 1000 * (time.perf_counter() - started))
+
+
+def _metrics_text(url: str) -> str:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
 
 
 def _buckets(url: str) -> dict[str, dict[float, float]]:
@@ -171,24 +195,40 @@ def run_vegeta(url: str, body: bytes, rate: float, seconds: float, work: Path, c
 
 
 def overload_case(
-    work: Path, label: str, model: Path, body: bytes, duration: float, factor: float, extra: tuple[str, ...]
+    work: Path,
+    label: str,
+    model: Path,
+    body: bytes,
+    duration: float,
+    factor: float,
+    extra: tuple[str, ...],
+    env: dict[str, str] | None = None,
+    capacity: dict | None = None,
 ) -> dict:
-    """One server pinned to SERVER_CPU; every client (closed loops, vegeta, probe) on LOAD_CPU."""
+    """One server pinned to SERVER_CPU; every client (closed loops, vegeta, probe) on LOAD_CPU.
+    With `capacity` (another configuration's), this one's is not measured: a server with an
+    adaptive limit sheds part of a 32-connection closed loop, by design."""
     import httpx
 
     path = f"/v2/models/{label}/infer"
     with _pinned({LOAD_CPU}), ExitStack() as stack:
         with _pinned({SERVER_CPU}):  # the server and its threads inherit it
             server = stack.enter_context(
-                serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING, *extra)
+                serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING, *extra, env=env)
             )
         limit = _max_in_flight(server.logs())
         unloaded = run_load(server.port, path, body, 1, duration / 4, 10**9, warmup_s=1.0)
-        capacity = run_load(server.port, path, body, CAPACITY_CLIENTS, duration / 2, 10**9, warmup_s=1.0)
+        if capacity is None:
+            cpu_before = _cpu_s(server.proc.pid)
+            capacity = run_load(server.port, path, body, CAPACITY_CLIENTS, duration / 2, 10**9, warmup_s=1.0)
+            # run_load's warm-up is not in its count: the CPU per request is a slight overestimate.
+            capacity["cpu_us"] = 1e6 * (_cpu_s(server.proc.pid) - cpu_before) / max(1, capacity["n"])
         probe = _ProbeLiveness(server.url)
         probe.start()
         before = _buckets(server.url)
+        cpu_before = _cpu_s(server.proc.pid)
         over = run_vegeta(f"{server.url}{path}", body, factor * capacity["rps"], duration, work, LOAD_CPU)
+        over["cpu_s"] = _cpu_s(server.proc.pid) - cpu_before
         inside = {part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.url).items()}
         probe.stop.set()
         probe.join()
@@ -204,6 +244,7 @@ def overload_case(
         "over": over,
         "probe_worst_ms": probe.worst_ms,
         "probe_failures": probe.failures,
+        "limits": probe.limits,
         "after_status": after.status_code,
         "after_ms": after_ms,
         "peak_rss_mib": rss,
@@ -211,13 +252,23 @@ def overload_case(
     }
 
 
+def _limit_range(limits: list[float]) -> str:
+    """The adaptive limit's median and range over the overload (nothing when it never moved)."""
+    if not limits or min(limits) == max(limits):
+        return ""
+    return f" (now {statistics.median(limits):.0f}, {min(limits):.0f}-{max(limits):.0f})"
+
+
 def overload_table(cases: list[dict], factor: float) -> str:
     lines = [
-        "| model | server | max in flight | unloaded p99 ms (c1) | capacity req/s (p99 ms; c32) "
+        "| model | server | max in flight (adaptive: median, range) | unloaded p99 ms (c1) "
+        "| capacity req/s (p99 ms; c32) "
         "| offered req/s | admitted req/s | admitted p50 / p99 ms | p99 vs unloaded "
         "| in server: p99 ms, of it batch queue | 503 share | 503 p50 / p99 ms "
+        "| server CPU: busy, us per 200 (capacity), us per 503 (est.) "
         "| live probe worst ms | peak RSS MiB | request right after |",
-        "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- |",
+        "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: | --- "
+        "| ---: | --- | --- | ---: | ---: | --- |",
     ]
     nan = {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
     for c in cases:
@@ -229,15 +280,20 @@ def overload_table(cases: list[dict], factor: float) -> str:
             f"; {status['0']['n']} without an answer in 30 s" if "0" in status else ""
         )
         multiple = over["offered_rps"] / c["capacity"]["rps"]
+        per_ok = c["capacity"]["cpu_us"]
+        # What the refusals cost: the overload's CPU less what its admitted requests cost at capacity.
+        per_shed = (1e6 * over["cpu_s"] - per_ok * ok["n"]) / max(1, shed["n"])
+        cpu = f"{over['cpu_s'] / c['duration']:.0%}, {per_ok:.0f}, {per_shed:.0f}"
         lines.append(
-            f"| {c['label']} | {c['config']} | {c['limit']} | {c['unloaded']['p99_ms']:.1f} "
+            f"| {c['label']} | {c['config']} | {c['limit']}{_limit_range(c['limits'])} "
+            f"| {c['unloaded']['p99_ms']:.1f} "
             f"| {c['capacity']['rps']:,.0f} ({c['capacity']['p99_ms']:.1f}) "
             f"| {over['offered_rps']:,.0f} ({multiple:.1f}x; {factor:g}x asked) "
             f"| {ok['n'] / c['duration']:,.0f} | {ok['p50_ms']:.1f} / {ok['p99_ms']:.1f} "
             f"| {ok['p99_ms'] / c['unloaded']['p99_ms']:.1f}x "
             f"| {c['inside_p99_ms']['server']}, {c['inside_p99_ms']['queue']} "
             f"| {shed['n'] / max(1, over['sent']):.0%} "
-            f"| {shed['p50_ms']:.1f} / {shed['p99_ms']:.1f} "
+            f"| {shed['p50_ms']:.1f} / {shed['p99_ms']:.1f} | {cpu} "
             f"| {c['probe_worst_ms']:.0f}{failed} "
             f"| {c['peak_rss_mib']:.0f} of {POD_MEMORY_LIMIT_MIB} "
             f"| {c['after_status']} in {c['after_ms']:.0f} ms{notes} |"
@@ -330,8 +386,10 @@ def main() -> None:
         "--config",
         action="append",
         metavar="LABEL=SERVER_ARGS",
-        help="a server configuration to overload, e.g. 'count only=--max-queue-delay-ms 0' (repeatable; "
-        "each model is overloaded once per configuration, in the same run; default: the defaults)",
+        help="a server configuration to overload, e.g. 'count only=--max-queue-delay-ms 0', or another "
+        "tree's runtime first: 'before=@main' (repeatable; each model is overloaded once per "
+        "configuration, in the same run, at a multiple of the capacity measured with the first, "
+        "which must not shed 32 connections; default: the defaults)",
     )
     parser.add_argument("--skip-overload", action="store_true")
     parser.add_argument("--skip-regression", action="store_true")
@@ -353,8 +411,12 @@ def main() -> None:
         for label, model, x in models:
             for config, _, server_args in configs:
                 body = json_body({"x": x})
+                words, env = server_args.split(), None
+                if words and words[0].startswith("@"):  # another tree's runtime, e.g. "@main"
+                    env = {"PYTHONPATH": _export_baseline(words.pop(0)[1:], work / f"tree-{config}")}
+                first = next((c["capacity"] for c in cases if c["label"] == label), None)
                 case = overload_case(
-                    work, label, model, body, args.duration, args.factor, tuple(server_args.split())
+                    work, label, model, body, args.duration, args.factor, tuple(words), env, first
                 )
                 case.update(duration=args.duration, config=config)
                 cases.append(case)
