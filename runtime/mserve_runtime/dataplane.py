@@ -126,7 +126,6 @@ class DataPlane:
                 max_queued=self.max_in_flight,
                 concurrency=self.workers,
                 on_wait=self.admission.observe_wait,
-                on_done=self.admission.observe_run,
             )
             log.info(
                 "dynamic batching on: max %d rows, max delay %.1f ms", s.max_batch_size, s.max_batch_delay_ms
@@ -198,7 +197,6 @@ class DataPlane:
             arrays = await self._wait(
                 loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued)
             )
-            self.admission.observe_run(time.perf_counter() - queued)
         outputs = [
             OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
             for n, a in zip(names, arrays, strict=True)
