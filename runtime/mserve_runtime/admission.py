@@ -90,13 +90,10 @@ class Admission:
         """A model run starts now; its oldest request had waited `seconds` (any thread may call)."""
         self.waited_s = seconds
 
-    def leave_after(self, started: float) -> None:
-        """`leave`, for a request admitted at `started` (perf_counter): its time in the server is
-        the adaptive limit's sample (event loop only)."""
-        self.in_flight -= 1
+    def observe_run(self, sojourn_s: float) -> None:
+        """A model run ended, `sojourn_s` after its oldest request was queued (event loop only)."""
         if self.adaptive is not None:
-            now = time.perf_counter()
-            self.limit = self.adaptive.observe(now - started, now)
+            self.limit = self.adaptive.observe(sojourn_s, time.perf_counter())
 
     def refusal(self) -> str:
         """Why the latest refused request was refused, for its 503 / UNAVAILABLE."""
@@ -262,13 +259,10 @@ class AdmissionMiddleware:
                     await _answer(send, 503, admission.refusal(), retry)
                     return
             token = current_scope.set(new_scope(self.default_timeout_s, asked, _HEADER_SOURCE, receive))
-            started = time.perf_counter()
             try:
                 await self.app(scope, receive, send)
             finally:
                 current_scope.reset(token)
-                entered = False
-                admission.leave_after(started)
         finally:
             if entered:
                 admission.in_flight -= 1

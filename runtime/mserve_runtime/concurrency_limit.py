@@ -1,25 +1,26 @@
-"""An adaptive cap on requests in flight, from how long they take in the server (a gradient limit).
+"""An adaptive cap on requests in flight, from how long model runs take (a gradient limit).
 
 The shape of Netflix's concurrency-limits `Gradient2Limit` and Envoy's adaptive_concurrency
 filter: keep the recent minimum of a latency sample as what the server does unloaded, and
 every window scale the limit by `tolerance x minimum / sample` (never below half, never up by
 more than a square root's headroom). Past capacity, latency grows with the queue and the limit
-shrinks until the requests it admits finish within the tolerance; below it, it grows back.
+shrinks until the runs it admits finish within the tolerance; below it, the limit grows back.
 
-The sample is an admitted request's time in the server, from admission to its answer. On a
-pod with a core or two the event loop (reading, decoding, encoding) and the model's threads
-share the CPU, so by Little's law that time is about the requests in flight over the
-throughput: the queue in front of the model and the decoding and encoding queued on the
-event loop both shrink with the limit. Batches under load have more rows and run longer than
-one row unloaded: the tolerance is what that may cost; `slack_s` keeps a model whose requests
-take a millisecond unloaded from being held to a few milliseconds.
+The sample is a model run's sojourn: from its oldest request's arrival in the batcher (or the
+executor's queue) to the run's end, so it holds the queue in front of the model and the run,
+not the HTTP work around them, which admitting fewer does not shorten. (A request's whole time
+in the server was tried too: for a model as small as the tiny MLP that time is HTTP work,
+several times its unloaded value at 32 connections, and the limit shed load the server could
+serve.) Batches under load have more rows and run longer than one row unloaded: the tolerance
+is what that may cost; `slack_s` keeps models whose runs take microseconds from being held to
+microseconds of queue.
 """
 
 from __future__ import annotations
 
 import math
 
-# A window closes after this long and at least MIN_SAMPLES requests, whichever is later.
+# A window closes after this long and at least MIN_SAMPLES runs, whichever is later.
 WINDOW_S = 0.1
 MIN_SAMPLES = 3
 # The minimum is that of the current and the previous period: an old, lucky minimum ages out,
@@ -28,7 +29,7 @@ MIN_PERIOD_S = 10.0
 
 
 class GradientLimit:
-    """The limit on requests in flight, between `floor` and `ceiling`, from request latencies."""
+    """The limit on requests in flight, between `floor` and `ceiling`, from run sojourns."""
 
     def __init__(self, floor: int, ceiling: int, tolerance: float, slack_s: float) -> None:
         if not 1 <= floor <= ceiling:
@@ -46,7 +47,7 @@ class GradientLimit:
         self._count = 0
 
     def observe(self, sojourn_s: float, now: float) -> int:
-        """One request's time in the server, ending at `now` (a monotonic clock); the limit after it."""
+        """One run's sojourn, ending at `now` (a monotonic clock); the limit after it."""
         if now >= self._period_end:
             self._previous_min_s, self._period_min_s = self._period_min_s, math.inf
             self._period_end = now + MIN_PERIOD_S
@@ -62,7 +63,7 @@ class GradientLimit:
         return int(self.limit)
 
     def target_s(self) -> float:
-        """The time in the server the limit steers to."""
+        """The sojourn the limit steers to."""
         return self.tolerance * self.min_s + self.slack_s
 
     def _update(self, sample_s: float) -> None:

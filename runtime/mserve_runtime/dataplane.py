@@ -126,6 +126,7 @@ class DataPlane:
                 max_queued=self.max_in_flight,
                 concurrency=self.workers,
                 on_wait=self.admission.observe_wait,
+                on_done=self.admission.observe_run,
             )
             log.info(
                 "dynamic batching on: max %d rows, max delay %.1f ms", s.max_batch_size, s.max_batch_delay_ms
@@ -195,7 +196,7 @@ class DataPlane:
             loop = asyncio.get_running_loop()
             queued = time.perf_counter()
             arrays = await self._wait(
-                loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued)
+                loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued, loop)
             )
         outputs = [
             OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
@@ -223,12 +224,22 @@ class DataPlane:
             self.admission.unqueue(scope)
 
     def _run_now(
-        self, model: OnnxModel, feed: dict[str, np.ndarray], names: list[str], queued: float
+        self,
+        model: OnnxModel,
+        feed: dict[str, np.ndarray],
+        names: list[str],
+        queued: float,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[np.ndarray]:
         """In an inference thread, when the work's turn comes (cancelled work never gets here)."""
         self.admission.observe_wait(time.perf_counter() - queued)
         self._batch_size.observe(rows_of(feed) if feed else 1)
-        return model.run(feed, names)
+        outputs = model.run(feed, names)
+        if self.admission.adaptive is not None:
+            # Measured here, not when the event loop gets to the answer: that lag is HTTP work,
+            # which admitting fewer requests does not shorten. Counted on the loop (one thread).
+            loop.call_soon_threadsafe(self.admission.observe_run, time.perf_counter() - queued)
+        return outputs
 
     async def _run_all_outputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         assert self.model is not None

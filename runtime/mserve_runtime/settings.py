@@ -101,9 +101,11 @@ class RuntimeSettings(BaseSettings):
 
     latency_tolerance: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False)
     """Adaptive limit on requests in flight (at most `max_in_flight`, at least two per inference
-    worker): every 0.1 s it shrinks while admitted requests take longer in the server than this
-    multiple of the fastest recent one plus `latency_slack_ms` and the batching delay, and grows
-    back while they do not. 0 turns it off; otherwise at least 1."""
+    worker): every 0.1 s it shrinks while model runs, counted from their oldest request's arrival,
+    take longer than this multiple of the fastest recent run plus `latency_slack_ms` and the
+    batching delay, and grows back while they do not. 0 turns it off (the default: where the
+    pod's cores are shared, run times follow the neighbours and it sheds load the server could
+    serve, see docs/runtime.md); otherwise at least 1."""
 
     latency_slack_ms: float = Field(5.0, ge=0, le=99_999_999, allow_inf_nan=False)
     """What `latency_tolerance` allows on top of its multiple, so that a model whose runs take

@@ -1,17 +1,21 @@
-"""The adaptive limit on requests in flight: it shrinks while requests take longer in the
-server than the tolerance allows, never below its floor, grows back when they are prompt again, and careless
+"""The adaptive limit on requests in flight: it shrinks while model runs take longer than the
+tolerance allows, never below its floor, grows back when they are prompt again, and careless
 settings are refused by name."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mserve_runtime.admission import Admission
+from mserve_runtime.batching import DynamicBatcher
 from mserve_runtime.concurrency_limit import MIN_SAMPLES, WINDOW_S, GradientLimit
 from mserve_runtime.dataplane import DataPlane
+from mserve_runtime.inference_types import InferenceRequest, InputTensor
 from mserve_runtime.settings import RuntimeSettings
 from pydantic import ValidationError
 
@@ -75,14 +79,30 @@ def test_a_careless_limit_is_refused(floor: int, ceiling: int, tolerance: float,
 
 def test_admission_refuses_past_the_adaptive_limit_naming_the_setting() -> None:
     admission = Admission(limit=8, adaptive=GradientLimit(floor=2, ceiling=8, tolerance=1.0, slack_s=0.0))
-    for took_s in (0.010, 0.100, 0.100):  # 8 -> 4 -> 2: a window closes after each sleep
+    for sojourn_s in (0.010, 0.100, 0.100):  # 8 -> 4 -> 2: a window closes after each sleep
         for _ in range(MIN_SAMPLES):
-            assert admission.try_enter()
-            admission.leave_after(time.perf_counter() - took_s)
+            admission.observe_run(sojourn_s)
         time.sleep(WINDOW_S)
     assert admission.limit == 2
     assert [admission.try_enter() for _ in range(3)] == [True, True, False]
     assert "MSERVE_LATENCY_TOLERANCE" in admission.refusal()
+
+
+def test_the_batcher_reports_each_runs_sojourn_from_its_oldest_request() -> None:
+    sojourns: list[float] = []
+
+    async def slow_run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        await asyncio.sleep(0.1)
+        return [feed["x"]]
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(slow_run, max_batch_size=1, max_delay_s=0.0, on_done=sojourns.append)
+        rows = {"x": np.ones((1, 2), dtype=np.float32)}
+        await asyncio.gather(batcher.submit(rows), batcher.submit(rows))
+
+    asyncio.run(scenario())
+    assert len(sojourns) == 2
+    assert 0.1 <= sojourns[0] < 0.15 <= 0.2 <= sojourns[1] < 2.0, sojourns
 
 
 def _settings(tmp_path: Path, **values: object) -> RuntimeSettings:
@@ -97,6 +117,23 @@ def test_the_setting_turns_it_on_with_a_floor_of_two_per_worker(tmp_path: Path) 
     assert plane.admission.adaptive.ceiling == plane.max_in_flight
     assert plane.admission.adaptive.slack_s == pytest.approx(0.004 + 0.002)  # plus the batching delay
     assert DataPlane(_settings(tmp_path)).admission.adaptive is None
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_a_served_request_feeds_the_adaptive_limit(tmp_path: Path, batch: int) -> None:
+    """Batching on (the batcher's run) and off (the executor's run) both report a sojourn."""
+    plane = DataPlane(_settings(tmp_path, latency_tolerance=2, max_batch_size=batch, max_batch_delay_ms=1))
+    plane.load()
+    request = InferenceRequest("r", [InputTensor("x", "FP32", [1, 4], np.ones((1, 4), np.float32))], {}, None)
+
+    async def scenario() -> None:
+        await plane.infer("scale", request)
+        await asyncio.sleep(0.01)  # the executor path reports through the event loop
+
+    started = time.perf_counter()
+    asyncio.run(scenario())
+    assert plane.admission.adaptive is not None
+    assert 0 < plane.admission.adaptive.min_s <= time.perf_counter() - started
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ call's deadline is the sooner of the client's gRPC deadline and the server's `re
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,7 +41,6 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE, admission.refusal(), trailing_metadata=_PUSHBACK
                 )
-            started = time.perf_counter()
             try:
                 token = current_scope.set(
                     new_scope(self.default_timeout_s, context.time_remaining(), "the gRPC deadline")
@@ -52,7 +50,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     current_scope.reset(token)
             finally:
-                admission.leave_after(started)
+                admission.leave()
 
         return grpc.unary_unary_rpc_method_handler(
             admitted,
