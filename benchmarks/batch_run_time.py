@@ -5,9 +5,9 @@
 The big MLP (1024-4096-4096-1024) with the runtime's default session options for one core,
 pinned to the CPU overload.py gives the server, `session.run` alone (no HTTP, no JSON): per
 batch size the fastest and the median of `--runs` runs (sizes interleaved), and rows/s at
-the fastest. A request
-admitted while a batch of B rows runs waits for it and then for its own run, so its latency
-cannot fall below about twice the run time of B rows, whatever admission does.
+the fastest. A request admitted while a batch of B rows runs waits for it and then for its
+own run, so its latency cannot fall below about twice the run time of B rows, whatever
+admission does.
 """
 
 from __future__ import annotations
