@@ -261,6 +261,7 @@ def test_a_refused_request_leaves_its_keep_alive_connection_usable(held: tuple[S
         assert "MSERVE_MAX_IN_FLIGHT" in body.decode()
         assert "connection" not in headers
         assert "date" in headers
+        assert '"POST /v2/models/scale/infer" 503' in server.logs()  # the access log has it too
         for thread in admitted:
             thread.join(30)
         sock.sendall(_post_bytes(server))
