@@ -35,16 +35,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from benchmarks.http_load import json_body, run_load
-from tests.support.cluster_access import cache_dir, versions
+from benchmarks.load_process import cpu_s, peak_rss_mib, pinned, run_vegeta
 from tests.support.models import build_tiny_mlp
 from tests.support.serving import serving
 
@@ -54,34 +51,9 @@ BATCHING = ("--max-batch-size", "32", "--max-batch-delay-ms", "2")
 POD_MEMORY_LIMIT_MIB = 1024  # the operator's default runtime memory limit (1Gi)
 # The server on one CPU, every load generator on the other: they must not fight for a core.
 SERVER_CPU, LOAD_CPU = 1, 0
-# vegeta's workers, each with its own keep-alive connection: a client fleet's pools, not one
-# connection per outstanding request (with those, a slow server gets thousands of sockets).
-CONNECTIONS = 512
 # Closed-loop clients that measure capacity: one full batch (32 rows, one worker), which every
 # configuration admits whatever its queue delay (admission.delay_floor), so none is shed.
 CAPACITY_CLIENTS = 32
-
-
-def _peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
-
-
-@contextmanager
-def _pinned(cpus: set[int]) -> Iterator[None]:
-    """This thread (and the processes and threads it starts meanwhile) on `cpus` only."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process and its threads have used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _max_in_flight(logs: str) -> int:
@@ -149,51 +121,6 @@ def _bucket_p99(before: dict[float, float], after: dict[float, float]) -> str:
     return "n/a"
 
 
-def vegeta_binary() -> Path:
-    """hack/build.sh's cached vegeta, built on first use (a benchmark-only target, not `all`)."""
-    binary = cache_dir() / "bin" / f"vegeta-{versions()['VEGETA_VERSION']}"
-    if not binary.exists():
-        subprocess.run(["bash", str(ROOT / "hack" / "build.sh"), "vegeta"], check=True)
-    return binary
-
-
-def _percentiles(latencies_s: list[float]) -> dict[str, float]:
-    if not latencies_s:
-        return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
-    p50, p99 = np.percentile(latencies_s, [50, 99])
-    return {"n": len(latencies_s), "p50_ms": 1000 * p50, "p99_ms": 1000 * p99}
-
-
-def run_vegeta(url: str, body: bytes, rate: float, seconds: float, work: Path, cpu: int) -> dict:
-    """An open loop (vegeta, pinned to `cpu`): `rate` requests/s for `seconds` whatever the
-    answers do; per status (0 = no answer within 30 s), count and latency percentiles."""
-    vegeta = str(vegeta_binary())
-    (work / "body.json").write_bytes(body)
-    (work / "targets.txt").write_text(f"POST {url}\nContent-Type: application/json\n@{work / 'body.json'}\n")
-    attack = [
-        "taskset", "-c", str(cpu), vegeta, "attack", "-format=http", f"-targets={work / 'targets.txt'}",
-        f"-rate={round(rate)}/1s", f"-duration={seconds}s", "-timeout=30s", "-max-body=0",
-        f"-max-workers={CONNECTIONS}", f"-max-connections={CONNECTIONS}", f"-output={work / 'results.bin'}",
-    ]  # fmt: skip
-    subprocess.run(attack, check=True, env={**os.environ, "GOMAXPROCS": "1"}, timeout=seconds + 60)
-    encode = [vegeta, "encode", "--to", "json", str(work / "results.bin")]
-    lines = subprocess.run(encode, capture_output=True, check=True).stdout.splitlines()
-    by_status: dict[str, list[float]] = {}
-    stamps = []
-    for line in lines:
-        result = orjson.loads(line)
-        by_status.setdefault(str(result["code"]), []).append(result["latency"] / 1e9)
-        stamps.append(result["timestamp"])
-    stamps.sort()
-    span = (datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds()
-    return {
-        "offered_rps": len(lines) / max(span, 1e-9),
-        "sent": len(lines),
-        "answered": len(lines) - len(by_status.get("0", [])),
-        "status": {code: _percentiles(values) for code, values in by_status.items()},
-    }
-
-
 def overload_case(
     work: Path,
     label: str,
@@ -211,31 +138,31 @@ def overload_case(
     import httpx
 
     path = f"/v2/models/{label}/infer"
-    with _pinned({LOAD_CPU}), ExitStack() as stack:
-        with _pinned({SERVER_CPU}):  # the server and its threads inherit it
+    with pinned({LOAD_CPU}), ExitStack() as stack:
+        with pinned({SERVER_CPU}):  # the server and its threads inherit it
             server = stack.enter_context(
                 serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING, *extra, env=env)
             )
         limit = _max_in_flight(server.logs())
         unloaded = run_load(server.port, path, body, 1, duration / 4, 10**9, warmup_s=1.0)
         if capacity is None:
-            cpu_before = _cpu_s(server.proc.pid)
+            cpu_before = cpu_s(server.proc.pid)
             capacity = run_load(server.port, path, body, CAPACITY_CLIENTS, duration / 2, 10**9, warmup_s=1.0)
             # run_load's warm-up is not in its count: the CPU per request is a slight overestimate.
-            capacity["cpu_us"] = 1e6 * (_cpu_s(server.proc.pid) - cpu_before) / max(1, capacity["n"])
+            capacity["cpu_us"] = 1e6 * (cpu_s(server.proc.pid) - cpu_before) / max(1, capacity["n"])
         probe = _ProbeLiveness(server.url)
         probe.start()
         before = _buckets(server.url)
-        cpu_before = _cpu_s(server.proc.pid)
+        cpu_before = cpu_s(server.proc.pid)
         over = run_vegeta(f"{server.url}{path}", body, factor * capacity["rps"], duration, work, LOAD_CPU)
-        over["cpu_s"] = _cpu_s(server.proc.pid) - cpu_before
+        over["cpu_s"] = cpu_s(server.proc.pid) - cpu_before
         inside = {part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.url).items()}
         probe.stop.set()
         probe.join()
         started = time.perf_counter()
         after = httpx.post(f"{server.url}{path}", content=body, timeout=30)
         after_ms = 1000 * (time.perf_counter() - started)
-        rss = _peak_rss_mib(server.proc.pid)
+        rss = peak_rss_mib(server.proc.pid)
     return {
         "label": label,
         "limit": limit,
@@ -301,7 +228,7 @@ def overload_table(cases: list[dict], factor: float) -> str:
     return "\n".join(lines)
 
 
-def _export_baseline(ref: str, dest: Path) -> str:
+def export_baseline(ref: str, dest: Path) -> str:
     """The runtime as of `ref`, as a PYTHONPATH (git archive: no checkout, no worktree)."""
     dest.mkdir(parents=True, exist_ok=True)
     command = ["git", "-C", str(ROOT), "archive", ref, "runtime", "cli", "contract"]
@@ -326,7 +253,7 @@ def regression_rows(work: Path, ref: str, seconds: float, rounds: int) -> list[s
 
     model = build_tiny_mlp(work / "tiny-regression.onnx")
     body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
-    baseline_path = _export_baseline(ref, work / "baseline")
+    baseline_path = export_baseline(ref, work / "baseline")
     rows = []
     for config, extra in (("batching off", ()), ("batching on (32 rows, 2 ms)", BATCHING)):
         with ExitStack() as stack:
@@ -413,7 +340,7 @@ def main() -> None:
                 body = json_body({"x": x})
                 words, env = server_args.split(), None
                 if words and words[0].startswith("@"):  # another tree's runtime, e.g. "@main"
-                    env = {"PYTHONPATH": _export_baseline(words.pop(0)[1:], work / f"tree-{config}")}
+                    env = {"PYTHONPATH": export_baseline(words.pop(0)[1:], work / f"tree-{config}")}
                 first = next((c["capacity"] for c in cases if c["label"] == label), None)
                 case = overload_case(
                     work, label, model, body, args.duration, args.factor, tuple(words), env, first

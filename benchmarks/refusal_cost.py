@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.http_load import json_body
-from benchmarks.overload import LOAD_CPU, SERVER_CPU, _cpu_s, _export_baseline, _pinned, run_vegeta
+from benchmarks.load_process import cpu_s, pinned, run_vegeta
+from benchmarks.overload import LOAD_CPU, SERVER_CPU, export_baseline
 from tests.support.models import build_tiny_mlp
 from tests.support.serving import serving
 
@@ -36,22 +37,23 @@ def refusal_cost(work: Path, model: Path, body: bytes, rate: float, seconds: flo
     """Serve with the slot held, offer `rate` for `seconds`: CPU us per 503 and 503 latency."""
     env = None
     if words and words[0].startswith("@"):  # another tree's runtime, e.g. "@main"
-        env = {"PYTHONPATH": _export_baseline(words.pop(0)[1:], work / "tree")}
+        env = {"PYTHONPATH": export_baseline(words.pop(0)[1:], work / "tree")}
     path = "/v2/models/tiny/infer"
-    with _pinned({LOAD_CPU}), ExitStack() as stack:
-        with _pinned({SERVER_CPU}):
+    with pinned({LOAD_CPU}), ExitStack() as stack:
+        with pinned({SERVER_CPU}):
             server = stack.enter_context(
                 serving(model, "tiny", work / "tiny.log", "--no-access-log", *HOLD, *words, env=env)
             )
         holder = stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
         head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
         holder.sendall(head.encode() + b"\r\n\r\n" + body)  # admitted; its answer is never read
-        before = _cpu_s(server.proc.pid)
+        before = cpu_s(server.proc.pid)
         over = run_vegeta(f"{server.url}{path}", body, rate, seconds, work, LOAD_CPU)
-        cpu_s = _cpu_s(server.proc.pid) - before
+        used_s = cpu_s(server.proc.pid) - before
     shed = over["status"].get("503", {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")})
     other = {code: v["n"] for code, v in over["status"].items() if code != "503"}
-    return {"cpu_us": 1e6 * cpu_s / max(1, shed["n"]), "busy": cpu_s / seconds, "shed": shed, "other": other}
+    cost_us = 1e6 * used_s / max(1, shed["n"])
+    return {"cpu_us": cost_us, "busy": used_s / seconds, "shed": shed, "other": other}
 
 
 def main() -> None:
