@@ -8,7 +8,8 @@ Overload, per model (tiny MLP 16-64-4 and MLP 1024-4096-4096-1024, batching 32 r
 and per server configuration, one server process pinned to one CPU and every client to the
 other (taskset), so that load generator and server do not fight for a core:
 1. unloaded: one closed-loop connection (duration / 4);
-2. capacity: a closed loop with CAPACITY_CLIENTS connections (duration / 2), never shed: its
+2. capacity (with the first configuration only, reused by the others): a closed loop with
+   CAPACITY_CLIENTS connections (duration / 2), never shed: its
    req/s is the capacity, its p99 the at-capacity p99;
 3. overload: vegeta (hack/build.sh vegeta), an open loop offering `factor` x capacity for
    `duration` from at most CONNECTIONS keep-alive connections; its per-request results give
@@ -34,16 +35,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from benchmarks.http_load import json_body, run_load
-from tests.support.cluster_access import cache_dir, versions
+from benchmarks.load_process import cpu_s, peak_rss_mib, pinned, run_vegeta
 from tests.support.models import build_tiny_mlp
 from tests.support.serving import serving
 
@@ -53,28 +51,9 @@ BATCHING = ("--max-batch-size", "32", "--max-batch-delay-ms", "2")
 POD_MEMORY_LIMIT_MIB = 1024  # the operator's default runtime memory limit (1Gi)
 # The server on one CPU, every load generator on the other: they must not fight for a core.
 SERVER_CPU, LOAD_CPU = 1, 0
-# vegeta's workers, each with its own keep-alive connection: a client fleet's pools, not one
-# connection per outstanding request (with those, a slow server gets thousands of sockets).
-CONNECTIONS = 512
 # Closed-loop clients that measure capacity: one full batch (32 rows, one worker), which every
 # configuration admits whatever its queue delay (admission.delay_floor), so none is shed.
 CAPACITY_CLIENTS = 32
-
-
-def _peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
-
-
-@contextmanager
-def _pinned(cpus: set[int]) -> Iterator[None]:
-    """This thread (and the processes and threads it starts meanwhile) on `cpus` only."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def _max_in_flight(logs: str) -> int:
@@ -82,16 +61,25 @@ def _max_in_flight(logs: str) -> int:
 
 
 class _ProbeLiveness(threading.Thread):
-    """GET /v2/health/live every 0.2 s while the overload runs; the slowest answer and any failure."""
+    """GET /v2/health/live every 0.2 s while the overload runs; the slowest answer and any failure;
+    and every second the server's limit on requests in flight (adaptive or not)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, admin_url: str) -> None:
         super().__init__(daemon=True)
         self.url, self.stop, self.worst_ms, self.failures = url, threading.Event(), 0.0, 0
+        self.admin_url = admin_url
+        self.limits: list[float] = []
 
     def run(self) -> None:
         import httpx
 
+        rounds = 0
         while not self.stop.wait(0.2):
+            rounds += 1
+            if rounds % 5 == 0:
+                text = _metrics_text(self.admin_url)
+                found = re.search(r"^mserve_requests_in_flight_limit\{[^}]*\} (\S+)$", text, re.M)
+                self.limits.extend([float(found.group(1))] if found else [])
             started = time.perf_counter()
             try:
                 ok = httpx.get(f"{self.url}/v2/health/live", timeout=5).status_code == 200
@@ -99,6 +87,15 @@ class _ProbeLiveness(threading.Thread):
                 ok = False
             self.failures += not ok
             self.worst_ms = max(self.worst_ms, 1000 * (time.perf_counter() - started))
+
+
+def _metrics_text(url: str) -> str:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
 
 
 def _buckets(url: str) -> dict[str, dict[float, float]]:
@@ -125,79 +122,48 @@ def _bucket_p99(before: dict[float, float], after: dict[float, float]) -> str:
     return "n/a"
 
 
-def vegeta_binary() -> Path:
-    """hack/build.sh's cached vegeta, built on first use (a benchmark-only target, not `all`)."""
-    binary = cache_dir() / "bin" / f"vegeta-{versions()['VEGETA_VERSION']}"
-    if not binary.exists():
-        subprocess.run(["bash", str(ROOT / "hack" / "build.sh"), "vegeta"], check=True)
-    return binary
-
-
-def _percentiles(latencies_s: list[float]) -> dict[str, float]:
-    if not latencies_s:
-        return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
-    p50, p99 = np.percentile(latencies_s, [50, 99])
-    return {"n": len(latencies_s), "p50_ms": 1000 * p50, "p99_ms": 1000 * p99}
-
-
-def run_vegeta(url: str, body: bytes, rate: float, seconds: float, work: Path, cpu: int) -> dict:
-    """An open loop (vegeta, pinned to `cpu`): `rate` requests/s for `seconds` whatever the
-    answers do; per status (0 = no answer within 30 s), count and latency percentiles."""
-    vegeta = str(vegeta_binary())
-    (work / "body.json").write_bytes(body)
-    (work / "targets.txt").write_text(f"POST {url}\nContent-Type: application/json\n@{work / 'body.json'}\n")
-    attack = [
-        "taskset", "-c", str(cpu), vegeta, "attack", "-format=http", f"-targets={work / 'targets.txt'}",
-        f"-rate={round(rate)}/1s", f"-duration={seconds}s", "-timeout=30s", "-max-body=0",
-        f"-max-workers={CONNECTIONS}", f"-max-connections={CONNECTIONS}", f"-output={work / 'results.bin'}",
-    ]  # fmt: skip
-    subprocess.run(attack, check=True, env={**os.environ, "GOMAXPROCS": "1"}, timeout=seconds + 60)
-    encode = [vegeta, "encode", "--to", "json", str(work / "results.bin")]
-    lines = subprocess.run(encode, capture_output=True, check=True).stdout.splitlines()
-    by_status: dict[str, list[float]] = {}
-    stamps = []
-    for line in lines:
-        result = orjson.loads(line)
-        by_status.setdefault(str(result["code"]), []).append(result["latency"] / 1e9)
-        stamps.append(result["timestamp"])
-    stamps.sort()
-    span = (datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds()
-    return {
-        "offered_rps": len(lines) / max(span, 1e-9),
-        "sent": len(lines),
-        "answered": len(lines) - len(by_status.get("0", [])),
-        "status": {code: _percentiles(values) for code, values in by_status.items()},
-    }
-
-
 def overload_case(
-    work: Path, label: str, model: Path, body: bytes, duration: float, factor: float, extra: tuple[str, ...]
+    work: Path,
+    label: str,
+    model: Path,
+    body: bytes,
+    duration: float,
+    factor: float,
+    extra: tuple[str, ...],
+    env: dict[str, str] | None = None,
+    capacity: dict | None = None,
 ) -> dict:
-    """One server pinned to SERVER_CPU; every client (closed loops, vegeta, probe) on LOAD_CPU."""
+    """One server pinned to SERVER_CPU; every client (closed loops, vegeta, probe) on LOAD_CPU.
+    With `capacity` (another configuration's), this one's is not measured: a server with an
+    adaptive limit sheds part of a 32-connection closed loop, by design."""
     import httpx
 
     path = f"/v2/models/{label}/infer"
-    with _pinned({LOAD_CPU}), ExitStack() as stack:
-        with _pinned({SERVER_CPU}):  # the server and its threads inherit it
+    with pinned({LOAD_CPU}), ExitStack() as stack:
+        with pinned({SERVER_CPU}):  # the server and its threads inherit it
             server = stack.enter_context(
-                serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING, *extra)
+                serving(model, label, work / f"{label}.log", "--no-access-log", *BATCHING, *extra, env=env)
             )
         limit = _max_in_flight(server.logs())
         unloaded = run_load(server.port, path, body, 1, duration / 4, 10**9, warmup_s=1.0)
-        capacity = run_load(server.port, path, body, CAPACITY_CLIENTS, duration / 2, 10**9, warmup_s=1.0)
-        probe = _ProbeLiveness(server.url)
+        if capacity is None:
+            cpu_before = cpu_s(server.proc.pid)
+            capacity = run_load(server.port, path, body, CAPACITY_CLIENTS, duration / 2, 10**9, warmup_s=1.0)
+            # run_load's warm-up is not in its count: the CPU per request is a slight overestimate.
+            capacity["cpu_us"] = 1e6 * (cpu_s(server.proc.pid) - cpu_before) / max(1, capacity["n"])
+        probe = _ProbeLiveness(server.url, server.admin_url)
         probe.start()
         before = _buckets(server.admin_url)
+        cpu_before = cpu_s(server.proc.pid)
         over = run_vegeta(f"{server.url}{path}", body, factor * capacity["rps"], duration, work, LOAD_CPU)
-        inside = {
-            part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.admin_url).items()
-        }
+        over["cpu_s"] = cpu_s(server.proc.pid) - cpu_before
+        inside = {part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.admin_url).items()}
         probe.stop.set()
         probe.join()
         started = time.perf_counter()
         after = httpx.post(f"{server.url}{path}", content=body, timeout=30)
         after_ms = 1000 * (time.perf_counter() - started)
-        rss = _peak_rss_mib(server.proc.pid)
+        rss = peak_rss_mib(server.proc.pid)
     return {
         "label": label,
         "limit": limit,
@@ -206,6 +172,7 @@ def overload_case(
         "over": over,
         "probe_worst_ms": probe.worst_ms,
         "probe_failures": probe.failures,
+        "limits": probe.limits,
         "after_status": after.status_code,
         "after_ms": after_ms,
         "peak_rss_mib": rss,
@@ -213,13 +180,23 @@ def overload_case(
     }
 
 
+def _limit_range(limits: list[float]) -> str:
+    """The adaptive limit's median and range over the overload (nothing when it never moved)."""
+    if not limits or min(limits) == max(limits):
+        return ""
+    return f" (now {statistics.median(limits):.0f}, {min(limits):.0f}-{max(limits):.0f})"
+
+
 def overload_table(cases: list[dict], factor: float) -> str:
     lines = [
-        "| model | server | max in flight | unloaded p99 ms (c1) | capacity req/s (p99 ms; c32) "
+        "| model | server | max in flight (adaptive: median, range) | unloaded p99 ms (c1) "
+        "| capacity req/s (p99 ms; c32) "
         "| offered req/s | admitted req/s | admitted p50 / p99 ms | p99 vs unloaded "
         "| in server: p99 ms, of it batch queue | 503 share | 503 p50 / p99 ms "
+        "| server CPU: busy, us per 200 (capacity), us per 503 (est.) "
         "| live probe worst ms | peak RSS MiB | request right after |",
-        "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- |",
+        "| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: | --- "
+        "| ---: | --- | --- | ---: | ---: | --- |",
     ]
     nan = {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
     for c in cases:
@@ -231,15 +208,20 @@ def overload_table(cases: list[dict], factor: float) -> str:
             f"; {status['0']['n']} without an answer in 30 s" if "0" in status else ""
         )
         multiple = over["offered_rps"] / c["capacity"]["rps"]
+        per_ok = c["capacity"]["cpu_us"]
+        # What the refusals cost: the overload's CPU less what its admitted requests cost at capacity.
+        per_shed = (1e6 * over["cpu_s"] - per_ok * ok["n"]) / max(1, shed["n"])
+        cpu = f"{over['cpu_s'] / c['duration']:.0%}, {per_ok:.0f}, {per_shed:.0f}"
         lines.append(
-            f"| {c['label']} | {c['config']} | {c['limit']} | {c['unloaded']['p99_ms']:.1f} "
+            f"| {c['label']} | {c['config']} | {c['limit']}{_limit_range(c['limits'])} "
+            f"| {c['unloaded']['p99_ms']:.1f} "
             f"| {c['capacity']['rps']:,.0f} ({c['capacity']['p99_ms']:.1f}) "
             f"| {over['offered_rps']:,.0f} ({multiple:.1f}x; {factor:g}x asked) "
             f"| {ok['n'] / c['duration']:,.0f} | {ok['p50_ms']:.1f} / {ok['p99_ms']:.1f} "
             f"| {ok['p99_ms'] / c['unloaded']['p99_ms']:.1f}x "
             f"| {c['inside_p99_ms']['server']}, {c['inside_p99_ms']['queue']} "
             f"| {shed['n'] / max(1, over['sent']):.0%} "
-            f"| {shed['p50_ms']:.1f} / {shed['p99_ms']:.1f} "
+            f"| {shed['p50_ms']:.1f} / {shed['p99_ms']:.1f} | {cpu} "
             f"| {c['probe_worst_ms']:.0f}{failed} "
             f"| {c['peak_rss_mib']:.0f} of {POD_MEMORY_LIMIT_MIB} "
             f"| {c['after_status']} in {c['after_ms']:.0f} ms{notes} |"
@@ -247,7 +229,7 @@ def overload_table(cases: list[dict], factor: float) -> str:
     return "\n".join(lines)
 
 
-def _export_baseline(ref: str, dest: Path) -> str:
+def export_baseline(ref: str, dest: Path) -> str:
     """The runtime as of `ref`, as a PYTHONPATH (git archive: no checkout, no worktree)."""
     dest.mkdir(parents=True, exist_ok=True)
     command = ["git", "-C", str(ROOT), "archive", ref, "runtime", "cli", "contract"]
@@ -272,7 +254,7 @@ def regression_rows(work: Path, ref: str, seconds: float, rounds: int) -> list[s
 
     model = build_tiny_mlp(work / "tiny-regression.onnx")
     body = json_body({"x": np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)})
-    baseline_path = _export_baseline(ref, work / "baseline")
+    baseline_path = export_baseline(ref, work / "baseline")
     rows = []
     for config, extra in (("batching off", ()), ("batching on (32 rows, 2 ms)", BATCHING)):
         with ExitStack() as stack:
@@ -332,8 +314,10 @@ def main() -> None:
         "--config",
         action="append",
         metavar="LABEL=SERVER_ARGS",
-        help="a server configuration to overload, e.g. 'count only=--max-queue-delay-ms 0' (repeatable; "
-        "each model is overloaded once per configuration, in the same run; default: the defaults)",
+        help="a server configuration to overload, e.g. 'count only=--max-queue-delay-ms 0', or another "
+        "tree's runtime first: 'before=@main' (repeatable; each model is overloaded once per "
+        "configuration, in the same run, at a multiple of the capacity measured with the first, "
+        "which must not shed 32 connections; default: the defaults)",
     )
     parser.add_argument("--skip-overload", action="store_true")
     parser.add_argument("--skip-regression", action="store_true")
@@ -355,8 +339,12 @@ def main() -> None:
         for label, model, x in models:
             for config, _, server_args in configs:
                 body = json_body({"x": x})
+                words, env = server_args.split(), None
+                if words and words[0].startswith("@"):  # another tree's runtime, e.g. "@main"
+                    env = {"PYTHONPATH": export_baseline(words.pop(0)[1:], work / f"tree-{config}")}
+                first = next((c["capacity"] for c in cases if c["label"] == label), None)
                 case = overload_case(
-                    work, label, model, body, args.duration, args.factor, tuple(server_args.split())
+                    work, label, model, body, args.duration, args.factor, tuple(words), env, first
                 )
                 case.update(duration=args.duration, config=config)
                 cases.append(case)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from mserve_runtime.concurrency_limit import GradientLimit
 from mserve_runtime.errors import ClientGone, DeadlineExceeded, InvalidInput
 
 TIMEOUT_HEADER = "Inference-Timeout-Ms"
@@ -34,7 +36,9 @@ TICK_S = 0.01
 WATCH_AFTER_S = 0.02
 
 # Methods that never carry inference (health, metadata, metrics, docs): never shed.
-_NEVER_SHED = frozenset({"GET", "HEAD", "OPTIONS"})
+NEVER_SHED = frozenset({"GET", "HEAD", "OPTIONS"})
+# Set in a request's ASGI scope by rest_shedding.py when it took the request's slot already.
+ADMITTED_KEY = "mserve.admitted"
 
 
 def default_max_in_flight(workers: int, max_batch_size: int) -> int:
@@ -62,8 +66,12 @@ class Admission:
     the model at one size is seconds of queue at another (a model 100x slower per row).
     """
 
-    def __init__(self, limit: int, floor: int = 0, max_wait_s: float = math.inf) -> None:
+    def __init__(
+        self, limit: int, floor: int = 0, max_wait_s: float = math.inf, adaptive: GradientLimit | None = None
+    ) -> None:
         self.limit = limit
+        self.max_limit = limit
+        self.adaptive = adaptive
         self.floor = floor
         self.max_wait_s = max_wait_s
         self.waited_s = 0.0  # how long the latest run to start had waited in the queue
@@ -82,8 +90,19 @@ class Admission:
         """A model run starts now; its oldest request had waited `seconds` (any thread may call)."""
         self.waited_s = seconds
 
+    def observe_run(self, sojourn_s: float) -> None:
+        """A model run ended, `sojourn_s` after its oldest request was queued (event loop only)."""
+        if self.adaptive is not None:
+            self.limit = self.adaptive.observe(sojourn_s, time.perf_counter())
+
     def refusal(self) -> str:
         """Why the latest refused request was refused, for its 503 / UNAVAILABLE."""
+        if self.in_flight >= self.limit and self.limit < self.max_limit and self.adaptive is not None:
+            return (
+                f"server overloaded: {self.limit} requests already in flight, the most whose model runs "
+                f"finish within {self.adaptive.tolerance:g}x the fastest recent one "
+                "(MSERVE_LATENCY_TOLERANCE); retry later"
+            )
         if self.in_flight >= self.limit:
             return (
                 f"server overloaded: {self.limit} requests already in flight (MSERVE_MAX_IN_FLIGHT); "
@@ -218,25 +237,32 @@ class AdmissionMiddleware:
         self.on_shed = on_shed
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in _NEVER_SHED:
+        if scope["type"] != "http" or scope["method"] in NEVER_SHED:
             await self.app(scope, receive, send)
             return
-        asked = None
-        for key, value in scope["headers"]:
-            if key == _TIMEOUT_HEADER_KEY:
-                try:
-                    asked = parse_timeout_ms(value.decode("latin-1"))
-                except InvalidInput as exc:
-                    await send_error(send, exc.status_code, exc.message, [])
-                    return
         admission = self.admission
-        if not admission.try_enter():
-            self.on_shed()
-            await send_error(send, 503, admission.refusal(), [(b"retry-after", str(RETRY_AFTER_S).encode())])
-            return
-        token = current_scope.set(new_scope(self.default_timeout_s, asked, _HEADER_SOURCE, receive))
+        entered = bool(scope.get(ADMITTED_KEY))  # the protocol took the slot (rest_shedding.py)
         try:
-            await self.app(scope, receive, send)
+            asked = None
+            for key, value in scope["headers"]:
+                if key == _TIMEOUT_HEADER_KEY:
+                    try:
+                        asked = parse_timeout_ms(value.decode("latin-1"))
+                    except InvalidInput as exc:
+                        await send_error(send, exc.status_code, exc.message, [])
+                        return
+            if not entered:
+                entered = admission.try_enter()
+                if not entered:
+                    self.on_shed()
+                    retry = [(b"retry-after", str(RETRY_AFTER_S).encode())]
+                    await send_error(send, 503, admission.refusal(), retry)
+                    return
+            token = current_scope.set(new_scope(self.default_timeout_s, asked, _HEADER_SOURCE, receive))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                current_scope.reset(token)
         finally:
-            admission.in_flight -= 1
-            current_scope.reset(token)
+            if entered:
+                admission.in_flight -= 1

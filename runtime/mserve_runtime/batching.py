@@ -60,7 +60,8 @@ class DynamicBatcher:
 
     At most `max_queued` requests wait or run at once (0: no bound); one more gets
     Overloaded. At most `concurrency` runs are in progress at once. `on_wait` hears, as each
-    run starts, how long its oldest request waited.
+    run starts, how long its oldest request waited; `on_done`, as it ends, how long since that
+    request was queued.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class DynamicBatcher:
         max_queued: int = 0,
         concurrency: int = 1,
         on_wait: Callable[[float], None] | None = None,
+        on_done: Callable[[float], None] | None = None,
     ) -> None:
         self._run = run
         self.max_batch_size = max_batch_size
@@ -88,6 +90,7 @@ class DynamicBatcher:
         self._batch_size = metrics.batch_size.labels(model_name) if metrics else None
         self._queue_wait = metrics.queue_wait.labels(model_name) if metrics else None
         self._on_wait = on_wait
+        self._on_done = on_done
 
     async def submit(self, feed: Feed) -> list[np.ndarray]:
         """Run `feed` as part of a batch; the outputs (all model outputs) for its rows only."""
@@ -166,6 +169,8 @@ class DynamicBatcher:
             else:
                 merged = {name: np.concatenate([w.feed[name] for w in waiters]) for name in waiters[0].feed}
             outputs = await self._run_rows(merged, sum(w.rows for w in waiters), split=len(waiters) > 1)
+            if self._on_done is not None:
+                self._on_done(time.perf_counter() - waiters[0].enqueued)
         except Exception as exc:
             if len(waiters) == 1:
                 _settle(waiters[0], exc)

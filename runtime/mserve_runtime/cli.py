@@ -127,6 +127,12 @@ def settings_error(exc: Any) -> str:
     type=float,
     help="Past a batch per worker, 503 while runs wait longer; 0 = off. [MSERVE_MAX_QUEUE_DELAY_MS; 100]",
 )
+@click.option(
+    "--latency-tolerance",
+    type=float,
+    help="Adaptive in-flight limit: runs within this x the fastest; 0 = off. [MSERVE_LATENCY_TOLERANCE]",
+)
+@click.option("--latency-slack-ms", type=float, help="Allowance on top of it. [MSERVE_LATENCY_SLACK_MS; 5]")
 @click.option("--request-timeout-s", type=float, help="Deadline, 504 past it. [MSERVE_REQUEST_TIMEOUT_S]")
 @click.option("--admin-port", type=int, help="Metrics, OpenAPI, docs; 0 = free. [MSERVE_ADMIN_PORT; 8082]")
 @click.option("--docs-ui/--no-docs-ui", default=None, help="Serve /docs on the admin port. [MSERVE_DOCS_UI]")

@@ -23,6 +23,7 @@ from mserve_runtime.admission import (
     delay_floor,
 )
 from mserve_runtime.batching import DynamicBatcher
+from mserve_runtime.concurrency_limit import GradientLimit
 from mserve_runtime.cpu_limit import concurrent_runs
 from mserve_runtime.datatypes import numpy_to_v2
 from mserve_runtime.errors import ModelNotFound, ModelNotReady
@@ -74,10 +75,19 @@ class DataPlane:
             self.workers, settings.max_batch_size
         )
         batch_delay_s = settings.max_batch_delay_ms / 1000 if settings.max_batch_size > 1 else 0.0
+        adaptive = None
+        if settings.latency_tolerance:
+            adaptive = GradientLimit(
+                min(self.max_in_flight, 2 * self.workers),
+                self.max_in_flight,
+                settings.latency_tolerance,
+                settings.latency_slack_ms / 1000 + batch_delay_s,
+            )
         self.admission = Admission(
             self.max_in_flight,
             delay_floor(self.workers, settings.max_batch_size),
             settings.max_queue_delay_ms / 1000 + batch_delay_s if settings.max_queue_delay_ms else math.inf,
+            adaptive,
         )
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")
         self.model: OnnxModel | None = None
@@ -87,6 +97,7 @@ class DataPlane:
         self.metrics.serve(settings.model_name)
         # A plain counter read at scrape time: cheaper than two locked gauge updates per request.
         self.metrics.in_flight.labels(settings.model_name).set_function(lambda: self.admission.in_flight)
+        self.metrics.in_flight_limit.labels(settings.model_name).set_function(lambda: self.admission.limit)
         self._batch_size = self.metrics.batch_size.labels(settings.model_name)
         self._dropped = {
             reason: self.metrics.dropped.labels(settings.model_name, reason)
@@ -117,6 +128,7 @@ class DataPlane:
                 max_queued=self.max_in_flight,
                 concurrency=self.workers,
                 on_wait=self.admission.observe_wait,
+                on_done=self.admission.observe_run,
             )
             log.info(
                 "dynamic batching on: max %d rows, max delay %.1f ms", s.max_batch_size, s.max_batch_delay_ms
@@ -187,7 +199,7 @@ class DataPlane:
             loop = asyncio.get_running_loop()
             queued = time.perf_counter()
             arrays = await self._wait(
-                loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued, usage)
+                loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued, usage, loop)
             )
         outputs = [
             OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
@@ -221,6 +233,7 @@ class DataPlane:
         names: list[str],
         queued: float,
         usage: Usage | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[np.ndarray]:
         """In an inference thread, when the work's turn comes (cancelled work never gets here)."""
         started = time.perf_counter()
@@ -231,6 +244,10 @@ class DataPlane:
         if usage is not None:
             usage.rows += rows
             usage.compute_s += time.perf_counter() - started
+        if self.admission.adaptive is not None:
+            # Measured here, not when the event loop gets to the answer: that lag is HTTP work,
+            # which admitting fewer requests does not shorten. Counted on the loop (one thread).
+            loop.call_soon_threadsafe(self.admission.observe_run, time.perf_counter() - queued)
         return outputs
 
     async def _run_all_outputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

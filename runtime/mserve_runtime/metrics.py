@@ -77,6 +77,12 @@ class RuntimeMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.in_flight_limit = Gauge(
+            "mserve_requests_in_flight_limit",
+            "Inference requests admitted at most now (max_in_flight, or below it the adaptive limit).",
+            ["model"],
+            registry=self.registry,
+        )
         self.shed = Counter(
             "mserve_requests_shed",
             "Inference requests refused at once (503 / UNAVAILABLE) because max_in_flight were in flight.",

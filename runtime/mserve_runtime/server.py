@@ -35,6 +35,7 @@ from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.rest_app import build_admin_app, build_rest_app, openapi_document
 from mserve_runtime.rest_infer import RestInference
 from mserve_runtime.rest_routes import HEALTH_ROUTES, build_admin_routes, build_routes
+from mserve_runtime.rest_shedding import shedding_protocol
 from mserve_runtime.settings import RuntimeSettings
 from mserve_runtime.tls_reload import TlsFiles
 
@@ -62,8 +63,10 @@ def build_asgi_app(
     routes = build_routes(dataplane, RestInference(dataplane, limits))
     asgi: Any = build_rest_app(routes, limits, server_version(), lifespan)
     shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
-    asgi = AdmissionMiddleware(asgi, dataplane.admission, settings.request_timeout_s, shed.inc)
     asgi = AccessMiddleware(asgi, access if access is not None else Access(settings, dataplane.usage))
+    # Outside access control: the slot the HTTP protocol takes before the app runs
+    # (rest_shedding.py) is given back by this middleware whatever answers the request.
+    asgi = AdmissionMiddleware(asgi, dataplane.admission, settings.request_timeout_s, shed.inc)
     if settings.access_log:
         asgi = AccessLogMiddleware(asgi)
     return asgi
@@ -244,7 +247,7 @@ def run(settings: RuntimeSettings) -> int:
         return 2
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
-        "max_in_flight=%d max_queue_delay_ms=%g request_timeout_s=%g",
+        "max_in_flight=%d max_queue_delay_ms=%g latency_tolerance=%g request_timeout_s=%g",
         settings.model_path,
         settings.model_name,
         settings.http_port,
@@ -254,6 +257,7 @@ def run(settings: RuntimeSettings) -> int:
         dataplane.workers,
         dataplane.max_in_flight,
         settings.max_queue_delay_ms,
+        settings.latency_tolerance,
         settings.request_timeout_s,
     )
     log.info(
@@ -287,6 +291,9 @@ def run(settings: RuntimeSettings) -> int:
         timeout_graceful_shutdown=2,
     )
     extras = _Extras(access, _AdminServer(admin_config), admin_socket, tls)
+    shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
+    access_log = logging.getLogger("mserve.access") if settings.access_log else None
+    config.http = shedding_protocol(dataplane.admission, shed.inc, access_log) or config.http
     server = _DrainingServer(config, dataplane, settings.drain_delay_s)
     lifespan = _lifespan(settings, dataplane, server, extras)
     config.app = build_asgi_app(settings, dataplane, lifespan=lifespan, access=access)

@@ -156,6 +156,18 @@ class RuntimeSettings(BaseSettings):
     (plus `max_batch_delay_ms`) in the queue: admitted requests then wait about this long,
     not as long as `max_in_flight` requests take. 0 turns it off (the count alone bounds)."""
 
+    latency_tolerance: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False)
+    """Adaptive limit on requests in flight (at most `max_in_flight`, at least two per inference
+    worker): every 0.1 s it shrinks while model runs, counted from their oldest request's arrival,
+    take longer than this multiple of the fastest recent run plus `latency_slack_ms` and the
+    batching delay, and grows back while they do not. 0 turns it off (the default: where the
+    pod's cores are shared, run times follow the neighbours and it sheds load the server could
+    serve, see docs/runtime.md); otherwise at least 1."""
+
+    latency_slack_ms: float = Field(5.0, ge=0, le=99_999_999, allow_inf_nan=False)
+    """What `latency_tolerance` allows on top of its multiple, so that a model whose runs take
+    microseconds is not held to microseconds of queue."""
+
     request_timeout_s: float = Field(60.0, gt=0, le=99_999.999)
     """Deadline of an inference request, counted from its arrival: a request still queued then
     gets 504 (gRPC DEADLINE_EXCEEDED) and its work is dropped. A client may ask for less with the
@@ -179,3 +191,13 @@ class RuntimeSettings(BaseSettings):
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("MSERVE_TLS_CERT_FILE and MSERVE_TLS_KEY_FILE must be set together (or neither)")
         return self
+
+    @field_validator("latency_tolerance")
+    @classmethod
+    def _tolerance_off_or_at_least_one(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError(
+                f"latency_tolerance must be 0 (off) or at least 1 (a multiple of the fastest run), "
+                f"got {value}"
+            )
+        return value

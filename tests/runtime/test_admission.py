@@ -170,6 +170,8 @@ def test_a_hostile_deadline_header_is_a_400_naming_it(held: tuple[Server, int], 
     )
     assert answer.status_code == 400, answer.text
     assert "Inference-Timeout-Ms" in answer.json()["error"]
+    # The slot the HTTP protocol took for it (rest_shedding.py) was given back.
+    assert _metric(_metrics(server), 'mserve_requests_in_flight{model="scale"}') == 0
 
 
 def test_the_server_default_deadline_applies_without_a_header(tmp_path: Path) -> None:
@@ -211,4 +213,69 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(held: tuple[Serve
     time.sleep(HOLD_S + 0.5)
     runs = 'mserve_batch_size_count{model="scale"}'
     assert _metric(_metrics(server), runs) == _metric(before, runs)
+    assert _metric(_metrics(server), 'mserve_requests_in_flight{model="scale"}') == 0
+
+
+def _post_bytes(server: Server, extra_headers: str = "") -> bytes:
+    body = httpx.Request("POST", f"{server.url}/v2/models/scale/infer", json=BODY).content
+    return (
+        f"POST /v2/models/scale/infer HTTP/1.1\r\nHost: {server.host}\r\n{extra_headers}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def _hold_all_slots(server: Server) -> list[threading.Thread]:
+    """LIMIT requests admitted and held (each waits HOLD_S for its batch); their threads."""
+    url = f"{server.url}/v2/models/scale/infer"
+    threads = [threading.Thread(target=httpx.post, args=(url,), kwargs={"json": BODY}) for _ in range(LIMIT)]
+    for thread in threads:
+        thread.start()
+    _wait_in_flight(server, LIMIT)
+    return threads
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a whole response: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(rest) < int(headers["content-length"]):
+        rest += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, rest
+
+
+def test_a_refused_request_leaves_its_keep_alive_connection_usable(held: tuple[Server, int]) -> None:
+    """Refused inside the HTTP protocol: its body is skipped, the next request on the same
+    connection is read and served; a client asking to close gets its connection closed."""
+    server, _ = held
+    admitted = _hold_all_slots(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(_post_bytes(server))
+        status, headers, body = _read_response(sock)
+        assert status == 503, body
+        assert headers["retry-after"] == "1"
+        assert headers["content-type"] == "application/json"
+        assert "MSERVE_MAX_IN_FLIGHT" in body.decode()
+        assert "connection" not in headers
+        assert "date" in headers
+        assert '"POST /v2/models/scale/infer" 503' in server.logs()  # the access log has it too
+        for thread in admitted:
+            thread.join(30)
+        sock.sendall(_post_bytes(server))
+        status, _, body = _read_response(sock)
+        assert status == 200, body
+        assert b"[2.0,4.0,6.0,8.0]" in body
+
+    held_again = _hold_all_slots(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(_post_bytes(server, "Connection: close\r\n"))
+        status, headers, _ = _read_response(sock)
+        assert (status, headers["connection"]) == (503, "close")
+        assert sock.recv(65536) == b"", "the server kept a connection its client asked to close"
+    for thread in held_again:
+        thread.join(30)
     assert _metric(_metrics(server), 'mserve_requests_in_flight{model="scale"}') == 0
