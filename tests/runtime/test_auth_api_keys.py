@@ -305,3 +305,18 @@ def test_usage_of_merged_batches_is_shared_by_rows(digits: DigitsModel, tmp_path
     merged = re.search(r'mserve_batch_size_count{model="digits"} (\S+)', metrics)
     assert merged, metrics
     assert float(merged.group(1)) < 20  # some requests shared a run
+
+
+def test_refused_credentials_give_back_their_admission_slot(
+    digits: DigitsModel, keys_dir: Path, tmp_path: Path
+) -> None:
+    """The HTTP protocol takes a request's in-flight slot before the app runs (rest_shedding.py);
+    a request that access control then refuses must give it back, or a few hundred refused
+    requests would leave a pod answering every client 503."""
+    args = ("--auth", "apiKey", "--api-keys-dir", str(keys_dir), "--max-in-flight", "2")
+    with serving(digits.path, "digits", tmp_path / "mserve.log", *args) as served:
+        with httpx.Client(base_url=served.url) as client:
+            for headers in ({}, {"Authorization": "Bearer nope"}) * 50:
+                assert client.post("/v2/models/digits/infer", json=GOOD, headers=headers).status_code == 401
+            answer = client.post("/v2/models/digits/infer", json=GOOD, headers={"X-API-Key": KEY_A})
+        assert answer.status_code == 200, answer.text
