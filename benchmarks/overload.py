@@ -157,7 +157,9 @@ def overload_case(
         cpu_before = cpu_s(server.proc.pid)
         over = run_vegeta(f"{server.url}{path}", body, factor * capacity["rps"], duration, work, LOAD_CPU)
         over["cpu_s"] = cpu_s(server.proc.pid) - cpu_before
-        inside = {part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.admin_url).items()}
+        inside = {
+            part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.admin_url).items()
+        }
         probe.stop.set()
         probe.join()
         started = time.perf_counter()
