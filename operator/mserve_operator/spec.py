@@ -144,7 +144,7 @@ class LabelSelector(_Spec):
     match_expressions: tuple[LabelSelectorRequirement, ...] = ()
 
     def to_manifest(self) -> dict:
-        return self.model_dump(by_alias=True, exclude_defaults=True)
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
 class Access(_Spec):
