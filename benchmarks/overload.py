@@ -187,9 +187,11 @@ def overload_case(
         capacity = run_load(server.port, path, body, CAPACITY_CLIENTS, duration / 2, 10**9, warmup_s=1.0)
         probe = _ProbeLiveness(server.url)
         probe.start()
-        before = _buckets(server.url)
+        before = _buckets(server.admin_url)
         over = run_vegeta(f"{server.url}{path}", body, factor * capacity["rps"], duration, work, LOAD_CPU)
-        inside = {part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.url).items()}
+        inside = {
+            part: _bucket_p99(before[part], counts) for part, counts in _buckets(server.admin_url).items()
+        }
         probe.stop.set()
         probe.join()
         started = time.perf_counter()

@@ -189,7 +189,7 @@ def new_scope(
     return RequestScope(now + default_timeout_s, "MSERVE_REQUEST_TIMEOUT_S", receive)
 
 
-async def _answer(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
     body = orjson.dumps({"error": message})
     await send(
         {
@@ -227,12 +227,12 @@ class AdmissionMiddleware:
                 try:
                     asked = parse_timeout_ms(value.decode("latin-1"))
                 except InvalidInput as exc:
-                    await _answer(send, exc.status_code, exc.message, [])
+                    await send_error(send, exc.status_code, exc.message, [])
                     return
         admission = self.admission
         if not admission.try_enter():
             self.on_shed()
-            await _answer(send, 503, admission.refusal(), [(b"retry-after", str(RETRY_AFTER_S).encode())])
+            await send_error(send, 503, admission.refusal(), [(b"retry-after", str(RETRY_AFTER_S).encode())])
             return
         token = current_scope.set(new_scope(self.default_timeout_s, asked, _HEADER_SOURCE, receive))
         try:

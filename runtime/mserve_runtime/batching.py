@@ -24,6 +24,7 @@ import numpy as np
 from mserve_runtime.errors import Overloaded, ServerError
 from mserve_runtime.metrics import RuntimeMetrics
 from mserve_runtime.onnx_model import rows_of
+from mserve_runtime.usage_metrics import Usage
 
 log = logging.getLogger("mserve.batching")
 
@@ -43,6 +44,7 @@ class _Waiter:
     rows: int
     future: asyncio.Future[list[np.ndarray]]
     enqueued: float
+    usage: Usage | None = None
 
 
 @dataclass(slots=True)
@@ -91,13 +93,14 @@ class DynamicBatcher:
         """Run `feed` as part of a batch; the outputs (all model outputs) for its rows only."""
         return await self.enqueue(feed)
 
-    def enqueue(self, feed: Feed) -> asyncio.Future[list[np.ndarray]]:
-        """Queue `feed`; the future of its outputs. Cancelling it before its batch runs drops it."""
+    def enqueue(self, feed: Feed, usage: Usage | None = None) -> asyncio.Future[list[np.ndarray]]:
+        """Queue `feed`; the future of its outputs. Cancelling it before its batch runs drops it.
+        `usage` hears its rows and its share (by rows) of the run's time."""
         if self.max_queued and self.queued >= self.max_queued:
             raise Overloaded(f"the batcher already holds {self.queued} requests; retry later")
         rows = rows_of(feed)
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(feed, rows, loop.create_future(), time.perf_counter())
+        waiter = _Waiter(feed, rows, loop.create_future(), time.perf_counter(), usage)
         self.queued += 1
         if rows >= self.max_batch_size or rows == 0:
             self._start(_PendingBatch(None, [waiter], rows))
@@ -173,10 +176,14 @@ class DynamicBatcher:
             for w in waiters:
                 if not w.future.done():
                     try:
-                        _settle(w, await self._run_rows(w.feed, w.rows, split=False))
+                        alone_started = time.perf_counter()
+                        outputs = await self._run_rows(w.feed, w.rows, split=False)
+                        _charge([w], w.rows, time.perf_counter() - alone_started)
+                        _settle(w, outputs)
                     except Exception as alone:
                         _settle(w, alone)
             return
+        _charge(waiters, sum(w.rows for w in waiters), time.perf_counter() - started)
         offset = 0
         for w in waiters:
             end = offset + w.rows
@@ -202,6 +209,14 @@ class DynamicBatcher:
             self._flush(key)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _charge(waiters: list[_Waiter], rows: int, seconds: float) -> None:
+    """Give each waiter's usage its rows and its share of the run's `seconds`, by rows."""
+    for w in waiters:
+        if w.usage is not None:
+            w.usage.rows += w.rows
+            w.usage.compute_s += seconds * w.rows / rows if rows else seconds / len(waiters)
 
 
 def _settle(waiter: _Waiter, outcome: list[np.ndarray] | Exception) -> None:

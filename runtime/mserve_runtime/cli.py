@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -88,6 +89,23 @@ def fetch(
     )
 
 
+def settings_error(exc: Any) -> str:
+    """A pydantic ValidationError of RuntimeSettings as one line per setting, each named
+    by its field and its variable."""
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:
+            lines.append(message)
+            continue
+        field = ".".join(str(part) for part in error["loc"])
+        received = repr(error.get("input"))
+        received = received if len(received) <= 80 else received[:80] + "..."
+        variable = f"MSERVE_{str(error['loc'][0]).upper()}"
+        lines.append(f"{field} ({variable}): {message}; received {received}")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.argument("model_path", type=click.Path(exists=True, dir_okay=False), required=False)
 @click.option("--name", help="Model name in the URLs (/v2/models/NAME). [env MSERVE_MODEL_NAME]")
@@ -110,6 +128,21 @@ def fetch(
     help="Past a batch per worker, 503 while runs wait longer; 0 = off. [MSERVE_MAX_QUEUE_DELAY_MS; 100]",
 )
 @click.option("--request-timeout-s", type=float, help="Deadline, 504 past it. [MSERVE_REQUEST_TIMEOUT_S]")
+@click.option("--admin-port", type=int, help="Metrics, OpenAPI, docs; 0 = free. [MSERVE_ADMIN_PORT; 8082]")
+@click.option("--docs-ui/--no-docs-ui", default=None, help="Serve /docs on the admin port. [MSERVE_DOCS_UI]")
+@click.option("--auth", help="none, apiKey or kubernetes. [MSERVE_AUTH; none]")
+@click.option("--api-keys-dir", help="A subdirectory per key Secret. [MSERVE_API_KEYS_DIR]")
+@click.option(
+    "--allowed-service-accounts", help="ns/name or ns/*, comma-separated. [MSERVE_ALLOWED_SERVICE_ACCOUNTS]"
+)
+@click.option("--token-audience", help="Audience of callers' tokens. [MSERVE_TOKEN_AUDIENCE; mserve]")
+@click.option("--kube-api-url", help="API server for TokenReviews; unset: in-cluster. [MSERVE_KUBE_API_URL]")
+@click.option("--kube-token-file", help="Credential for TokenReviews. [MSERVE_KUBE_TOKEN_FILE]")
+@click.option("--kube-ca-file", help="CA of the API server. [MSERVE_KUBE_CA_FILE]")
+@click.option("--rate-limit-rps", type=float, help="Per caller, 0 = off. [MSERVE_RATE_LIMIT_RPS]")
+@click.option("--rate-limit-burst", type=int, help="Per caller, 0 = the rate. [MSERVE_RATE_LIMIT_BURST]")
+@click.option("--tls-cert-file", help="PEM chain: serve TLS. [MSERVE_TLS_CERT_FILE]")
+@click.option("--tls-key-file", help="PEM key. [MSERVE_TLS_KEY_FILE]")
 @click.option("--json-logs/--text-logs", default=None, help="Log format. [MSERVE_JSON_LOGS]")
 @click.option("--access-log/--no-access-log", default=None, help="A line per request. [MSERVE_ACCESS_LOG]")
 @click.option("--log-level", help="debug, info, warning, error. [MSERVE_LOG_LEVEL]")
@@ -130,7 +163,7 @@ def serve(model_path: str | None, **options: object) -> None:
     try:
         settings = RuntimeSettings(**overrides)
     except ValidationError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(settings_error(exc)) from None
     if not settings.model_path:
         raise click.UsageError("give MODEL_PATH (or set MSERVE_MODEL_PATH)")
     sys.exit(run(settings))

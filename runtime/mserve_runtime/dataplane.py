@@ -36,6 +36,7 @@ from mserve_runtime.inference_types import (
 from mserve_runtime.metrics import RuntimeMetrics
 from mserve_runtime.onnx_model import OnnxModel, load_model, rows_of, session_config
 from mserve_runtime.settings import RuntimeSettings
+from mserve_runtime.usage_metrics import Usage, UsageMetrics, current_usage
 
 log = logging.getLogger("mserve.dataplane")
 
@@ -62,6 +63,7 @@ class DataPlane:
     def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or RuntimeMetrics()
+        self.usage = UsageMetrics(self.metrics.registry, self.metrics.models)
         self.session_config = session_config(settings)
         self.threads = self.session_config.threads
         # Each run already uses `threads` cores; more concurrent runs than cores/threads only
@@ -177,14 +179,15 @@ class DataPlane:
         feed = model.check_inputs(request.inputs)
         names = [o.name for o in request.outputs] if request.outputs else model.output_names
         model.check_outputs(names)
+        usage = current_usage.get()
         if self.batcher is not None:
-            everything = await self._wait(self.batcher.enqueue(feed))
+            everything = await self._wait(self.batcher.enqueue(feed, usage))
             arrays = [everything[model.output_names.index(n)] for n in names]
         else:
             loop = asyncio.get_running_loop()
             queued = time.perf_counter()
             arrays = await self._wait(
-                loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued)
+                loop.run_in_executor(self._executor, self._run_now, model, feed, names, queued, usage)
             )
         outputs = [
             OutputTensor(n, numpy_to_v2(a.dtype), list(a.shape), a)
@@ -212,12 +215,23 @@ class DataPlane:
             self.admission.unqueue(scope)
 
     def _run_now(
-        self, model: OnnxModel, feed: dict[str, np.ndarray], names: list[str], queued: float
+        self,
+        model: OnnxModel,
+        feed: dict[str, np.ndarray],
+        names: list[str],
+        queued: float,
+        usage: Usage | None,
     ) -> list[np.ndarray]:
         """In an inference thread, when the work's turn comes (cancelled work never gets here)."""
-        self.admission.observe_wait(time.perf_counter() - queued)
-        self._batch_size.observe(rows_of(feed) if feed else 1)
-        return model.run(feed, names)
+        started = time.perf_counter()
+        self.admission.observe_wait(started - queued)
+        rows = rows_of(feed) if feed else 1
+        self._batch_size.observe(rows)
+        outputs = model.run(feed, names)
+        if usage is not None:
+            usage.rows += rows
+            usage.compute_s += time.perf_counter() - started
+        return outputs
 
     async def _run_all_outputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         assert self.model is not None

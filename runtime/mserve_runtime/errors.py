@@ -63,6 +63,38 @@ class ServerError(MServeError):
     status_code = 500
 
 
+class Unauthenticated(MServeError):  # noqa: N818 (the gRPC status of the same name)
+    """No credential, or one this server does not accept (REST 401, gRPC UNAUTHENTICATED)."""
+
+    status_code = 401
+
+
+class PermissionDenied(MServeError):  # noqa: N818 (the gRPC status of the same name)
+    """A valid credential whose owner may not call this model (REST 403, gRPC PERMISSION_DENIED)."""
+
+    status_code = 403
+
+
+class RateLimited(MServeError):  # noqa: N818 (reads like the others)
+    """The caller's rate limit is spent; `retry_after_s` is when it may try again (REST 429)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AuthUnavailable(MServeError):  # noqa: N818 (reads like the others)
+    """The credential cannot be checked now (the Kubernetes API server is unreachable)."""
+
+    status_code = 503
+
+
+class ConfigError(Exception):
+    """A setting that cannot work (a missing file, a bad certificate): start-up stops naming it."""
+
+
 class ModelLoadError(Exception):
     """The model cannot be loaded; the process must exit non-zero with this reason."""
 

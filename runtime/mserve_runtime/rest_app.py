@@ -91,8 +91,19 @@ def _schema(refs: dict[Any, Any], model: type[BaseModel] | None) -> dict[str, An
     return refs[(model, "serialization")] if model is not None else {"type": "string"}
 
 
-def openapi_document(routes: list[RestRoute], version: str) -> dict[str, Any]:
-    """OpenAPI 3.1 for the route table, with the wire models' JSON schemas as components."""
+# How each authentication mode asks for credentials, in OpenAPI's terms.
+_SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+_SCHEMES_BY_MODE = {"none": (), "apiKey": ("bearer", "apiKey"), "kubernetes": ("bearer",)}
+
+
+def openapi_document(
+    routes: list[RestRoute], version: str, auth: str = "none", open_routes: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """OpenAPI 3.1 for the route table, with the wire models' JSON schemas as components;
+    with authentication, its schemes (every route but `open_routes` requires one)."""
     keyed: list[tuple[type[BaseModel], Any]] = []
     for route in routes:
         if route.request_body is not None:
@@ -120,13 +131,20 @@ def openapi_document(routes: list[RestRoute], version: str) -> dict[str, Any]:
         if route.request_body is not None:
             schema = refs[(route.request_body, "validation")]
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        if route.name in open_routes:
+            operation["security"] = []
         paths.setdefault(route.path, {})[route.method.lower()] = operation
-    return {
+    schemes = _SCHEMES_BY_MODE[auth]
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": version, "description": DESCRIPTION},
         "paths": paths,
         "components": {"schemas": defs.get("$defs", {})},
     }
+    if schemes:
+        document["components"]["securitySchemes"] = {name: _SECURITY_SCHEMES[name] for name in schemes}
+        document["security"] = [{name: []} for name in schemes]
+    return document
 
 
 class StaticEndpoint:
@@ -148,18 +166,31 @@ async def _not_found(scope: Scope, receive: Any, send: Any) -> None:
         await send_response(send, error_response(RouteNotFound(f"no route {scope['path']!r:.200}")))
 
 
+def _routes(table: list[RestRoute], limits: RequestLimits) -> list[Route]:
+    by_path: dict[str, list[RestRoute]] = {}
+    for route in table:
+        by_path.setdefault(route.path, []).append(route)
+    return [Route(path, PathEndpoint(group, limits)) for path, group in by_path.items()]
+
+
 def build_rest_app(
     routes: list[RestRoute], limits: RequestLimits, version: str, lifespan: Any = None
 ) -> Router:
-    """The REST ASGI app: one Starlette route per path, in table order, plus /openapi.json and /docs."""
-    by_path: dict[str, list[RestRoute]] = {}
-    for route in routes:
-        by_path.setdefault(route.path, []).append(route)
-    document = orjson.dumps(openapi_document(routes, version))
-    docs = get_swagger_ui_html(openapi_url="/openapi.json", title=f"{TITLE} - docs").body
-    served = [Route(path, PathEndpoint(group, limits)) for path, group in by_path.items()]
-    served += [
-        Route("/openapi.json", StaticEndpoint(document, b"application/json")),
-        Route("/docs", StaticEndpoint(bytes(docs), b"text/html; charset=utf-8")),
-    ]
-    return Router(served, default=_not_found, lifespan=lifespan)
+    """The serving port's ASGI app: one Starlette route per path, in table order."""
+    return Router(_routes(routes, limits), default=_not_found, lifespan=lifespan)
+
+
+def build_admin_app(
+    admin_routes: list[RestRoute],
+    document: dict[str, Any],
+    limits: RequestLimits,
+    docs_ui: bool = True,
+) -> Router:
+    """The admin port's ASGI app: `admin_routes` (health, /metrics), the OpenAPI `document`
+    of the serving port as /openapi.json, and the docs UI on it at /docs unless `docs_ui` is off."""
+    served = _routes(admin_routes, limits)
+    served.append(Route("/openapi.json", StaticEndpoint(orjson.dumps(document), b"application/json")))
+    if docs_ui:
+        docs = get_swagger_ui_html(openapi_url="/openapi.json", title=f"{TITLE} - docs").body
+        served.append(Route("/docs", StaticEndpoint(bytes(docs), b"text/html; charset=utf-8")))
+    return Router(served, default=_not_found)

@@ -1,4 +1,5 @@
-"""The REST route table: V2 Open Inference Protocol, the V1 `:predict` convenience, /metrics.
+"""The REST route tables: V2 Open Inference Protocol and the V1 `:predict` convenience on the
+serving port; health and /metrics on the admin port.
 
 This table is the only list of routes: the dispatcher (rest_app.py) serves it and the
 OpenAPI document is generated from it. Handlers parse and delegate to the DataPlane or
@@ -148,10 +149,6 @@ def build_routes(dataplane: DataPlane, inference: RestInference) -> list[RestRou
         name = req.params["model_name"]
         return _json({"name": name, "ready": dataplane.model_ready(name)})
 
-    async def metrics(req: RestRequest) -> RestResponse:
-        body = generate_latest(dataplane.metrics.registry)
-        return RestResponse(body, content_type=CONTENT_TYPE_LATEST.encode())
-
     return [
         *_versioned(
             "POST",
@@ -189,6 +186,21 @@ def build_routes(dataplane: DataPlane, inference: RestInference) -> list[RestRou
             "v1",
             {200: V1ModelStatus, **_ERRORS},
         ),
+    ]
+
+
+HEALTH_ROUTES = frozenset({"server_live", "server_ready"})
+
+
+def build_admin_routes(dataplane: DataPlane, serving: list[RestRoute]) -> list[RestRoute]:
+    """The admin port's routes: the health routes of `serving` and /metrics."""
+
+    async def metrics(req: RestRequest) -> RestResponse:
+        body = generate_latest(dataplane.metrics.registry)
+        return RestResponse(body, content_type=CONTENT_TYPE_LATEST.encode())
+
+    return [
+        *(route for route in serving if route.name in HEALTH_ROUTES),
         RestRoute(
             "GET",
             "/metrics",

@@ -1,4 +1,6 @@
-"""The HTTP server: `build_asgi_app` builds the REST app, `run` serves it until SIGTERM.
+"""The HTTP servers: `build_asgi_app` builds the REST app, `build_admin_asgi_app` the admin
+port's (health, /metrics, OpenAPI, docs: plaintext, no authentication), `run` serves both
+(and gRPC) until SIGTERM.
 
 Start-up: the port opens at once (live), the model loads and warms up in the background
 (ready after that); a model that fails to load makes `run` return non-zero with the reason.
@@ -10,35 +12,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import inspect
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import uvicorn
 
+from mserve_runtime.access import POLL_S, Access
+from mserve_runtime.access_middleware import AccessMiddleware
 from mserve_runtime.admission import AdmissionMiddleware
 from mserve_runtime.asgi_middleware import AccessLogMiddleware
 from mserve_runtime.dataplane import DataPlane, server_version
-from mserve_runtime.errors import ModelLoadError
+from mserve_runtime.errors import ConfigError, ModelLoadError
 from mserve_runtime.logs import configure_logging
 from mserve_runtime.request_limits import RequestLimits
-from mserve_runtime.rest_app import build_rest_app
+from mserve_runtime.rest_app import build_admin_app, build_rest_app, openapi_document
 from mserve_runtime.rest_infer import RestInference
-from mserve_runtime.rest_routes import build_routes
+from mserve_runtime.rest_routes import HEALTH_ROUTES, build_admin_routes, build_routes
 from mserve_runtime.settings import RuntimeSettings
+from mserve_runtime.tls_reload import TlsFiles
 
 log = logging.getLogger("mserve.server")
 
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
 
 
-def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifespan | None = None) -> Any:
-    """What uvicorn serves: the REST route table (rest_routes.py) as one ASGI app, behind
-    admission control (admission.py) and the access log."""
+def build_asgi_app(
+    settings: RuntimeSettings,
+    dataplane: DataPlane,
+    lifespan: Lifespan | None = None,
+    access: Access | None = None,
+) -> Any:
+    """What uvicorn serves on the serving port: the REST route table (rest_routes.py) as one
+    ASGI app, behind access control (access.py), admission control (admission.py) and the
+    access log. `access` defaults to one built from `settings`."""
     limits = RequestLimits.from_settings(settings)
     log.info(
         "request limits: body %d bytes, JSON part %d bytes, %d tensor elements",
@@ -50,9 +63,51 @@ def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Li
     asgi: Any = build_rest_app(routes, limits, server_version(), lifespan)
     shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
     asgi = AdmissionMiddleware(asgi, dataplane.admission, settings.request_timeout_s, shed.inc)
+    asgi = AccessMiddleware(asgi, access if access is not None else Access(settings, dataplane.usage))
     if settings.access_log:
         asgi = AccessLogMiddleware(asgi)
     return asgi
+
+
+def build_admin_asgi_app(settings: RuntimeSettings, dataplane: DataPlane) -> Any:
+    """The admin port's app: health, /metrics, the serving port's OpenAPI document and docs UI."""
+    limits = RequestLimits.from_settings(settings)
+    routes = build_routes(dataplane, RestInference(dataplane, limits))
+    document = openapi_document(routes, server_version(), settings.auth, HEALTH_ROUTES)
+    return build_admin_app(build_admin_routes(dataplane, routes), document, limits, settings.docs_ui)
+
+
+class _AdminServer(uvicorn.Server):
+    """A second uvicorn server on the same event loop; the serving one owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+def _listen(host: str, port: int, setting: str) -> socket.socket:
+    """A bound, listening TCP socket; ConfigError naming `setting` if the port cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({setting}): {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+async def _poll(what: str, check: Callable[[], Any]) -> None:
+    """Run `check` on a side thread every POLL_S seconds until cancelled."""
+    while True:
+        await asyncio.sleep(POLL_S)
+        try:
+            await asyncio.to_thread(check)
+        except Exception:
+            log.exception("re-reading %s failed", what)
 
 
 class _DrainingServer(uvicorn.Server):
@@ -100,7 +155,7 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-async def _start_grpc(dataplane: DataPlane, port: int) -> Any:
+async def _start_grpc(dataplane: DataPlane, port: int, access: Access, tls: TlsFiles | None) -> Any:
     if importlib.util.find_spec("mserve_runtime.grpc_v2.server") is None:
         log.warning(
             "gRPC disabled: mserve_runtime.grpc_v2.server is not installed (set --grpc-port 0 to hide this)"
@@ -108,17 +163,32 @@ async def _start_grpc(dataplane: DataPlane, port: int) -> Any:
         return None
     from mserve_runtime.grpc_v2.server import start_grpc_server
 
-    handle = start_grpc_server(dataplane, port)
+    handle = start_grpc_server(dataplane, port, access=access, tls=tls)
     if inspect.isawaitable(handle):
         handle = await handle
-    log.info("gRPC V2 server listening on port %d", port)
+    log.info("gRPC V2 server listening on port %d%s", port, " (TLS)" if tls else "")
     return handle
 
 
-def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _DrainingServer) -> Lifespan:
+@dataclasses.dataclass
+class _Extras:
+    """What `run` prepared before the loop starts, for the lifespan to run and stop."""
+
+    access: Access
+    admin: _AdminServer
+    admin_socket: socket.socket
+    tls: TlsFiles | None
+
+
+def _lifespan(
+    settings: RuntimeSettings, dataplane: DataPlane, server: _DrainingServer, extras: _Extras
+) -> Lifespan:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        extras.access.start()
+        admin_task = loop.create_task(extras.admin.serve(sockets=[extras.admin_socket]))
+        tls_poll = loop.create_task(_poll("TLS files", extras.tls.reload)) if extras.tls else None
 
         async def load() -> None:
             try:
@@ -134,7 +204,9 @@ def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _Draining
         load_task = loop.create_task(load())
         if settings.grpc_port:
             try:
-                server.grpc_handle = await _start_grpc(dataplane, settings.grpc_port)
+                server.grpc_handle = await _start_grpc(
+                    dataplane, settings.grpc_port, extras.access, extras.tls
+                )
             except Exception as exc:
                 log.exception("gRPC server failed to start")
                 server.fail(f"gRPC server failed to start on port {settings.grpc_port}: {exc}")
@@ -147,6 +219,12 @@ def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _Draining
                 await grpc_stopped
             with contextlib.suppress(Exception):
                 await load_task
+            extras.admin.should_exit = True
+            if tls_poll is not None:
+                tls_poll.cancel()
+            with contextlib.suppress(Exception):
+                await admin_task
+            await extras.access.close()
             await dataplane.close()
             log.info("stopped")
 
@@ -157,6 +235,13 @@ def run(settings: RuntimeSettings) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code (non-zero when the model fails to load)."""
     configure_logging(settings.log_level, settings.json_logs)
     dataplane = DataPlane(settings)
+    try:
+        access = Access(settings, dataplane.usage)
+        tls = TlsFiles(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
+        admin_socket = _listen(settings.host, settings.admin_port, "MSERVE_ADMIN_PORT")
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
         "max_in_flight=%d max_queue_delay_ms=%g request_timeout_s=%g",
@@ -171,6 +256,13 @@ def run(settings: RuntimeSettings) -> int:
         settings.max_queue_delay_ms,
         settings.request_timeout_s,
     )
+    log.info(
+        "%s; TLS %s; admin (health, /metrics, /openapi.json%s) on plain HTTP :%d",
+        access.describe(),
+        f"on ({settings.tls_cert_file})" if tls else "off",
+        ", /docs" if settings.docs_ui else "",
+        admin_socket.getsockname()[1],
+    )
     config = uvicorn.Config(
         "mserve_runtime.server:build_asgi_app",  # replaced below; uvicorn needs an app at construction
         host=settings.host,
@@ -183,9 +275,21 @@ def run(settings: RuntimeSettings) -> int:
         # uvicorn trusts X-Forwarded-* only from 127.0.0.1, never the case behind a Service;
         # skipping its middleware saves work on every request.
         proxy_headers=False,
+        ssl_context_factory=(lambda _config, _default: tls.context) if tls else None,
     )
+    admin_config = uvicorn.Config(
+        build_admin_asgi_app(settings, dataplane),
+        access_log=False,
+        log_config=None,
+        lifespan="off",
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=2,
+    )
+    extras = _Extras(access, _AdminServer(admin_config), admin_socket, tls)
     server = _DrainingServer(config, dataplane, settings.drain_delay_s)
-    config.app = build_asgi_app(settings, dataplane, lifespan=_lifespan(settings, dataplane, server))
+    lifespan = _lifespan(settings, dataplane, server, extras)
+    config.app = build_asgi_app(settings, dataplane, lifespan=lifespan, access=access)
     # uvicorn re-raises the signal it caught after shutting down; ignoring it here lets the
     # process finish with our exit code instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

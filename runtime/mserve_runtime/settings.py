@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Literal, Self
 
 from mserve_contract.optimization_report import SessionOptions
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# `namespace/name` or `namespace/*`: a DNS label, then a DNS subdomain (a ServiceAccount's name).
+_SERVICE_ACCOUNT = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/(\*|[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)")
+
+
+def parse_service_accounts(text: str) -> tuple[str, ...]:
+    """`MSERVE_ALLOWED_SERVICE_ACCOUNTS` as its entries; ValueError naming a malformed one."""
+    entries = tuple(part.strip() for part in text.split(",") if part.strip())
+    for entry in entries:
+        if not _SERVICE_ACCOUNT.fullmatch(entry):
+            shown = entry if len(entry) <= 80 else entry[:80] + "..."
+            raise ValueError(
+                f"MSERVE_ALLOWED_SERVICE_ACCOUNTS: {shown!r} is not 'namespace/name' or 'namespace/*' "
+                "(lower-case DNS names)"
+            )
+    return entries
 
 
 class RuntimeSettings(BaseSettings):
@@ -56,6 +73,49 @@ class RuntimeSettings(BaseSettings):
     json_logs: bool = False
     """Write logs (including access logs) as one JSON object per line."""
 
+    admin_port: int = Field(8082, ge=0, le=65535)
+    """Port of `/metrics`, `/openapi.json`, `/docs` and the health routes: plaintext, no
+    authentication (the metrics scraper reaches it); 0 picks a free one."""
+
+    docs_ui: bool = True
+    """Serve the docs UI (`/docs`) on the admin port; the OpenAPI document stays."""
+
+    # -- access control (access.py): authentication, rate limits, TLS --
+
+    auth: Literal["none", "apiKey", "kubernetes"] = "none"
+    """Who may call: `none`; `apiKey` (keys under `api_keys_dir`); `kubernetes` (ServiceAccount
+    tokens checked with a TokenReview, callers in `allowed_service_accounts`)."""
+
+    api_keys_dir: str = "/var/run/mserve/api-keys"
+    """One subdirectory per mounted Secret; each file in it is one key named `<secret>/<file>`."""
+
+    allowed_service_accounts: str = ""
+    """Comma-separated `namespace/name` or `namespace/*` admitted in `kubernetes` mode."""
+
+    token_audience: str = Field("mserve", min_length=1, max_length=253)
+    """The audience a caller's ServiceAccount token must be bound to."""
+
+    kube_api_url: str = ""
+    """The Kubernetes API server; unset: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`."""
+
+    kube_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    """The runtime's own credential for its TokenReviews (re-read as the kubelet rotates it)."""
+
+    kube_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    """CA bundle that verifies the API server."""
+
+    rate_limit_rps: float = Field(0.0, ge=0, le=1e9, allow_inf_nan=False)
+    """Requests per second per caller (API key, ServiceAccount or `anonymous`); 0 = no limit."""
+
+    rate_limit_burst: int = Field(0, ge=0, le=1_000_000_000)
+    """Requests a caller may send at once above its rate; 0 = the rate rounded up (at least 1)."""
+
+    tls_cert_file: str = ""
+    """PEM certificate chain: REST and gRPC serve TLS (re-read when the file changes)."""
+
+    tls_key_file: str = ""
+    """PEM private key of `tls_cert_file`; both or neither."""
+
     access_log: bool = True
     """Log one line per HTTP request."""
 
@@ -103,3 +163,22 @@ class RuntimeSettings(BaseSettings):
     """Deadline of an inference request, counted from its arrival: a request still queued then
     gets 504 (gRPC DEADLINE_EXCEEDED) and its work is dropped. A client may ask for less with the
     `Inference-Timeout-Ms` header or its gRPC deadline, never for more."""
+
+    @field_validator("allowed_service_accounts")
+    @classmethod
+    def _service_accounts(cls, value: str) -> str:
+        parse_service_accounts(value)
+        return value
+
+    @field_validator("kube_api_url")
+    @classmethod
+    def _kube_api_url(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError(f"MSERVE_KUBE_API_URL must start with https:// (received {value[:80]!r})")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("MSERVE_TLS_CERT_FILE and MSERVE_TLS_KEY_FILE must be set together (or neither)")
+        return self

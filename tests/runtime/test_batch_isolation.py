@@ -56,7 +56,7 @@ def test_a_bad_index_fails_only_its_own_request_rest_and_grpc(tmp_path: Path) ->
             thread.start()
         for thread in threads:
             thread.join(30)
-        metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = server.metrics()
 
     for index, ids in good.items():
         answer = rest[index]

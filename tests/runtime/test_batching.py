@@ -45,7 +45,7 @@ def test_concurrent_requests_are_merged_and_split_back(scale_server: Server) -> 
         outputs = list(pool.map(lambda x: _infer(scale_server.url, "scale", x), inputs))
     for x, y in zip(inputs, outputs, strict=True):
         np.testing.assert_array_equal(y, x * 2)
-    metrics = httpx.get(f"{scale_server.url}/metrics").text
+    metrics = scale_server.metrics()
     runs, rows = _histogram(metrics, "mserve_batch_size")
     assert rows == sum(x.shape[0] for x in inputs)
     assert runs < len(inputs), f"no request was merged: {runs} runs for {len(inputs)} requests"

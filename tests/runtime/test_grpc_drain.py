@@ -86,7 +86,7 @@ def _start_both_protocols(served: Server, count: int, results: dict) -> list[thr
         thread.start()
     deadline = time.monotonic() + 20
     line = f'mserve_requests_in_flight{{model="scale"}} {count}.0'
-    while line not in httpx.get(f"{served.url}/metrics", timeout=5).text:
+    while line not in served.metrics():
         assert time.monotonic() < deadline, f"never {count} requests in flight\n{served.logs()}"
         time.sleep(0.05)
     return threads

@@ -452,7 +452,7 @@ def test_grpc_requests_are_counted_by_status(grpc_digits: GrpcTarget) -> None:
     assert_serves(grpc_digits)
     expect_error(lambda: grpc_digits.client.infer("digits", []), "INVALID_ARGUMENT")
 
-    with urllib.request.urlopen(f"{grpc_digits.served.url}/metrics") as resp:
+    with urllib.request.urlopen(f"{grpc_digits.served.admin_url}/metrics") as resp:
         metrics = resp.read().decode()
 
     def count(status: str) -> float:

@@ -57,7 +57,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(tmp_path: Path) -> No
         ]
         for t in threads:
             t.start()
-        _wait_in_flight(server.url, 12)
+        _wait_in_flight(server.admin_url, 12)
         server.proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         # Not ready any more, but still answering while endpoints catch up (drain delay).
@@ -123,7 +123,7 @@ def test_settings_come_from_environment(tmp_path: Path, digits) -> None:
 
     env = {**os.environ, "MSERVE_MODEL_PATH": str(digits.path), "MSERVE_MODEL_NAME": "envname"}
     env |= {"MSERVE_HTTP_PORT": str(port), "MSERVE_GRPC_PORT": "0", "MSERVE_HOST": "127.0.0.1"}
-    env |= {"MSERVE_THREADS": "1", "MSERVE_JSON_LOGS": "true"}
+    env |= {"MSERVE_THREADS": "1", "MSERVE_JSON_LOGS": "true", "MSERVE_ADMIN_PORT": str(free_port())}
     with (tmp_path / "mserve.log").open("wb") as log:
         proc = subprocess.Popen([str(MSERVE), "serve"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

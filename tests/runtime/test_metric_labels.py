@@ -40,7 +40,7 @@ def test_random_model_names_over_rest_and_grpc_leave_metrics_small(
             for name in ("digits", "nope"):
                 with contextlib.suppress(grpc.RpcError):
                     stub.ModelInfer(pb.ModelInferRequest(model_name=name), timeout=10)
-        baseline = http.get("/metrics").text
+        baseline = server.metrics()
 
         statuses = set()
         for name in _names(150, rng):
@@ -54,7 +54,7 @@ def test_random_model_names_over_rest_and_grpc_leave_metrics_small(
                     stub.ModelInfer(pb.ModelInferRequest(model_name=name, model_version=name), timeout=10)
                 except grpc.RpcError as exc:
                     statuses.add(exc.code().name)
-        flooded = http.get("/metrics").text
+        flooded = server.metrics()
         assert http.get("/v2/health/live").status_code == 200
 
     assert statuses <= {404, "NOT_FOUND"}, statuses

@@ -15,11 +15,11 @@ GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [
 
 def test_metrics_count_requests_by_model_protocol_and_status(digits_server: Server) -> None:
     with digits_server.client() as http:
-        before = http.get("/metrics").text
+        before = digits_server.metrics()
         http.post("/v2/models/digits/infer", json=GOOD)
         http.post("/v2/models/digits/infer", json={"inputs": 3})
         http.post("/v2/models/unknown/infer", json=GOOD)
-        metrics = http.get("/metrics")
+        metrics = httpx.get(f"{digits_server.admin_url}/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     for name in (

@@ -28,10 +28,20 @@ class Server:
     log_path: Path
     name: str
     grpc_port: int = 0  # 0: gRPC off
+    admin_port: int = 0
+    tls: bool = False  # serving port (and gRPC) speak TLS
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Health, /metrics, /openapi.json, /docs: plain HTTP, no authentication."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.admin_url}/metrics", timeout=10).text
 
     @property
     def grpc_url(self) -> str:
@@ -72,17 +82,23 @@ def start(
     timeout: float = 60.0,
     grpc: bool = False,
 ) -> Server:
-    """Start the server (with `grpc`, on a second free port); with `wait_ready`, poll
-    /v2/health/ready until 200 (or fail with its logs)."""
+    """Start the server (with `grpc`, on a second free port; the admin port on a third); with
+    `wait_ready`, poll the admin port's /v2/health/ready until 200 (or fail with its logs)."""
     port, grpc_port = free_port(), free_port() if grpc else 0
     cmd = [str(MSERVE), "serve", str(model), "--name", name, "--port", str(port), "--host", "127.0.0.1"]
     if not any(a.startswith("--grpc-port") for a in args):
         cmd += ["--grpc-port", str(grpc_port)]
+    admin_port = free_port()
+    if "--admin-port" in args:
+        admin_port = int(args[list(args).index("--admin-port") + 1])
+    else:
+        cmd += ["--admin-port", str(admin_port)]
     cmd += list(args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    tls = "--tls-cert-file" in args or bool(full_env.get("MSERVE_TLS_CERT_FILE"))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    server = Server(proc, port, log_path, name, grpc_port)
+    server = Server(proc, port, log_path, name, grpc_port, admin_port, tls)
     if wait_ready:
         wait_until_ready(server, timeout)
     return server
@@ -96,7 +112,7 @@ def wait_until_ready(server: Server, timeout: float = 60.0) -> None:
                 f"mserve exited with {server.proc.returncode} before ready:\n{server.logs()}"
             )
         try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1.0).status_code == 200:
+            if httpx.get(f"{server.admin_url}/v2/health/ready", timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -17,6 +17,7 @@ from typing_extensions import override  # typing.override from Python 3.12
 
 from mserve_runtime.errors import MServeError
 from mserve_runtime.grpc_v2 import codec
+from mserve_runtime.grpc_v2.access import AccessInterceptor
 from mserve_runtime.grpc_v2.access_log import AccessLogInterceptor
 from mserve_runtime.grpc_v2.admission import AdmissionInterceptor
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
@@ -24,7 +25,9 @@ from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from mserve_runtime.request_limits import RequestLimits
 
 if TYPE_CHECKING:
+    from mserve_runtime.access import Access
     from mserve_runtime.dataplane import DataPlane
+    from mserve_runtime.tls_reload import TlsFiles
 
 log = logging.getLogger("mserve.grpc")
 
@@ -32,8 +35,11 @@ PROTOCOL = "grpc"
 # By the HTTP status each runtime error carries, so the two protocols cannot disagree.
 _CODE_BY_HTTP_STATUS: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     499: grpc.StatusCode.CANCELLED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -131,13 +137,22 @@ class GrpcServerHandle:
 
 
 async def start_grpc_server(
-    dataplane: DataPlane, port: int, *, max_message_bytes: int | None = None, host: str | None = None
+    dataplane: DataPlane,
+    port: int,
+    *,
+    max_message_bytes: int | None = None,
+    host: str | None = None,
+    access: Access | None = None,
+    tls: TlsFiles | None = None,
 ) -> GrpcServerHandle:
     """Serve `inference.GRPCInferenceService` on `host:port`; port 0 picks a free one.
 
     `max_message_bytes` and `host` default to the request limits and the data plane's `host`,
-    so REST and gRPC accept the same request sizes on the same address.
+    so REST and gRPC accept the same request sizes on the same address. `access` checks
+    callers (default: none, metered as `anonymous`); with `tls` the port serves TLS only.
     """
+    from mserve_runtime.access import Access
+
     settings = dataplane.settings
     limits = RequestLimits.from_settings(settings)
     host = host if host is not None else settings.host
@@ -145,8 +160,10 @@ async def start_grpc_server(
         max_message_bytes = limits.max_request_bytes
     shed = dataplane.metrics.shed.labels(settings.model_name, PROTOCOL)
     admission = AdmissionInterceptor(dataplane.admission, settings.request_timeout_s, shed.inc)
+    checks = AccessInterceptor(access if access is not None else Access(settings, dataplane.usage))
+    interceptors = [AccessLogInterceptor()] if settings.access_log else []
     server = grpc.aio.server(
-        interceptors=[AccessLogInterceptor(), admission] if settings.access_log else [admission],
+        interceptors=[*interceptors, checks, admission],
         options=[
             # A larger request gets RESOURCE_EXHAUSTED from gRPC itself, like 413 on REST.
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -159,7 +176,10 @@ async def start_grpc_server(
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, limits), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if tls is not None:
+            bound = server.add_secure_port(address, tls.grpc_credentials())
+        else:
+            bound = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"cannot listen for gRPC on {address}: {exc}") from exc
     if bound == 0:
