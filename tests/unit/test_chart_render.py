@@ -169,3 +169,15 @@ def test_network_policies_off_and_no_scraper(tmp_path: Path) -> None:
     closed = render(tmp_path, {"networkPolicy": {"scraper": []}})
     (policy,) = by_kind(closed, "NetworkPolicy")
     assert [r["ports"] for r in policy["spec"]["ingress"]] == [[{"port": "health"}]]
+
+
+def test_watching_namespaces_still_binds_the_token_review_role_cluster_wide(tmp_path: Path) -> None:
+    """ClusterRoleBindings are cluster-scoped: a RoleBinding could never grant them."""
+    docs = render(tmp_path, NAMESPACED)
+    cluster_role = next(
+        r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-namespaced")
+    )
+    resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
+    assert {"clusterrolebindings", "clusterroles"} <= resources
+    bind = next(rule for rule in cluster_role["rules"] if "bind" in rule["verbs"])
+    assert bind["resourceNames"] == ["system:auth-delegator"]
