@@ -5,8 +5,9 @@ One ModelService (the digits ONNX model served as it is, so no optimization Job)
 no key is 401, a wrong key 401, the right key 200 over REST and gRPC with tritonclient's ssl
 options; a rotated key and a renewed certificate arrive without a restart; a pod in a namespace
 the policy does not allow cannot connect while one in an allowed namespace can; a burst past the
-limit gets 429. The host reaches the Service through port-forwards, whose certificate names
-127.0.0.1 (tests/support/tls_certs.py).
+limit gets 429; a second ModelService takes ServiceAccount tokens, checked with a TokenReview.
+The host reaches the Service through port-forwards, whose certificate names 127.0.0.1
+(tests/support/tls_certs.py).
 """
 
 from __future__ import annotations
@@ -286,3 +287,87 @@ def test_rotated_key_and_renewed_certificate_arrive_without_a_restart(
         assert all(s["restartCount"] == 0 for s in pod["status"]["containerStatuses"]), json.dumps(
             pod["status"]
         )
+
+
+# A pod that calls the model with its own ServiceAccount token (audience mserve, projected by
+# the kubelet) and prints the HTTP status; refused connections are retried (the policy agent).
+CALL_WITH_TOKEN = """
+import sys, time, urllib.error, urllib.request
+url = sys.argv[1]
+token = open("/var/run/secrets/mserve/token").read().strip()
+body = b'{"inputs":[{"name":"x","shape":[1,64],"datatype":"FP32","data":[%s]}]}' % b",".join([b"0.5"] * 64)
+request = urllib.request.Request(url, data=body, headers={"Authorization": "Bearer " + token})
+deadline = time.monotonic() + 30
+while True:
+    try:
+        print(urllib.request.urlopen(request, timeout=10).status); break
+    except urllib.error.HTTPError as answer:
+        print(answer.code, answer.read().decode()[:200]); break
+    except OSError:
+        if time.monotonic() > deadline: raise
+        time.sleep(1)
+"""
+KUBE_NAME = "kube-guarded"
+
+
+def _call_as(mserve: Cluster, namespace: str, account: str, image: str) -> str:
+    pod = f"caller-{uuid.uuid4().hex[:6]}"
+    url = f"http://{KUBE_NAME}.{namespace}.svc:8080/v2/models/{KUBE_NAME}/infer"
+    token = {"serviceAccountToken": {"audience": "mserve", "expirationSeconds": 600, "path": "token"}}
+    mserve.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod},
+            "spec": {
+                "restartPolicy": "Never",
+                "serviceAccountName": account,
+                "automountServiceAccountToken": False,
+                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "volumes": [{"name": "token", "projected": {"sources": [token]}}],
+                "containers": [
+                    {
+                        "name": "caller",
+                        "image": image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/opt/mserve/bin/python", "-c", CALL_WITH_TOKEN, url],
+                        "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/mserve"}],
+                        "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            },
+        },
+        namespace,
+    )
+
+    def finished() -> str | None:
+        phase = mserve.get("-n", namespace, "pod", pod).get("status", {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    wait_until(f"pod {pod}", finished, timeout=120)
+    return mserve.kubectl("-n", namespace, "logs", pod).strip()
+
+
+def test_kubernetes_tokens_checked_by_token_review(
+    mserve: Cluster, module_namespace: str, digits: DigitsModel
+) -> None:
+    namespace = module_namespace
+    mserve.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}}, namespace)
+    manifest = modelservice(KUBE_NAME, digits.uris["onnx"], quantize="none")
+    manifest["spec"]["access"] = {
+        "authentication": "kubernetes",
+        "allowedServiceAccounts": [f"{namespace}/robot"],
+    }
+    mserve.apply(manifest, namespace)
+    wait_for_phase(mserve, namespace, KUBE_NAME, "Ready", timeout=420)
+    image = mserve.get("-n", namespace, "deployment", KUBE_NAME)["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ]
+    assert _call_as(mserve, namespace, "robot", image).startswith("200")
+    refused = _call_as(mserve, namespace, "default", image)
+    assert refused.startswith("403"), refused
+    assert f"{namespace}/default" in refused, refused
