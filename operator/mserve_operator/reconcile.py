@@ -91,6 +91,13 @@ class Reconciler:
         state, job_created = self._optimize(spec, owner, spec_digest(spec), status)
         served = state.artifact or Artifact.from_status(status.get("artifact") or {})
         deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
+        # A loop still running while the ModelService goes must not re-create what `forget` deleted.
+        deleting = bool(body["metadata"].get("deletionTimestamp"))
+        binding = None if deleting else build_token_review_binding(spec, owner)
+        if binding is not None:
+            self.api.apply(binding)  # before the pods, whose first TokenReview needs it
+        else:
+            self.forget(owner)
         missing = self._missing_secret(spec, owner)
         if served is not None and missing:
             # The pods could not mount it: keep what serves now, say what is missing.
@@ -99,13 +106,6 @@ class Reconciler:
                 deployment = None
         elif served is not None:
             deployment, conflicts = self._serve(spec, owner, served)
-        # A loop still running while the ModelService goes must not re-create what `forget` deleted.
-        deleting = bool(body["metadata"].get("deletionTimestamp"))
-        binding = None if deleting else build_token_review_binding(spec, owner)
-        if binding is not None:
-            self.api.apply(binding)
-        else:
-            self.forget(owner)
         if deployment is not None:
             pods = self.api.list(
                 "v1", "Pod", owner.namespace, _RUNTIME_SELECTOR(owner.name, names.COMPONENT_RUNTIME)
@@ -228,11 +228,12 @@ class Reconciler:
             ),
             ("ServiceAccount", "v1", service_account_name(owner), build_service_account(spec, owner)),
         ):
-            if manifest is not None:
-                # The policy and the identity are in place before the pods that need them.
-                children.insert(0, manifest)
-            else:
+            if manifest is None:
                 self._delete_owned(api_version, kind, owner, name)
+            elif kind in ("NetworkPolicy", "ServiceAccount"):
+                children.insert(0, manifest)  # in place before the pods that need them
+            else:
+                children.append(manifest)
 
         for manifest in children:
             try:
