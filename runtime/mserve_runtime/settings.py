@@ -19,10 +19,7 @@ def parse_service_accounts(text: str) -> tuple[str, ...]:
     for entry in entries:
         if not _SERVICE_ACCOUNT.fullmatch(entry):
             shown = entry if len(entry) <= 80 else entry[:80] + "..."
-            raise ValueError(
-                f"MSERVE_ALLOWED_SERVICE_ACCOUNTS: {shown!r} is not 'namespace/name' or 'namespace/*' "
-                "(lower-case DNS names)"
-            )
+            raise ValueError(f"{shown!r} is not 'namespace/name' or 'namespace/*' (lower-case DNS names)")
     return entries
 
 
@@ -174,7 +171,7 @@ class RuntimeSettings(BaseSettings):
     @classmethod
     def _kube_api_url(cls, value: str) -> str:
         if value and not value.startswith(("https://", "http://")):
-            raise ValueError(f"MSERVE_KUBE_API_URL must start with https:// (received {value[:80]!r})")
+            raise ValueError(f"must start with https:// (received {value[:80]!r})")
         return value.rstrip("/")
 
     @model_validator(mode="after")
