@@ -250,40 +250,41 @@ def test_a_namespace_the_policy_does_not_allow_cannot_connect(mserve: Cluster, g
         mserve.kubectl("delete", "namespace", outsider, "--wait=false", check=False)
 
 
+def _runtime_pods(mserve: Cluster, namespace: str) -> list[dict]:
+    return mserve.get("-n", namespace, "pods", "-l", f"mserve.io/modelservice={NAME}")["items"]
+
+
 def test_rotated_key_and_renewed_certificate_arrive_without_a_restart(
     mserve: Cluster, guarded: Guarded
 ) -> None:
-    pods_before = {
-        p["metadata"]["name"]: p
-        for p in mserve.get("-n", guarded.namespace, "pods", "-l", f"mserve.io/modelservice={NAME}")["items"]
-    }
+    before = sorted(p["metadata"]["name"] for p in _runtime_pods(mserve, guarded.namespace))
     old_key, new_key = guarded.keys["ci"], f"ci-{secrets.token_hex(16)}"
-    renewed = issue(NAME)
     mserve.apply(_secret(KEYS_SECRET, {**guarded.keys, "ci": new_key}), guarded.namespace)
-    mserve.apply(_tls_secret(renewed), guarded.namespace)
-    renewed_ca = renewed.write_ca(guarded.ca.with_name("renewed-ca.pem"))
 
-    def rotated() -> bool:
-        old = _rest(guarded, {"Authorization": f"Bearer {old_key}"}).status_code
-        return old == 401 or None
+    def rotated() -> bool | None:
+        return _rest(guarded, {"Authorization": f"Bearer {old_key}"}).status_code == 401 or None
 
     # The kubelet refreshes Secret volumes on its sync period (about a minute).
     wait_until("the old key refused", rotated, timeout=180, interval=5)
     guarded.keys["ci"] = new_key
     assert _rest(guarded, {"Authorization": f"Bearer {new_key}"}).status_code == 200
 
-    def served_by_renewed() -> bool:
+    renewed = issue(NAME)
+    mserve.apply(_tls_secret(renewed), guarded.namespace)
+    renewed_ca = renewed.write_ca(guarded.ca.with_name("renewed-ca.pem"))
+
+    def served_by_renewed() -> bool | None:
         verify = ssl.create_default_context(cafile=str(renewed_ca))
         try:
             return httpx.get(f"{guarded.url}/v2/health/ready", verify=verify, timeout=5).status_code == 200
-        except httpx.ConnectError:
+        except httpx.ConnectError:  # still the old certificate
             return None
 
     wait_until("the renewed certificate served", served_by_renewed, timeout=180, interval=5)
     guarded.ca.write_bytes(renewed.ca_pem)
-    pods_after = mserve.get("-n", guarded.namespace, "pods", "-l", f"mserve.io/modelservice={NAME}")["items"]
-    assert {p["metadata"]["name"] for p in pods_after} == set(pods_before)
-    for pod in pods_after:
+    after = _runtime_pods(mserve, guarded.namespace)
+    assert sorted(p["metadata"]["name"] for p in after) == before
+    for pod in after:
         assert all(s["restartCount"] == 0 for s in pod["status"]["containerStatuses"]), json.dumps(
             pod["status"]
         )
