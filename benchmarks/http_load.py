@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,10 +75,14 @@ class _ClosedLoopClient(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _connection(host: str, port: int, request: bytes, deadline: float, state: dict, lat: list) -> None:
+async def _connection(
+    host: str, port: int, request: bytes, deadline: float, state: dict, lat: list, tls: Any = None
+) -> None:
     loop = asyncio.get_running_loop()
     done = loop.create_future()
-    await loop.create_connection(lambda: _ClosedLoopClient(request, deadline, state, lat, done), host, port)
+    await loop.create_connection(
+        lambda: _ClosedLoopClient(request, deadline, state, lat, done), host, port, ssl=tls
+    )
     await done
 
 
@@ -87,6 +92,11 @@ async def _load(spec: dict, body: bytes) -> dict:
         f"POST {spec['path']} HTTP/1.1\r\nHost: {spec['host']}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{headers}\r\n"
     ).encode() + body
+    tls = None
+    if spec.get("ca_file"):
+        import ssl
+
+        tls = ssl.create_default_context(cafile=spec["ca_file"])
     results = {}
     for phase, seconds, total in (
         ("warmup", spec["warmup_s"], 10**9),
@@ -98,7 +108,7 @@ async def _load(spec: dict, body: bytes) -> dict:
         deadline = started + seconds
         await asyncio.gather(
             *(
-                _connection(spec["host"], spec["port"], request, deadline, state, lat)
+                _connection(spec["host"], spec["port"], request, deadline, state, lat, tls)
                 for _ in range(spec["c"])
             )
         )
@@ -123,8 +133,10 @@ def run_load(
     total: int,
     headers: dict | None = None,
     warmup_s: float = 1.5,
+    ca_file: str | None = None,
 ) -> dict:
-    """Drive the server from a separate client process; its JSON result."""
+    """Drive the server from a separate client process; its JSON result. With `ca_file`, over
+    TLS (a session per connection, kept for the run)."""
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
         f.write(body)
     spec = {
@@ -137,6 +149,7 @@ def run_load(
         "total": total,
         "headers": headers or {},
         "warmup_s": warmup_s,
+        "ca_file": ca_file,
     }
     try:
         out = subprocess.run(

@@ -92,20 +92,26 @@ class Access:
 
     async def admit(self, authorization: bytes | None, api_key: bytes | None) -> str:
         """The caller's name if it may go now; else the error to answer with."""
-        if self.keys is not None:
-            value = credential(authorization, api_key, "API key")
-            caller = self.keys.match(value)
-            if caller is None:
-                if not self.keys.table:
-                    raise Unauthenticated("invalid API key: this server has no API keys configured")
-                raise Unauthenticated("invalid API key")
-        elif self.reviewer is not None:
-            account = await self.reviewer.review(credential(authorization, api_key, "ServiceAccount token"))
-            if account not in self.allowed and f"{account.partition('/')[0]}/*" not in self.allowed:
-                raise PermissionDenied(f"ServiceAccount '{account}' may not call this model")
-            caller = f"sa:{account}"
-        else:
-            caller = ANONYMOUS
+        if self.reviewer is None:
+            return self.admit_now(authorization, api_key)
+        account = await self.reviewer.review(credential(authorization, api_key, "ServiceAccount token"))
+        if account not in self.allowed and f"{account.partition('/')[0]}/*" not in self.allowed:
+            raise PermissionDenied(f"ServiceAccount '{account}' may not call this model")
+        return self._limit(f"sa:{account}")
+
+    def admit_now(self, authorization: bytes | None, api_key: bytes | None) -> str:
+        """`admit` without awaiting, for the modes that need no API server (none, apiKey)."""
+        keys = self.keys
+        if keys is None:
+            return self._limit(ANONYMOUS) if self.limiter is not None else ANONYMOUS
+        caller = keys.match(credential(authorization, api_key, "API key"))
+        if caller is None:
+            if not keys.table:
+                raise Unauthenticated("invalid API key: this server has no API keys configured")
+            raise Unauthenticated("invalid API key")
+        return self._limit(caller) if self.limiter is not None else caller
+
+    def _limit(self, caller: str) -> str:
         if self.limiter is not None:
             wait = self.limiter.wait_s(caller)
             if wait:

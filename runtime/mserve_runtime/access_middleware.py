@@ -33,7 +33,10 @@ class AccessMiddleware:
                 elif key == _API_KEY:
                     api_key = api_key if api_key is not None else value
         try:
-            caller = await access.admit(authorization, api_key)
+            if access.reviewer is None:
+                caller = access.admit_now(authorization, api_key)
+            else:
+                caller = await access.admit(authorization, api_key)
         except MServeError as exc:
             await send_error(send, exc.status_code, exc.message, error_headers(exc))
             return

@@ -272,3 +272,38 @@ def test_a_key_directory_that_is_a_file_is_named_and_refuses_everything(
         answer = httpx.post(f"{served.url}/v2/models/digits/infer", json=GOOD, headers={"X-API-Key": KEY_A})
         assert answer.status_code == 401
         assert f"MSERVE_API_KEYS_DIR '{keys}' cannot be read" in served.logs()
+
+
+def test_usage_of_merged_batches_is_shared_by_rows(digits: DigitsModel, tmp_path: Path) -> None:
+    write_secret(tmp_path / "keys" / "t", {"one": "key-one-1", "three": "key-three-3"})
+    args = ("--auth", "apiKey", "--api-keys-dir", str(tmp_path / "keys"))
+    args += ("--max-batch-size", "32", "--max-batch-delay-ms", "20")
+    with serving(digits.path, "digits", tmp_path / "mserve.log", *args) as served:
+
+        def send(key: str, rows: int) -> int:
+            body = {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 64], "data": [0.5] * 64 * rows}]
+            }
+            url = f"{served.url}/v2/models/digits/infer"
+            return httpx.post(url, json=body, headers={"X-API-Key": key}, timeout=30).status_code
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            jobs = [("key-one-1", 1), ("key-three-3", 3)] * 10
+            assert set(pool.map(lambda job: send(*job), jobs)) == {200}
+        metrics = served.metrics()
+
+    def value(family: str, caller: str) -> float:
+        match = re.search(rf'{family}{{caller="{caller}",model="digits"}} (\S+)', metrics)
+        assert match, (family, caller, metrics)
+        return float(match.group(1))
+
+    assert value("mserve_usage_requests_total", "t/one") == 10
+    assert value("mserve_usage_rows_total", "t/one") == 10
+    assert value("mserve_usage_rows_total", "t/three") == 30
+    assert value("mserve_usage_compute_seconds_total", "t/one") > 0
+    assert value("mserve_usage_compute_seconds_total", "t/three") > 0
+    merged = re.search(r'mserve_batch_size_count{model="digits"} (\S+)', metrics)
+    assert merged, metrics
+    assert float(merged.group(1)) < 20  # some requests shared a run

@@ -32,7 +32,9 @@ def _refusal(handler: grpc.RpcMethodHandler, error: MServeError) -> grpc.RpcMeth
     code = status_code_of(error)
     trailing: tuple[tuple[str, str], ...] = ()
     if isinstance(error, RateLimited):
-        trailing = (("retry-after", str(error.retry_after_s)),)
+        # Retry-After as on REST, and gRFC A6's pushback for clients that retry on their own.
+        after = error.retry_after_s
+        trailing = (("retry-after", str(after)), ("grpc-retry-pushback-ms", str(after * 1000)))
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(code, error.message, trailing_metadata=trailing)
