@@ -7,6 +7,7 @@
 #   hack/build.sh addons          coredns, metrics-server, pause
 #   hack/build.sh helm
 #   hack/build.sh minio           the in-cluster artifact store (server only, not `mc`)
+#   hack/build.sh kube-router     the NetworkPolicy enforcer (kube-router's firewall only; docs/cluster.md)
 #   hack/build.sh all             everything above
 #   hack/build.sh vegeta          open-loop HTTP load generator (benchmarks only; not in `all`)
 #
@@ -148,6 +149,16 @@ build_minio() {
     "kqueue" "github.com/minio/minio:minio"
 }
 
+# kube-router enforces NetworkPolicy with iptables + ipset; hack/cluster.sh runs only its
+# firewall (docs/cluster.md says why not kube-network-policies on this kernel).
+build_kube_router() {
+  local p=github.com/cloudnativelabs/kube-router/v2
+  pinned "${HACK_DIR}/build/kube-router" "${p}" "${KUBE_ROUTER_VERSION}"
+  go_build "${HACK_DIR}/build/kube-router" "${KUBE_ROUTER_VERSION}" \
+    "-X ${p}/pkg/version.Version=${KUBE_ROUTER_VERSION} -X ${p}/pkg/version.BuildDate=${BUILD_DATE}" "" \
+    "${p}/cmd/kube-router:kube-router"
+}
+
 build_vegeta() {
   pinned "${HACK_DIR}/build/vegeta" github.com/tsenart/vegeta/v12 "${VEGETA_VERSION}"
   go_build "${HACK_DIR}/build/vegeta" "${VEGETA_VERSION}" \
@@ -164,7 +175,8 @@ main() {
       addons) build_pause; build_coredns; build_metrics_server ;;
       helm) build_helm ;;
       minio) build_minio ;;
-      all) main control-plane node addons helm minio ;;
+      kube-router) build_kube_router ;;
+      all) main control-plane node addons helm minio kube-router ;;
       vegeta) build_vegeta ;;
       *) echo "unknown target ${target}" >&2; exit 2 ;;
     esac

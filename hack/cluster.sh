@@ -11,7 +11,9 @@
 #
 # Beside it in hack/cluster/: where things live (layout.sh), certificates (pki.sh), host
 # teardown (teardown.sh), and the node's configs as templates (containerd.toml,
-# cni-bridge.conflist, kubelet.yaml, kube-proxy.yaml), like the add-ons in hack/addons/.
+# cni-bridge.conflist, kubelet.yaml, kube-proxy.yaml, kube-router-rbac.yaml), like the add-ons in
+# hack/addons/. NetworkPolicy is enforced by kube-router's firewall (iptables + ipset; only that
+# part of kube-router runs): docs/cluster.md says why not kube-network-policies.
 # Networks: pods 10.244.0.0/24 on bridge cni0, services 10.96.0.0/16 routed on the local
 # device mserve0 (dummy, or a portless bridge), which also carries the node's address 10.200.0.1.
 set -euo pipefail
@@ -28,7 +30,7 @@ KUBECONFIG_ADMIN="${STATE}/admin.kubeconfig"
 
 # The processes `up` starts, in start order; `down` stops them in reverse.
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler)
-NODE_AGENTS=(containerd kubelet kube-proxy)
+NODE_AGENTS=(containerd kubelet kube-proxy kube-router)
 COMPONENTS=("${CONTROL_PLANE[@]}" "${NODE_AGENTS[@]}")
 
 NODE_NAME="mserve"
@@ -145,7 +147,7 @@ source "${CLUSTER_DIR}/teardown.sh"
 # ---------------------------------------------------------------- preflight + network
 # Debian packages the cluster needs (a fresh machine or CI has none of them): command -> package
 DEBIAN_PACKAGES="openssl:openssl ip:iproute2 iptables:iptables runc:runc curl:curl conntrack:conntrack
-flock:util-linux sysctl:procps dockerd:docker.io debootstrap:debootstrap /usr/lib/cni/bridge:containernetworking-plugins"
+flock:util-linux sysctl:procps ipset:ipset dockerd:docker.io debootstrap:debootstrap /usr/lib/cni/bridge:containernetworking-plugins"
 
 ensure_packages() {
   local pair missing=()
@@ -315,6 +317,18 @@ start_kube_proxy() {
   wait_for 60 "kube-proxy /healthz" curl -sf http://127.0.0.1:10256/healthz
 }
 
+# kube-router's NetworkPolicy firewall only: no routing (the bridge CNI does that), no service proxy
+# (kube-proxy does that). Started last on the node, so it finds the node object; traffic from the
+# node itself (kubelet probes, this host's tests) is let through by its "source is LOCAL" rule.
+start_kube_router() {
+  kc apply -f "${CLUSTER_DIR}/kube-router-rbac.yaml" >/dev/null
+  start kube-router "$(bin kube-router "${KUBE_ROUTER_VERSION}")" \
+    --kubeconfig="${STATE}/kube-router.kubeconfig" --hostname-override="${NODE_NAME}" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --enable-ipv4=true --enable-ipv6=false --health-port=20244 --metrics-port=0 --v=0
+  wait_for 60 "kube-router /healthz" curl -sf http://127.0.0.1:20244/healthz
+}
+
 node_ready() {
   [[ "$(kc get node "${NODE_NAME}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
 }
@@ -360,7 +374,7 @@ cmd_up() {
     teardown
   fi
   if [[ "${NODE_MODE}" == full ]]; then
-    step "build binaries (cached in ${BIN_DIR})" "${HACK_DIR}/build.sh" control-plane node addons
+    step "build binaries (cached in ${BIN_DIR})" "${HACK_DIR}/build.sh" control-plane node addons kube-router
   else
     step "build binaries (cached in ${BIN_DIR})" "${HACK_DIR}/build.sh" control-plane
   fi
@@ -377,6 +391,7 @@ cmd_up() {
     step "kubelet" start_kubelet
     step "kube-proxy (iptables)" start_kube_proxy
     step "node ${NODE_NAME} Ready" wait_for 120 "node Ready" node_ready
+    step "kube-router (NetworkPolicy firewall)" start_kube_router
     step "add-ons: coredns, metrics-server" apply_addons
   fi
   log ""

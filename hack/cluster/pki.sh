@@ -66,6 +66,7 @@ make_pki() {
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
   cert kube-proxy "/CN=system:kube-proxy"
+  cert kube-router "/CN=system:kube-router"
   cert kubelet-client "/O=system:nodes/CN=system:node:${NODE_NAME}"
   cert kubelet-server "/O=system:nodes/CN=system:node:${NODE_NAME}" "DNS:${NODE_NAME},DNS:localhost,IP:${NODE_IP},IP:127.0.0.1"
   if [[ ! -f "${PKI}/sa.key" ]]; then
@@ -76,6 +77,7 @@ make_pki() {
   kubeconfig controller-manager controller-manager
   kubeconfig scheduler scheduler
   kubeconfig kube-proxy kube-proxy
+  kubeconfig kube-router kube-router
   kubeconfig kubelet kubelet-client
   log "    certificates (openssl, EC P-256) and kubeconfigs in ${STATE}"
 }

@@ -74,6 +74,14 @@ clean_iptables() { # every KUBE-* chain and the jumps to them (kubelet's canarie
   done
 }
 
+clean_ipsets() { # kube-router's sets, once no rule refers to them any more
+  command -v ipset >/dev/null || return 0
+  local set
+  for set in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router)' || true); do
+    ipset destroy "${set}" 2>/dev/null || log "    could not destroy ipset ${set}"
+  done
+}
+
 remove_state() {
   # Renamed away at once, deleted in the background: containerd's snapshots of big images
   # take a minute to delete on this disk, and nothing needs to wait for that.
@@ -102,7 +110,8 @@ teardown() {
   step "unmount" unmount_under "${VAR_DIR}" "${RUN_DIR}"
   step "remove pod cgroups" remove_cgroups
   step "remove network devices" teardown_network
-  step "remove iptables chains (kubelet, kube-proxy)" clean_iptables
+  step "remove iptables chains (kubelet, kube-proxy, kube-router)" clean_iptables
+  step "remove kube-router's ipsets" clean_ipsets
   step "remove state" remove_state
 }
 

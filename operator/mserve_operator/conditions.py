@@ -38,6 +38,7 @@ class Reason:
     CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
     INIT_CONTAINER_FAILED = "InitContainerFailed"
     CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+    SECRET_NOT_FOUND = "SecretNotFound"
     # Ready
     ALL_REPLICAS_READY = "AllReplicasReady"
     REPLICAS_NOT_READY = "ReplicasNotReady"
@@ -69,6 +70,7 @@ FAILURE_REASONS = TERMINAL_OPTIMIZATION_FAILURES | {
     Reason.CRASH_LOOP_BACK_OFF,
     Reason.INIT_CONTAINER_FAILED,
     Reason.CONTAINER_CONFIG_ERROR,
+    Reason.SECRET_NOT_FOUND,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from mserve_operator import metrics, names
+from mserve_operator.builders.pod import Owner
 from mserve_operator.kube_api import KubeApi, load_client_config
 from mserve_operator.reconcile import Reconciler
 from mserve_operator.settings import OperatorSettings
@@ -161,6 +162,12 @@ def _set_phase(namespace: str, name: str, phase: str | None) -> None:
         metrics.MODELSERVICES.labels(value).set(counts.get(value, 0))
 
 
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL)
+async def forget_cluster_objects(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Cluster-scoped children have no ownerReference to the ModelService: delete them here."""
+    await asyncio.to_thread(memo.reconciler.forget, Owner.from_body(body))
+
+
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 def modelservice_changed(name: str, namespace: str, **_: Any) -> None:
     WAKEUPS.poke(namespace, name)
@@ -178,6 +185,7 @@ _CHILD_FILTER = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
 @kopf.on.event("", "v1", "services", labels=_CHILD_FILTER)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=_CHILD_FILTER)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_CHILD_FILTER)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_CHILD_FILTER)
 @kopf.on.event("", "v1", "pods", labels=_CHILD_FILTER)
 def child_changed(labels: dict, namespace: str, **_: Any) -> None:
     """Any change to a child (including deletion or a hand edit) wakes its owner's loop."""

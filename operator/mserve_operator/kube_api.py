@@ -25,13 +25,22 @@ PLURALS = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "Secret"): "secrets",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "clusterrolebindings",
     (f"{API_GROUP}/{API_VERSION}", "ModelService"): PLURAL,
 }
 
 
+# Only the metadata of a Secret: the operator checks that a named one exists, never reads its data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
 def resource_path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+    """A namespaced resource's path; an empty namespace is a cluster-scoped kind's."""
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{prefix}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
+    scope = f"{prefix}/namespaces/{namespace}" if namespace else prefix
+    path = f"{scope}/{PLURALS[(api_version, kind)]}"
     return f"{path}/{name}" if name else path
 
 
@@ -65,12 +74,13 @@ class KubeApi:
         query: list | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict:
         method, url, headers, body, _ = self._client.param_serialize(
             method,
             path,
             query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            header_params={"Accept": accept, "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -80,9 +90,15 @@ class KubeApi:
             raise ApiException.from_response(http_resp=response, body=response.data.decode(), data=None)
         return json.loads(response.data) if response.data else {}
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+    def get(
+        self, api_version: str, kind: str, namespace: str, name: str, *, metadata_only: bool = False
+    ) -> dict | None:
         try:
-            return self._call("GET", resource_path(api_version, kind, namespace, name))
+            return self._call(
+                "GET",
+                resource_path(api_version, kind, namespace, name),
+                accept=METADATA_ONLY if metadata_only else "application/json",
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -104,7 +120,9 @@ class KubeApi:
         meta = manifest["metadata"]
         if uid:
             manifest = {**manifest, "metadata": {**meta, "uid": uid}}
-        path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        path = resource_path(
+            manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"]
+        )
         return self._call(
             "PATCH",
             path,

@@ -5,6 +5,9 @@ from __future__ import annotations
 MANAGED_BY = "mserve-operator"
 FIELD_MANAGER = "mserve-operator"
 MODELSERVICE_LABEL = "mserve.io/modelservice"
+# On cluster-scoped children (no ownerReference possible): whose they are.
+MODELSERVICE_NAMESPACE_LABEL = "mserve.io/modelservice-namespace"
+MODELSERVICE_UID_LABEL = "mserve.io/modelservice-uid"
 SPEC_DIGEST_LABEL = "mserve.io/optimization-digest"
 ARTIFACT_ANNOTATION = "mserve.io/artifact-sha256"
 COMPONENT_RUNTIME = "runtime"
@@ -40,3 +43,7 @@ def managed_selector() -> str:
 
 def egress_policy_name(modelservice: str) -> str:
     return f"{modelservice}-optimizer-egress"
+
+
+def ingress_policy_name(modelservice: str) -> str:
+    return f"{modelservice}-ingress"

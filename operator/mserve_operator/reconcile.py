@@ -18,12 +18,16 @@ from mserve_operator.artifact import Artifact
 from mserve_operator.builders import (
     build_deployment,
     build_hpa,
+    build_ingress_policy,
     build_job,
     build_optimizer_egress_policy,
     build_pdb,
     build_service,
+    build_service_account,
+    build_token_review_binding,
     service_url,
 )
+from mserve_operator.builders.access import binding_labels, service_account_name, token_review_binding_name
 from mserve_operator.builders.pod import Owner
 from mserve_operator.builders.store import artifact_store
 from mserve_operator.conditions import Reason
@@ -87,7 +91,20 @@ class Reconciler:
         state, job_created = self._optimize(spec, owner, spec_digest(spec), status)
         served = state.artifact or Artifact.from_status(status.get("artifact") or {})
         deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
-        if served is not None:
+        # A loop still running while the ModelService goes must not re-create what `forget` deleted.
+        deleting = bool(body["metadata"].get("deletionTimestamp"))
+        binding = None if deleting else build_token_review_binding(spec, owner)
+        if binding is not None:
+            self.api.apply(binding)  # before the pods, whose first TokenReview needs it
+        else:
+            self.forget(owner)
+        missing = self._missing_secret(spec, owner)
+        if served is not None and missing:
+            # The pods could not mount it: keep what serves now, say what is missing.
+            deployment = self.api.get("apps/v1", "Deployment", owner.namespace, owner.name)
+            if deployment is not None and not is_controlled_by(deployment, owner):
+                deployment = None
+        elif served is not None:
             deployment, conflicts = self._serve(spec, owner, served)
         if deployment is not None:
             pods = self.api.list(
@@ -103,8 +120,9 @@ class Reconciler:
             deployment=deployment,
             pods=pods,
             desired_replicas=desired,
-            url=service_url(owner, self.settings.cluster_domain),
+            url=service_url(owner, self.settings.cluster_domain, tls=spec.serving.tls is not None),
             conflict=conflicts[0] if conflicts else "",
+            missing_secret=missing,
         )
         return self._report(body, status, observation, job_created=job_created)
 
@@ -159,11 +177,35 @@ class Reconciler:
         uid = existing["metadata"]["uid"] if existing else ""
         return self.api.apply(manifest, uid=uid)
 
-    def _delete_owned(self, api_version: str, kind: str, owner: Owner) -> None:
-        """Delete the child named after the ModelService if, and only if, it is ours."""
-        existing = self.api.get(api_version, kind, owner.namespace, owner.name)
+    def _delete_owned(self, api_version: str, kind: str, owner: Owner, name: str = "") -> None:
+        """Delete the child (by default named after the ModelService) if, and only if, it is ours."""
+        name = name or owner.name
+        existing = self.api.get(api_version, kind, owner.namespace, name)
         if existing is not None and is_controlled_by(existing, owner):
-            self.api.delete(api_version, kind, owner.namespace, owner.name, uid=existing["metadata"]["uid"])
+            self.api.delete(api_version, kind, owner.namespace, name, uid=existing["metadata"]["uid"])
+
+    def _missing_secret(self, spec: ModelServiceSpec, owner: Owner) -> str:
+        """Why the pods could not start, naming the first Secret the spec names that does not exist."""
+        for field, secret in spec.secrets_to_mount:
+            if self.api.get("v1", "Secret", owner.namespace, secret, metadata_only=True) is None:
+                return f"Secret {owner.namespace}/{secret} (named in {field}) does not exist"
+        return ""
+
+    def forget(self, owner: Owner) -> None:
+        """Delete what the ModelService has outside its namespace: the token-review binding, which
+        is cluster-scoped and so not garbage-collected with it (on deletion, or when not needed)."""
+        api_version, kind, name = (
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            token_review_binding_name(owner),
+        )
+        existing = self.api.get(api_version, kind, "", name)
+        labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+        mine = binding_labels(owner)
+        if existing is not None and all(
+            labels.get(k) == mine[k] for k in (names.MODELSERVICE_LABEL, names.MODELSERVICE_NAMESPACE_LABEL)
+        ):
+            self.api.delete(api_version, kind, "", name, uid=existing["metadata"]["uid"])
 
     def _serve(self, spec: ModelServiceSpec, owner: Owner, served: Artifact) -> tuple[dict | None, list[str]]:
         """The Deployment as applied (None if someone else holds its name) and every conflict met."""
@@ -175,14 +217,24 @@ class Reconciler:
             ),
             build_service(owner),
         ]
-        for kind, api_version, manifest in (
-            ("HorizontalPodAutoscaler", "autoscaling/v2", build_hpa(spec, owner)),
-            ("PodDisruptionBudget", "policy/v1", build_pdb(spec, owner)),
+        for kind, api_version, name, manifest in (
+            ("HorizontalPodAutoscaler", "autoscaling/v2", owner.name, build_hpa(spec, owner)),
+            ("PodDisruptionBudget", "policy/v1", owner.name, build_pdb(spec, owner)),
+            (
+                "NetworkPolicy",
+                "networking.k8s.io/v1",
+                names.ingress_policy_name(owner.name),
+                build_ingress_policy(spec, owner, self.settings),
+            ),
+            ("ServiceAccount", "v1", service_account_name(owner), build_service_account(spec, owner)),
         ):
-            if manifest is not None:
-                children.append(manifest)
+            if manifest is None:
+                self._delete_owned(api_version, kind, owner, name)
+            elif kind in ("NetworkPolicy", "ServiceAccount"):
+                children.insert(0, manifest)  # in place before the pods that need them
             else:
-                self._delete_owned(api_version, kind, owner)
+                children.append(manifest)
+
         for manifest in children:
             try:
                 applied = self._apply_owned(manifest, owner)

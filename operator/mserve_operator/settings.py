@@ -126,6 +126,18 @@ class OperatorSettings(BaseSettings):
     """NetworkPolicy peers (JSON list) a model source may be fetched from, on the source URI's
     port; the default is any public address (not the cluster's private networks)."""
 
+    network_policy: bool = True
+    """Give each ModelService's runtime pods a NetworkPolicy: the serving ports only from
+    `spec.access.allowedNamespaces` (and its pod selector), the admin port only from
+    `network_policy_scraper` (enforced where the cluster runs a NetworkPolicy agent)."""
+
+    network_policy_scraper: list[dict[str, object]] = Field(default_factory=list)
+    """NetworkPolicy peers (JSON list) of the metrics scraper, allowed to the runtime's admin
+    port (metrics, OpenAPI, docs); empty lets no pod reach that port."""
+
+    runtime_docs_ui: bool = True
+    """Serve the interactive API docs UI on the runtime's admin port (the OpenAPI document stays)."""
+
     optimizer_node_selector: dict[str, str] = Field(default_factory=dict)
     """Node labels optimization pods must match (JSON object), e.g. a batch node pool."""
 

@@ -7,9 +7,10 @@ permanent error for that generation.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "mserve.io"
@@ -87,6 +88,10 @@ class Batching(_Spec):
     max_delay_ms: float = 2.0
 
 
+class Tls(_Spec):
+    secret_name: str
+
+
 class Serving(_Spec):
     replicas: int | None = None
     autoscaling: Autoscaling | None = None
@@ -95,6 +100,7 @@ class Serving(_Spec):
     batching: Batching = Batching()
     threads: int = 0
     image: str = ""
+    tls: Tls | None = None
 
     @property
     def uses_gpu(self) -> bool:
@@ -113,11 +119,84 @@ class ArtifactStore(_Spec):
     credentials_secret: str = ""
 
 
+# The same forms the CRD's CEL rules accept: a namespace, "/", a ServiceAccount name or "*".
+_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
+
+
+class RateLimit(_Spec):
+    requests_per_second: float = Field(0.0, ge=0)
+    burst: int | None = Field(None, ge=1)
+
+    @property
+    def effective_burst(self) -> int:
+        """The burst the runtime gets: the spec's, else one second's worth of requests."""
+        return self.burst if self.burst is not None else max(1, int(-(-self.requests_per_second // 1)))
+
+
+class LabelSelectorRequirement(_Spec):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+class LabelSelector(_Spec):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    def to_manifest(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+class Access(_Spec):
+    authentication: Literal["none", "apiKey", "kubernetes"] = "none"
+    api_key_secrets: tuple[str, ...] = ()
+    allowed_service_accounts: tuple[str, ...] = ()
+    allowed_namespaces: tuple[str, ...] = ()  # empty: the ModelService's own namespace
+    allowed_pod_selector: LabelSelector | None = None
+    rate_limit: RateLimit = RateLimit()
+
+    @field_validator("allowed_service_accounts")
+    @classmethod
+    def _namespace_slash_name(cls, accounts: tuple[str, ...]) -> tuple[str, ...]:
+        for account in accounts:
+            if not _SERVICE_ACCOUNT.match(account):
+                raise ValueError(f"{account!r} must be <namespace>/<serviceaccount> or <namespace>/*")
+        return accounts
+
+    @model_validator(mode="after")
+    def _credentials_match_authentication(self) -> Access:
+        if self.authentication == "apiKey" and not self.api_key_secrets:
+            raise ValueError("apiKeySecrets must name at least one Secret when authentication is apiKey")
+        if self.authentication == "kubernetes" and not self.allowed_service_accounts:
+            raise ValueError(
+                "allowedServiceAccounts must name at least one ServiceAccount "
+                "when authentication is kubernetes"
+            )
+        # A careless spec, not a harmless one: the owner believes the keys protect the model.
+        if self.api_key_secrets and self.authentication != "apiKey":
+            raise ValueError("apiKeySecrets is set but authentication is not apiKey")
+        if self.allowed_service_accounts and self.authentication != "kubernetes":
+            raise ValueError("allowedServiceAccounts is set but authentication is not kubernetes")
+        return self
+
+    def namespaces(self, own: str) -> tuple[str, ...]:
+        return self.allowed_namespaces or (own,)
+
+
 class ModelServiceSpec(_Spec):
     model: ModelSource
     optimization: Optimization = Optimization()
     serving: Serving = Serving()
     artifact_store: ArtifactStore = ArtifactStore()
+    access: Access = Access()
+
+    @property
+    def secrets_to_mount(self) -> tuple[tuple[str, str], ...]:
+        """(field, Secret name) of every Secret the runtime pods mount, for the existence check."""
+        named = [(f"spec.access.apiKeySecrets[{i}]", s) for i, s in enumerate(self.access.api_key_secrets)]
+        if self.serving.tls is not None:
+            named.append(("spec.serving.tls.secretName", self.serving.tls.secret_name))
+        return tuple(named)
 
     @property
     def skips_optimization(self) -> bool:

@@ -35,6 +35,7 @@ class Observation:
     invalid_spec: str = ""  # a spec the operator refuses: why, naming the field
     invalid_reason: str = Reason.INVALID_SPEC
     conflict: str = ""  # a child the operator may not write (ownership.OwnershipConflictError)
+    missing_secret: str = ""  # a Secret the spec names that does not exist, naming it and the field
 
 
 def _int(obj: dict | None, *path: str) -> int:
@@ -55,6 +56,8 @@ def _deployed(obs: Observation) -> Condition:
         return Condition.of(DEPLOYED, False, obs.invalid_reason, obs.invalid_spec)
     if obs.conflict:
         return Condition.of(DEPLOYED, False, Reason.CONFLICT, obs.conflict)
+    if obs.served is not None and obs.missing_secret:
+        return Condition.of(DEPLOYED, False, Reason.SECRET_NOT_FOUND, obs.missing_secret)
     if obs.served is None:
         return Condition.of(DEPLOYED, False, Reason.WAITING_FOR_ARTIFACT, "waiting for a validated artifact")
     deployment = obs.deployment

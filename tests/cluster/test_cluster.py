@@ -11,90 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cluster_helpers import wait_until
+from cluster_helpers import deployment_manifest, run_pod, wait_until
 
 from tests.support.cluster_access import HACK
 from tests.support.kubectl import Kubectl, dump_namespace
 
 pytestmark = pytest.mark.cluster
-
-RESTRICTED = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
-def pod_manifest(name: str, image: str, args: list[str], labels: dict | None = None, restart="Never") -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "labels": labels or {"app": name}},
-            "spec": {
-                "restartPolicy": restart,
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "args": args,
-                        "securityContext": RESTRICTED,
-                    }
-                ],
-            },
-        }
-    )
-
-
-def run_pod(kubectl: Kubectl, namespace: str, name: str, image: str, args: list[str], timeout=120) -> str:
-    """Run a pod to completion and return its log; fail with the log if it did not succeed."""
-    kubectl.apply(pod_manifest(name, image, args), namespace)
-
-    def finished():
-        phase = kubectl.json("-n", namespace, "get", "pod", name)["status"].get("phase")
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_until(f"pod {name} to finish", finished, timeout=timeout)
-    logs = kubectl.run("-n", namespace, "logs", name, check=False).stdout
-    assert phase == "Succeeded", f"pod {name} {phase}:\n{logs}"
-    return logs
-
-
-def deployment_manifest(name: str, image: str, replicas: int) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [
-                            {
-                                "name": "web",
-                                "image": image,
-                                "imagePullPolicy": "IfNotPresent",
-                                "args": ["serve", ":8080"],
-                                "ports": [{"containerPort": 8080, "name": "http"}],
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/", "port": 8080},
-                                    "periodSeconds": 1,
-                                },
-                                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-                                "securityContext": RESTRICTED,
-                            }
-                        ],
-                    },
-                },
-            },
-        }
-    )
 
 
 def test_node_ready(kubectl: Kubectl, ready_node: str):

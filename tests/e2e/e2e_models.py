@@ -109,11 +109,19 @@ def infer_http(url: str, model: str, x: np.ndarray, timeout: float = 10) -> np.n
 def infer_from_pod(cluster: Cluster, namespace: str, image: str, url: str, body: dict[str, Any]) -> dict:
     """Run a one-shot pod (restricted security context) that POSTs `body` to `url`; its answer."""
     pod = f"client-{uuid.uuid4().hex[:6]}"
+    # A NetworkPolicy agent learns a new pod's address only after the pod has started: until
+    # then the pod's first connections are refused, so it retries those for a while.
     script = (
-        "import json, sys, urllib.request\n"
+        "import json, sys, time, urllib.error, urllib.request\n"
         "headers = {'Content-Type': 'application/json'}\n"
         f"r = urllib.request.Request({url!r}, data=sys.argv[1].encode(), headers=headers)\n"
-        "print(urllib.request.urlopen(r, timeout=20).read().decode())\n"
+        "deadline = time.monotonic() + 20\n"
+        "while True:\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen(r, timeout=20).read().decode()); break\n"
+        "    except urllib.error.URLError as error:\n"
+        "        if isinstance(error, urllib.error.HTTPError) or time.monotonic() > deadline: raise\n"
+        "        time.sleep(1)\n"
     )
     cluster.apply(
         {

@@ -28,6 +28,7 @@ def test_defaults_install_the_operator_cluster_wide(tmp_path: Path) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
         "Pod",
         "Service",
         "ServiceAccount",
@@ -89,8 +90,9 @@ def test_watched_namespaces_get_role_bindings_and_policies(tmp_path: Path) -> No
     assert container["args"] == ["operator", "run", "--namespace=team-a", "--namespace=team-b"]
     bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    # runtime pods' policies are the operator's, one per ModelService: none from the chart
     policies = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in by_kind(docs, "NetworkPolicy")}
-    assert {ns for ns, _ in policies} == {"mserve-system", "team-a", "team-b"}
+    assert {ns for ns, _ in policies} == {"mserve-system"}
     assert len(by_kind(docs, "ClusterRole")) == 2
     assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
     assert not by_kind(docs, "ClusterKopfPeering")
@@ -144,3 +146,38 @@ def test_crds_are_rendered_from_the_crds_folder(tmp_path: Path) -> None:
     docs = render(tmp_path, None, "--include-crds")
     names = {crd["metadata"]["name"] for crd in by_kind(docs, "CustomResourceDefinition")}
     assert "modelservices.mserve.io" in names
+
+
+def test_network_policies_on_by_default_with_the_scraper_peers(tmp_path: Path) -> None:
+    docs = render(tmp_path)
+    env = container_env(one(docs, "Deployment"))
+    assert env["MSERVE_OPERATOR_NETWORK_POLICY"] == "true"
+    scraper = json.loads(env["MSERVE_OPERATOR_NETWORK_POLICY_SCRAPER"])
+    assert scraper == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    ]
+    assert env["MSERVE_OPERATOR_RUNTIME_DOCS_UI"] == "true"
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    metrics_rule = next(r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": "metrics"}])
+    assert metrics_rule["from"] == scraper
+
+
+def test_network_policies_off_and_no_scraper(tmp_path: Path) -> None:
+    off = render(tmp_path, {"networkPolicy": {"enabled": False}})
+    assert container_env(one(off, "Deployment"))["MSERVE_OPERATOR_NETWORK_POLICY"] == "false"
+    assert not by_kind(off, "NetworkPolicy")
+    closed = render(tmp_path, {"networkPolicy": {"scraper": []}})
+    (policy,) = by_kind(closed, "NetworkPolicy")
+    assert [r["ports"] for r in policy["spec"]["ingress"]] == [[{"port": "health"}]]
+
+
+def test_watching_namespaces_still_binds_the_token_review_role_cluster_wide(tmp_path: Path) -> None:
+    """ClusterRoleBindings are cluster-scoped: a RoleBinding could never grant them."""
+    docs = render(tmp_path, NAMESPACED)
+    cluster_role = next(
+        r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-namespaced")
+    )
+    resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
+    assert {"clusterrolebindings", "clusterroles"} <= resources
+    bind = next(rule for rule in cluster_role["rules"] if "bind" in rule["verbs"])
+    assert bind["resourceNames"] == ["system:auth-delegator"]

@@ -134,3 +134,13 @@ def test_events_only_for_changed_status_or_reason():
     done = merge_conditions(same, [Condition.of(OPTIMIZED, True, Reason.SUCCEEDED, "ok")], "T3", 1)
     assert transitions(before, same) == []
     assert [c["reason"] for c in transitions(same, done)] == [Reason.SUCCEEDED]
+
+
+def test_missing_secret_is_degraded_naming_it_while_the_old_pods_serve():
+    missing = "Secret models/keys (named in spec.access.apiKeySecrets[0]) does not exist"
+    obs = Observation(7, DONE, ARTIFACT, _deployment(2, 2), [], 2, "http://x", missing_secret=missing)
+    status, conditions = compute(obs)
+    deployed = {c.type: c for c in conditions}[DEPLOYED]
+    assert (deployed.status, deployed.reason, deployed.message) == ("False", Reason.SECRET_NOT_FOUND, missing)
+    assert status["phase"] == "Degraded"
+    assert status["message"] == missing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mserve_operator import names
 from mserve_operator.artifact import Artifact
+from mserve_operator.builders.access import AccessPod, access_pod
 from mserve_operator.builders.pod import (
     SOURCE_ROLE,
     STORE_ROLE,
@@ -14,11 +15,10 @@ from mserve_operator.builders.pod import (
     pod_security_context,
     tmp_volume,
 )
+from mserve_operator.builders.ports import ADMIN_PORT, GRPC_PORT, HTTP_PORT
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec
 
-HTTP_PORT = 8080
-GRPC_PORT = 8081
 MODEL_DIR = "/models"
 MODEL_PATH = f"{MODEL_DIR}/model.onnx"
 
@@ -77,13 +77,14 @@ def shutdown_budget(settings: OperatorSettings) -> tuple[int, int]:
 
 
 def _runtime_env(
-    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings
+    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings, access: AccessPod
 ) -> list[dict]:
     serving = spec.serving
     values = {
         "MSERVE_MODEL_NAME": owner.name,
         "MSERVE_HTTP_PORT": HTTP_PORT,
         "MSERVE_GRPC_PORT": GRPC_PORT,
+        "MSERVE_ADMIN_PORT": ADMIN_PORT,
         "MSERVE_MAX_BATCH_SIZE": serving.batching.max_batch_size,
         "MSERVE_MAX_BATCH_DELAY_MS": f"{serving.batching.max_delay_ms:g}",
         "MSERVE_THREADS": serving.threads,
@@ -93,12 +94,13 @@ def _runtime_env(
     }
     if artifact.session_options is not None:
         values["MSERVE_SESSION_OPTIONS"] = artifact.session_options.model_dump_json()
+    values.update(access.env)
     return [{"name": k, "value": str(v)} for k, v in values.items()]
 
 
-def _probe(path: str, period: int, failures: int) -> dict:
+def _probe(path: str, period: int, failures: int, *, tls: bool) -> dict:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": "http", **({"scheme": "HTTPS"} if tls else {})},
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -171,6 +173,8 @@ def build_deployment(
     access = _access_for(spec, artifact, settings, store_secret, store_endpoint)
     tmp, tmp_mount = tmp_volume(settings.runtime_tmp_size_limit)
     model_volume = {"name": "model", "emptyDir": {"sizeLimit": str(settings.fetch_max_bytes)}}
+    serving_access = access_pod(spec, owner, docs_ui=settings.runtime_docs_ui)
+    tls = serving_access.tls
 
     fetch_args = ["fetch", artifact.uri, MODEL_PATH, "--role", artifact_role(spec, artifact)]
     fetch_args += ["--max-bytes", str(settings.fetch_max_bytes)]
@@ -201,38 +205,48 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": ["serve", MODEL_PATH, "--name", owner.name],
-        "env": _runtime_env(spec, owner, artifact, settings),
+        "env": _runtime_env(spec, owner, artifact, settings, serving_access),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
         ],
         "resources": server_resources,
         # Loading and warming a large model can take minutes; liveness waits for start-up.
-        "startupProbe": _probe("/v2/health/live", period=2, failures=150),
-        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
-        "readinessProbe": _probe("/v2/health/ready", period=5, failures=2),
+        "startupProbe": _probe("/v2/health/live", period=2, failures=150, tls=tls),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3, tls=tls),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=2, tls=tls),
         # Endpoints drop the pod during this pause, before the server starts draining.
         "lifecycle": {"preStop": {"sleep": {"seconds": settings.prestop_sleep_seconds}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}, tmp_mount],
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
+            tmp_mount,
+            *serving_access.mounts,
+        ],
     }
 
     pod_annotations = {
         names.ARTIFACT_ANNOTATION: artifact.sha256 or artifact.uri,
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/port": str(ADMIN_PORT),
         "prometheus.io/path": "/metrics",
     }
+    # The admin port speaks TLS too when the serving ports do.
+    if tls:
+        pod_annotations["prometheus.io/scheme"] = "https"
     selector = names.selector_labels(owner.name, names.COMPONENT_RUNTIME)
     pod_spec = {
-        "automountServiceAccountToken": False,
+        # Only a server that validates callers' tokens needs a token of its own.
+        **({"serviceAccountName": serving_access.service_account} if serving_access.service_account else {}),
+        "automountServiceAccountToken": bool(serving_access.service_account),
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": shutdown_budget(settings)[1],
         "securityContext": pod_security_context(),
         "initContainers": [fetch],
         "containers": [server],
-        "volumes": [model_volume, tmp, *access.volumes],
+        "volumes": [model_volume, tmp, *access.volumes, *serving_access.volumes],
         "topologySpreadConstraints": [
             {
                 "maxSkew": 1,

@@ -1,10 +1,10 @@
-"""The Service in front of the runtime pods: HTTP (REST, /metrics) and gRPC."""
+"""The Service in front of the runtime pods: HTTP (REST) and gRPC; never the admin port."""
 
 from __future__ import annotations
 
 from mserve_operator import names
-from mserve_operator.builders.deployment import GRPC_PORT, HTTP_PORT
 from mserve_operator.builders.pod import Owner, metadata
+from mserve_operator.builders.ports import GRPC_PORT, HTTP_PORT
 
 
 def build_service(owner: Owner) -> dict:
@@ -36,5 +36,6 @@ def build_service(owner: Owner) -> dict:
     }
 
 
-def service_url(owner: Owner, cluster_domain: str) -> str:
-    return f"http://{owner.name}.{owner.namespace}.svc.{cluster_domain}:{HTTP_PORT}"
+def service_url(owner: Owner, cluster_domain: str, *, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://{owner.name}.{owner.namespace}.svc.{cluster_domain}:{HTTP_PORT}"
