@@ -77,11 +77,13 @@ def shutdown_budget(settings: OperatorSettings) -> tuple[int, int]:
 
 
 def _runtime_env(
-    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings
+    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings, revision: int | None
 ) -> list[dict]:
     serving = spec.serving
     values = {
         "MSERVE_MODEL_NAME": owner.name,
+        # The V2 `model_version` of every answer: which revision served it.
+        **({"MSERVE_MODEL_VERSION": revision} if revision is not None else {}),
         "MSERVE_HTTP_PORT": HTTP_PORT,
         "MSERVE_GRPC_PORT": GRPC_PORT,
         "MSERVE_MAX_BATCH_SIZE": serving.batching.max_batch_size,
@@ -165,6 +167,7 @@ def build_deployment(
     *,
     store_secret: str = "",
     store_endpoint: str = "",
+    revision: int | None = None,
 ) -> dict:
     labels = names.labels(owner.name, names.COMPONENT_RUNTIME)
     resources = runtime_resources(spec, settings)
@@ -201,7 +204,7 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": ["serve", MODEL_PATH, "--name", owner.name],
-        "env": _runtime_env(spec, owner, artifact, settings),
+        "env": _runtime_env(spec, owner, artifact, settings, revision),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
