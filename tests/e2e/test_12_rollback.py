@@ -5,6 +5,7 @@ served by revision 1: at most 10 s from the command."""
 
 from __future__ import annotations
 
+import calendar
 import os
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def test_rollback_to_n_minus_2_under_load_fails_nothing_and_takes_at_most_10s(
     url = service_url(mserve, module_namespace, NAME)
     with BoundedLoad(url, NAME, x, threads=2, max_seconds=300, max_requests=100_000) as load:
         wait_until("answers from revision 3", lambda: len(load.result.answers) > 20, 60, 0.5)
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         done = kubectl_mserve(
             mserve, plugin_path, "rollback", NAME, "--to", "1", "-n", module_namespace, "--wait"
         )
@@ -119,3 +120,28 @@ def test_rollback_to_n_minus_2_under_load_fails_nothing_and_takes_at_most_10s(
     assert outcomes == [(1, "Serving", None), (2, "Retired", "Superseded"), (3, "Retired", "RolledBack")]
     listed = kubectl_mserve(mserve, plugin_path, "revisions", NAME, "-n", module_namespace)
     print(mserve.kubectl("-n", module_namespace, "get", "msvc", NAME), listed.stdout, sep="\n")
+    print(pod_timeline(mserve, module_namespace, wall))
+
+
+def pod_timeline(cluster: Cluster, namespace: str, since: float) -> str:
+    """Where the rollback's seconds went, from the new pod's own timestamps (1 s resolution)."""
+    pods = cluster.get("-n", namespace, "pods", "-l", f"mserve.io/modelservice={NAME}")["items"]
+    pod = max(pods, key=lambda p: p["metadata"]["creationTimestamp"])
+    status = pod["status"]
+    init = status["initContainerStatuses"][0]["state"].get("terminated", {})
+    server = status["containerStatuses"][0]["state"].get("running", {})
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    steps = {
+        "pod created": pod["metadata"]["creationTimestamp"],
+        "fetch started": init.get("startedAt"),
+        "fetch finished": init.get("finishedAt"),
+        "server started": server.get("startedAt"),
+        "pod Ready": ready.get("lastTransitionTime"),
+    }
+
+    def offset(stamp: str | None) -> str:
+        if not stamp:
+            return "?"
+        return f"{calendar.timegm(time.strptime(stamp, '%Y-%m-%dT%H:%M:%SZ')) - since:+.0f} s"
+
+    return "new pod, from the command: " + ", ".join(f"{k} {offset(v)}" for k, v in steps.items())

@@ -210,8 +210,11 @@ def build_deployment(
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
         "resources": server_resources,
-        # Loading and warming a large model can take minutes; liveness waits for start-up.
-        "startupProbe": _probe("/v2/health/live", period=2, failures=150),
+        # Start-up ends when the model is loaded and warm (5 min at most), not when the port
+        # opens: the kubelet probes readiness at once when start-up succeeds, so a new pod
+        # (a rollout, a rollback) takes traffic within a second of being ready instead of
+        # waiting out a readiness period. Liveness waits for start-up.
+        "startupProbe": _probe("/v2/health/ready", period=1, failures=300),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=2),
         # Endpoints drop the pod during this pause, before the server starts draining.
