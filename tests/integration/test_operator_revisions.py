@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -153,6 +154,9 @@ def test_rollback_to_n_minus_2_reuses_its_artifact_without_a_job(
         ["2", "Retired", "Superseded"],
         ["3", "Retired", "RolledBack"],
     ]
+
+    as_json = kubectl(installed, plugin_dir, "mserve", "revisions", NAME, "-n", namespace, "-o", "json")
+    assert json.loads(as_json.stdout) == status["revisions"]
 
     # The same name in a namespace where it does not exist: named, not guessed.
     elsewhere = kubectl(installed, plugin_dir, "mserve", "rollback", NAME, "--to", "1", "-n", other_namespace)
