@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from e2e_kube import Cluster, wait_until
 from e2e_models import DigitsModel, jobs_of, modelservice, service_url
 from e2e_tenants import MODEL_BUCKET
@@ -119,7 +120,8 @@ def test_rollback_to_n_minus_2_under_load_fails_nothing_and_takes_at_most_10s(
     outcomes = [(e["number"], e["role"], e.get("outcome")) for e in obj["status"]["revisions"]]
     assert outcomes == [(1, "Serving", None), (2, "Retired", "Superseded"), (3, "Retired", "RolledBack")]
     listed = kubectl_mserve(mserve, plugin_path, "revisions", NAME, "-n", module_namespace)
-    print(mserve.kubectl("-n", module_namespace, "get", "msvc", NAME), listed.stdout, sep="\n")
+    print(done.stdout, mserve.kubectl("-n", module_namespace, "get", "msvc", NAME), listed.stdout, sep="\n")
+    print(yaml.safe_dump({"status": {k: obj["status"][k] for k in ("phase", "revision", "revisions")}}))
     print(pod_timeline(mserve, module_namespace, wall))
 
 
