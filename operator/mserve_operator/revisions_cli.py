@@ -13,6 +13,7 @@ import click
 import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.revisions import serving_number
@@ -32,9 +33,8 @@ def _target(namespace: str | None, kubeconfig: str | None, context: str | None) 
             config_file=kubeconfig, context=context, client_configuration=configuration
         )
         if namespace is None:
-            _, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
+            contexts, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
             if context:
-                contexts, _ = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
                 active = next(c for c in contexts if c["name"] == context)
             namespace = (active.get("context") or {}).get("namespace")
     except (kubernetes.config.ConfigException, OSError, StopIteration) as exc:
@@ -49,6 +49,10 @@ def _read(api: KubeApi, namespace: str, name: str) -> dict:
         msvc = api.get(*MSVC, namespace, name)
     except ApiException as exc:
         raise click.ClickException(_api_error(exc, f"read ModelService {namespace}/{name}")) from exc
+    except HTTPError as exc:
+        raise click.ClickException(
+            f"cannot read ModelService {namespace}/{name}: the API server is unreachable ({exc})"
+        ) from exc
     if msvc is None:
         raise click.ClickException(
             f"ModelService {namespace}/{name} not found (kubectl get modelservices -n {namespace})"
@@ -147,6 +151,10 @@ def rollback(
     else:
         try:
             api.json_patch(*MSVC, namespace, name, ops, field_manager=ROLLBACK_MANAGER)
+        except HTTPError as exc:
+            raise click.ClickException(
+                f"cannot patch ModelService {namespace}/{name}: the API server is unreachable ({exc})"
+            ) from exc
         except ApiException as exc:
             if exc.status in (409, 422):
                 raise click.ClickException(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from mserve_cli.kubectl_plugin import cli as plugin
 from mserve_operator import revisions
@@ -135,3 +136,24 @@ def test_the_plugin_entry_point_has_help_under_kubectls_name():
     assert result.stdout.startswith("Usage: kubectl mserve [OPTIONS] COMMAND")
     assert "rollback" in result.stdout
     assert "revisions" in result.stdout
+
+
+def test_the_namespace_defaults_to_the_contexts_and_an_unreachable_server_is_named(tmp_path):
+    from tests.support.ports import free_port
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "team-a"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    result = CliRunner().invoke(plugin, ["rollback", "digits", "--to", "1", "--kubeconfig", str(kubeconfig)])
+    assert result.exit_code == 1
+    assert "cannot read ModelService team-a/digits: the API server is unreachable" in result.output
