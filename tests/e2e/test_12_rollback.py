@@ -21,7 +21,8 @@ from e2e_tenants import MODEL_BUCKET
 from load import BoundedLoad
 
 NAME = "digits-rollback"
-ROLLBACK_BUDGET_S = 10.0
+# Issue 13's figure; a slower cluster may name its own.
+ROLLBACK_BUDGET_S = float(os.environ.get("MSERVE_E2E_ROLLBACK_BUDGET_S", "10"))
 SERVING = {
     "replicas": 1,
     "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
@@ -111,6 +112,7 @@ def test_rollback_to_n_minus_2_under_load_fails_nothing_and_takes_at_most_10s(
         f"\nrollback 3 -> 1: all traffic on revision 1 after {switched:.1f} s; the operator reported it "
         f"Ready after {reported:.1f} s; {result.sent} requests, {len(after)} after the command"
     )
+    print(pod_timeline(mserve, module_namespace, wall))
     assert served_by_one, "no answer came after the switch"
     assert set(served_by_one) == {"1"}
     assert switched <= ROLLBACK_BUDGET_S, f"revision 3 still answered {switched:.1f} s after the command"
@@ -122,7 +124,6 @@ def test_rollback_to_n_minus_2_under_load_fails_nothing_and_takes_at_most_10s(
     listed = kubectl_mserve(mserve, plugin_path, "revisions", NAME, "-n", module_namespace)
     print(done.stdout, mserve.kubectl("-n", module_namespace, "get", "msvc", NAME), listed.stdout, sep="\n")
     print(yaml.safe_dump({"status": {k: obj["status"][k] for k in ("phase", "revision", "revisions")}}))
-    print(pod_timeline(mserve, module_namespace, wall))
 
 
 def pod_timeline(cluster: Cluster, namespace: str, since: float) -> str:
