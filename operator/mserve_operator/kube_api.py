@@ -138,17 +138,6 @@ class KubeApi:
                 return False
             raise
 
-    def json_patch(
-        self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict], *, field_manager: str
-    ) -> dict:
-        return self._call(
-            "PATCH",
-            resource_path(api_version, kind, namespace, name),
-            body=ops,
-            content_type="application/json-patch+json",
-            query=[("fieldManager", field_manager)],
-        )
-
     def patch_status(self, namespace: str, name: str, status: dict) -> dict:
         path = resource_path(f"{API_GROUP}/{API_VERSION}", "ModelService", namespace, name) + "/status"
         return self._call(

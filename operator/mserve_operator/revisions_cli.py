@@ -1,71 +1,84 @@
 """`mserve revisions NAME` and `mserve rollback NAME [--to N]` (also `kubectl mserve ...`).
 
-They act with the caller's own kubeconfig and rights: listing needs `get` on modelservices,
-a rollback `patch`. Decisions live in `rollback.py`; this module reads, patches and waits.
+They act through `kubectl` with the caller's own kubeconfig, context and rights (exec
+credential plugins included), as kubectl plugins do: listing needs `get` on modelservices, a
+rollback `patch`. Going through kubectl also keeps the kubernetes client library (over a
+second to import on a busy machine) off a rollback's clock. Decisions live in `rollback.py`;
+this module reads, patches and waits.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 import click
-import kubernetes
 import yaml
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
-from mserve_operator.kube_api import KubeApi
 from mserve_operator.revisions import serving_number
 from mserve_operator.rollback import RevisionError, history_of, previous_number, rollback_patch, table
-from mserve_operator.spec import API_GROUP, API_VERSION
 
-MSVC = (f"{API_GROUP}/{API_VERSION}", "ModelService")
+RESOURCE = "modelservices.mserve.io"
 # The field manager a rollback's changes are recorded under (managedFields), like kubectl's.
 ROLLBACK_MANAGER = "kubectl-mserve-rollback"
 
 
-def _target(namespace: str | None, kubeconfig: str | None, context: str | None) -> tuple[KubeApi, str]:
-    """The API client and the namespace: --namespace, else the kubeconfig context's, else default."""
-    configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
-        if namespace is None:
-            contexts, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
-            if context:
-                active = next(c for c in contexts if c["name"] == context)
-            namespace = (active.get("context") or {}).get("namespace")
-    except (kubernetes.config.ConfigException, OSError, StopIteration) as exc:
-        raise click.ClickException(
-            f"cannot load the kubeconfig ({kubeconfig or '$KUBECONFIG'}): {exc}"
-        ) from exc
-    return KubeApi(configuration), namespace or "default"
+class Kubectl:
+    """kubectl with the caller's --kubeconfig/--context, in one namespace."""
 
+    def __init__(self, namespace: str | None, kubeconfig: str | None, context: str | None) -> None:
+        self.binary = os.environ.get("MSERVE_KUBECTL", "kubectl")
+        self.kubeconfig = kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")
+        self.flags = [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
+        self.flags += [f"--context={context}"] if context else []
+        self.namespace = namespace or self._context_namespace()
 
-def _read(api: KubeApi, namespace: str, name: str) -> dict:
-    try:
-        msvc = api.get(*MSVC, namespace, name)
-    except ApiException as exc:
-        raise click.ClickException(_api_error(exc, f"read ModelService {namespace}/{name}")) from exc
-    except HTTPError as exc:
-        raise click.ClickException(
-            f"cannot read ModelService {namespace}/{name}: the API server is unreachable ({exc})"
-        ) from exc
-    if msvc is None:
-        raise click.ClickException(
-            f"ModelService {namespace}/{name} not found (kubectl get modelservices -n {namespace})"
-        )
-    return msvc
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        command = [self.binary, *self.flags, *args]
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        except FileNotFoundError as exc:
+            raise click.ClickException(
+                f"{self.binary} not found: put kubectl on PATH or name it in MSERVE_KUBECTL"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise click.ClickException(f"{' '.join(command)} did not answer within 60 s") from exc
 
+    def _context_namespace(self) -> str:
+        done = self.run("config", "view", "--minify", "-o", "jsonpath={..namespace}")
+        if done.returncode != 0:
+            raise click.ClickException(f"cannot read the kubeconfig {self.kubeconfig}: {done.stderr.strip()}")
+        return done.stdout.strip() or "default"
 
-def _api_error(exc: ApiException, doing: str) -> str:
-    try:
-        message = json.loads(exc.body or "{}").get("message", "")
-    except ValueError:
-        message = ""
-    return f"cannot {doing}: {exc.status} {exc.reason}: {message or exc.body}"
+    def read(self, name: str) -> dict:
+        done = self.run("get", RESOURCE, name, "-n", self.namespace, "-o", "json", "--ignore-not-found")
+        if done.returncode != 0:
+            raise click.ClickException(
+                f"cannot read ModelService {self.namespace}/{name}: {done.stderr.strip()}"
+            )
+        if not done.stdout.strip():
+            where = f"{self.namespace}/{name}"
+            raise click.ClickException(
+                f"ModelService {where} not found (kubectl get msvc -n {self.namespace})"
+            )
+        return json.loads(done.stdout)
+
+    def patch(self, name: str, ops: list[dict]) -> None:
+        done = self.run(
+            "patch", RESOURCE, name, "-n", self.namespace,
+            "--type=json", f"--field-manager={ROLLBACK_MANAGER}", "-p", json.dumps(ops),
+        )  # fmt: skip
+        if done.returncode == 0:
+            return
+        words = done.stderr.strip()
+        if "test operation failed" in words or "Conflict" in words:
+            raise click.ClickException(
+                f"ModelService {self.namespace}/{name} changed while rolling back; "
+                f"run the command again ({words})"
+            )
+        raise click.ClickException(f"cannot patch ModelService {self.namespace}/{name}: {words}")
 
 
 _COMMON = [
@@ -73,7 +86,7 @@ _COMMON = [
     click.option(
         "--namespace", "-n", default=None, help="The ModelService's namespace (default: the context's)."
     ),
-    click.option("--kubeconfig", default=None, envvar="KUBECONFIG", help="Path to the kubeconfig file."),
+    click.option("--kubeconfig", default=None, help="Path to the kubeconfig file (default: kubectl's)."),
     click.option("--context", default=None, help="The kubeconfig context to use."),
 ]
 
@@ -93,14 +106,14 @@ def revisions(
     name: str, namespace: str | None, kubeconfig: str | None, context: str | None, output: str
 ) -> None:
     """List the revisions of ModelService NAME (the last ten), oldest first."""
-    api, namespace = _target(namespace, kubeconfig, context)
-    history = history_of(_read(api, namespace, name))
+    kubectl = Kubectl(namespace, kubeconfig, context)
+    history = history_of(kubectl.read(name))
     if output == "json":
         click.echo(json.dumps(history, indent=2))
     elif output == "yaml":
         click.echo(yaml.safe_dump(history, sort_keys=False), nl=False)
     elif not history:
-        click.echo(f"ModelService {namespace}/{name} has no revisions yet")
+        click.echo(f"ModelService {kubectl.namespace}/{name} has no revisions yet")
     else:
         rows = table(history)
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -139,8 +152,8 @@ def rollback(
     with its cached artifact, without an optimization Job. Under GitOps, commit the same
     change, or the next sync undoes the rollback.
     """
-    api, namespace = _target(namespace, kubeconfig, context)
-    msvc = _read(api, namespace, name)
+    kubectl = Kubectl(namespace, kubeconfig, context)
+    msvc = kubectl.read(name)
     try:
         number = previous_number(msvc) if number is None else number
         ops = rollback_patch(msvc, number)
@@ -149,29 +162,17 @@ def rollback(
     if not ops:
         click.echo(f"modelservice/{name}: the spec already asks for revision {number}; nothing to change")
     else:
-        try:
-            api.json_patch(*MSVC, namespace, name, ops, field_manager=ROLLBACK_MANAGER)
-        except HTTPError as exc:
-            raise click.ClickException(
-                f"cannot patch ModelService {namespace}/{name}: the API server is unreachable ({exc})"
-            ) from exc
-        except ApiException as exc:
-            if exc.status in (409, 422):
-                raise click.ClickException(
-                    f"ModelService {namespace}/{name} changed while rolling back; run the command again"
-                    f" ({_api_error(exc, 'patch it')})"
-                ) from exc
-            raise click.ClickException(_api_error(exc, f"patch ModelService {namespace}/{name}")) from exc
+        kubectl.patch(name, ops)
         click.echo(f"modelservice/{name} rolled back to revision {number}")
     if wait:
-        _wait_served(api, namespace, name, number, timeout)
+        _wait_served(kubectl, name, number, timeout)
 
 
-def _wait_served(api: KubeApi, namespace: str, name: str, number: int, timeout: float) -> None:
+def _wait_served(kubectl: Kubectl, name: str, number: int, timeout: float) -> None:
     """Until the operator reports the revision served and the rollout complete on every replica."""
     deadline = time.monotonic() + timeout
     while True:
-        msvc = _read(api, namespace, name)
+        msvc = kubectl.read(name)
         status = msvc.get("status") or {}
         current = status.get("observedGeneration") == msvc["metadata"].get("generation")
         if current and serving_number(history_of(msvc)) == number and status.get("phase") == "Ready":
@@ -179,7 +180,7 @@ def _wait_served(api: KubeApi, namespace: str, name: str, number: int, timeout: 
             return
         if time.monotonic() > deadline:
             raise click.ClickException(
-                f"ModelService {namespace}/{name} does not serve revision {number} after {timeout:g}s: "
-                f"phase {status.get('phase')}, {status.get('message')}"
+                f"ModelService {kubectl.namespace}/{name} does not serve revision {number} "
+                f"after {timeout:g}s: phase {status.get('phase')}, {status.get('message')}"
             )
         time.sleep(0.25)
