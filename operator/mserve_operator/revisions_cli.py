@@ -65,7 +65,8 @@ class Kubectl:
             )
         return json.loads(done.stdout)
 
-    def patch(self, name: str, ops: list[dict]) -> None:
+    def patch(self, name: str, ops: list[dict], resource_version: str) -> None:
+        """Apply `ops` (led by a test of `resource_version`); a concurrent change is named as such."""
         done = self.run(
             "patch", RESOURCE, name, "-n", self.namespace,
             "--type=json", f"--field-manager={ROLLBACK_MANAGER}", "-p", json.dumps(ops),
@@ -73,10 +74,14 @@ class Kubectl:
         if done.returncode == 0:
             return
         words = done.stderr.strip()
-        if "test operation failed" in words or "Conflict" in words:
+        # The API server answers a failed `test` with a bare "invalid request": look again.
+        now = self.run(
+            "get", RESOURCE, name, "-n", self.namespace, "-o", "jsonpath={.metadata.resourceVersion}"
+        )
+        if now.returncode == 0 and now.stdout.strip() != resource_version:
             raise click.ClickException(
-                f"ModelService {self.namespace}/{name} changed while rolling back; "
-                f"run the command again ({words})"
+                f"ModelService {self.namespace}/{name} changed while rolling back (resourceVersion "
+                f"{resource_version} -> {now.stdout.strip() or 'deleted'}); run the command again"
             )
         raise click.ClickException(f"cannot patch ModelService {self.namespace}/{name}: {words}")
 
@@ -162,7 +167,7 @@ def rollback(
     if not ops:
         click.echo(f"modelservice/{name}: the spec already asks for revision {number}; nothing to change")
     else:
-        kubectl.patch(name, ops)
+        kubectl.patch(name, ops, msvc["metadata"]["resourceVersion"])
         click.echo(f"modelservice/{name} rolled back to revision {number}")
     if wait:
         _wait_served(kubectl, name, number, timeout)

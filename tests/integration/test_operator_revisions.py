@@ -203,3 +203,40 @@ def test_history_keeps_the_last_ten_and_refuses_what_it_lost(
     wait_until("revision 11 again", lambda: _serving(installed, namespace, 11), timeout=30)
     spec = installed.get(msvc_path(namespace, NAME))["spec"]
     assert spec["model"]["uri"] == "s3://models/digits/v11/model.onnx"
+
+
+def test_a_change_between_read_and_patch_fails_the_rollback_and_says_so(
+    installed: Kube, namespace: str, operator: OperatorProcess, tmp_path: Path
+):
+    """A real interleaving: a kubectl that lets someone else edit the ModelService just before
+    the rollback's patch reaches the API server."""
+    onnx = {"quantize": "none", "prune": 0}
+    installed.create(
+        msvc_path(namespace),
+        modelservice(NAME, model={"uri": "s3://models/race/v1/model.onnx"}, optimization=onnx),
+    )
+    wait_until("revision 1", lambda: _serving(installed, namespace, 1), timeout=30)
+    installed.merge_patch(
+        msvc_path(namespace, NAME), {"spec": {"model": {"uri": "s3://models/race/v2/model.onnx"}}}
+    )
+    wait_until("revision 2", lambda: _serving(installed, namespace, 2), timeout=30)
+
+    binary = find_binary("kubectl")
+    racing = tmp_path / "kubectl"
+    racing.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = patch ]; then {binary} -n {namespace} annotate msvc {NAME} someone/else=edited'
+        " >/dev/null; fi\n"
+        f'exec {binary} "$@"\n'
+    )
+    racing.chmod(0o755)
+    env = {**os.environ, "KUBECONFIG": installed.kubeconfig, "MSERVE_KUBECTL": str(racing)}
+    code = "from mserve_cli.kubectl_plugin import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "rollback", NAME, "--to", "1", "-n", namespace],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"ModelService {namespace}/{NAME} changed while rolling back" in done.stderr
+    spec = installed.get(msvc_path(namespace, NAME))["spec"]
+    assert spec["model"]["uri"] == "s3://models/race/v2/model.onnx", "nothing of the rollback was written"
