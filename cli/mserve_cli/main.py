@@ -17,19 +17,29 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("mserve_runtime.cli:fetch", "Download a model (s3, http, pvc, file), digest-checked."),
     "optimize": ("mserve_optimizer.cli:optimize", "Convert to ONNX, quantize, prune and validate a model."),
     "operator": ("mserve_operator.cli:operator", "Run the operator that reconciles ModelServices."),
+    "revisions": (
+        "mserve_operator.revisions_cli:revisions",
+        "List a ModelService's revisions (the last ten).",
+    ),
+    "rollback": (
+        "mserve_operator.revisions_cli:rollback",
+        "Serve an earlier revision of a ModelService again.",
+    ),
 }
 
 
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that subcommand runs."""
 
+    subcommands = SUBCOMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SUBCOMMANDS)
+        return sorted(self.subcommands)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in SUBCOMMANDS:
+        if cmd_name not in self.subcommands:
             return None
-        target, _ = SUBCOMMANDS[cmd_name]
+        target, _ = self.subcommands[cmd_name]
         module_name, attribute = target.split(":")
         try:
             module = importlib.import_module(module_name)
@@ -42,7 +52,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Listing subcommands must not import every component (and its heavy libraries).
-        rows = [(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)]
+        rows = [(name, self.subcommands[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

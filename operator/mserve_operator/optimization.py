@@ -10,7 +10,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from mserve_operator import conditions, names
+from mserve_operator import conditions, names, revisions
 from mserve_operator.artifact import Artifact
 from mserve_operator.conditions import Reason
 from mserve_operator.diagnosis import job_outcome
@@ -95,6 +95,9 @@ def decide_optimization(
     if recorded is not None:
         return recorded
     base = {"specDigest": spec_digest, "jobName": job_name}
+    reused = _reused(spec_digest, status, artifact_prefix, base)
+    if reused is not None:
+        return reused
     if job is None:
         return OptimizationState(
             spec_digest,
@@ -152,3 +155,21 @@ def _recorded(spec_digest: str, status: dict) -> OptimizationState | None:
     if reason not in conditions.TERMINAL_OPTIMIZATION_FAILURES:
         return None
     return OptimizationState(spec_digest, job_name, False, reason, optimized.get("message", ""), None, record)
+
+
+def _reused(spec_digest: str, status: dict, prefix: str, base: dict) -> OptimizationState | None:
+    """An earlier revision's validated artifact for this very spec digest: served again, no Job.
+
+    The Job that made it may be long gone (its TTL); the revision history keeps what it reported.
+    An artifact outside this ModelService's prefix (the store moved) is made again instead.
+    """
+    found = revisions.reusable(status.get("revisions") or [], spec_digest)
+    if found is None:
+        return None
+    artifact, summary, number = found
+    if untrusted_artifact(artifact.uri, artifact.sha256, prefix):
+        return None
+    record = {**base, "artifactDigest": artifact.artifact_digest, **summary}
+    record = {k: v for k, v in record.items() if v not in (None, "")}
+    message = f"reusing revision {number}'s validated artifact {artifact.label}: no Job"
+    return OptimizationState(spec_digest, base["jobName"], True, Reason.SUCCEEDED, message, artifact, record)

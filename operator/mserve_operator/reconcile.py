@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from mserve_operator import conditions, names
+from mserve_operator import conditions, names, revisions
 from mserve_operator.artifact import Artifact
 from mserve_operator.builders import (
     build_deployment,
@@ -79,17 +79,30 @@ class Reconciler:
         except ValidationError as exc:
             first = exc.errors()[0]
             message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-            observation = Observation(generation, None, None, None, invalid_spec=message)
+            observation = Observation(
+                generation, None, None, None, invalid_spec=message, revisions=status.get("revisions")
+            )
             return self._report(body, status, observation, job_created=False)
         refusal = image_refusal(spec, self.settings)
         if refusal:
             observation = Observation(
-                generation, None, None, None, invalid_spec=refusal, invalid_reason=Reason.IMAGE_NOT_ALLOWED
+                generation,
+                None,
+                None,
+                None,
+                invalid_spec=refusal,
+                invalid_reason=Reason.IMAGE_NOT_ALLOWED,
+                revisions=status.get("revisions"),
             )
             return self._report(body, status, observation, job_created=False)
 
-        state, job_created = self._optimize(spec, owner, spec_digest(spec), status)
+        digest = spec_digest(spec)
+        state, job_created = self._optimize(spec, owner, digest, status)
         served = state.artifact or Artifact.from_status(status.get("artifact") or {})
+        wanted = revisions.Wanted(
+            digest, revisions.source_of(body.get("spec") or {}), state.terminal_failure, state.record
+        )
+        history = revisions.record_revisions(status.get("revisions") or [], wanted, served, _now())
         deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
         # A loop still running while the ModelService goes must not re-create what `forget` deleted.
         deleting = bool(body["metadata"].get("deletionTimestamp"))
@@ -105,7 +118,8 @@ class Reconciler:
             if deployment is not None and not is_controlled_by(deployment, owner):
                 deployment = None
         elif served is not None:
-            deployment, conflicts = self._serve(spec, owner, served)
+            number = revisions.number_of(history, served.spec_digest)
+            deployment, conflicts = self._serve(spec, owner, served, number)
         if deployment is not None:
             pods = self.api.list(
                 "v1", "Pod", owner.namespace, _RUNTIME_SELECTOR(owner.name, names.COMPONENT_RUNTIME)
@@ -123,6 +137,7 @@ class Reconciler:
             url=service_url(owner, self.settings.cluster_domain, tls=spec.serving.tls is not None),
             conflict=conflicts[0] if conflicts else "",
             missing_secret=missing,
+            revisions=history,
         )
         return self._report(body, status, observation, job_created=job_created)
 
@@ -207,13 +222,21 @@ class Reconciler:
         ):
             self.api.delete(api_version, kind, "", name, uid=existing["metadata"]["uid"])
 
-    def _serve(self, spec: ModelServiceSpec, owner: Owner, served: Artifact) -> tuple[dict | None, list[str]]:
+    def _serve(
+        self, spec: ModelServiceSpec, owner: Owner, served: Artifact, revision: int | None
+    ) -> tuple[dict | None, list[str]]:
         """The Deployment as applied (None if someone else holds its name) and every conflict met."""
         store = artifact_store(spec, self.settings)
         deployment, conflicts = None, []
         children = [
             build_deployment(
-                spec, owner, served, self.settings, store_secret=store.secret, store_endpoint=store.endpoint
+                spec,
+                owner,
+                served,
+                self.settings,
+                store_secret=store.secret,
+                store_endpoint=store.endpoint,
+                revision=revision,
             ),
             build_service(owner),
         ]
@@ -267,6 +290,9 @@ class Reconciler:
             self.emit(
                 body, kind, reason, f"{condition['type']}={condition['status']}: {condition['message']}"
             )
+        before, after = status.get("revision"), new_status.get("revision")
+        if after is not None and before != after:
+            self.emit(body, "Normal", "RevisionServed", revisions.serving_message(before, after))
         if changed and status.get("phase") != new_status["phase"]:
             self.emit(
                 body, "Normal", "PhaseChanged", f"{status.get('phase', 'None')} -> {new_status['phase']}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mserve_operator import revisions
 from mserve_operator.artifact import Artifact
 from mserve_operator.conditions import DEPLOYED, FAILURE_REASONS, OPTIMIZED, READY, Condition, Reason
 from mserve_operator.diagnosis import pod_problems
@@ -36,6 +37,7 @@ class Observation:
     invalid_reason: str = Reason.INVALID_SPEC
     conflict: str = ""  # a child the operator may not write (ownership.OwnershipConflictError)
     missing_secret: str = ""  # a Secret the spec names that does not exist, naming it and the field
+    revisions: list[dict] | None = None  # status.revisions as revisions.record_revisions made it
 
 
 def _int(obj: dict | None, *path: str) -> int:
@@ -139,4 +141,9 @@ def compute(obs: Observation) -> tuple[dict, list[Condition]]:
         status["artifact"] = obs.served.to_status()
     if obs.optimization is not None:
         status["optimization"] = obs.optimization.record
+    if obs.revisions:
+        status["revisions"] = obs.revisions
+        serving = revisions.serving_number(obs.revisions)
+        if serving is not None:
+            status["revision"] = serving
     return status, [optimized, deployed, ready]

@@ -94,15 +94,20 @@ def infer_request(x: np.ndarray) -> dict[str, Any]:
     }
 
 
-def infer_http(url: str, model: str, x: np.ndarray, timeout: float = 10) -> np.ndarray:
-    """POST a V2 JSON request; the first output as an array."""
+def infer_response(url: str, model: str, x: np.ndarray, timeout: float = 10) -> dict[str, Any]:
+    """POST a V2 JSON request; the whole V2 response (model_version says which revision answered)."""
     request = urllib.request.Request(
         f"{url}/v2/models/{model}/infer",
         data=json.dumps(infer_request(x)).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        output = json.loads(response.read())["outputs"][0]
+        return json.loads(response.read())
+
+
+def infer_http(url: str, model: str, x: np.ndarray, timeout: float = 10) -> np.ndarray:
+    """POST a V2 JSON request; the first output as an array."""
+    output = infer_response(url, model, x, timeout)["outputs"][0]
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
 
 

@@ -9,7 +9,7 @@ import urllib.error
 from dataclasses import dataclass, field
 
 import numpy as np
-from e2e_models import infer_http
+from e2e_models import infer_response
 
 
 @dataclass
@@ -17,6 +17,8 @@ class LoadResult:
     sent: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # (when the request was sent, time.monotonic(); the answer's model_version) per success
+    answers: list[tuple[float, str]] = field(default_factory=list)
 
 
 class BoundedLoad:
@@ -60,10 +62,14 @@ class BoundedLoad:
 
     def _client(self) -> None:
         while self._claim():
+            sent = time.monotonic()
             try:
-                infer_http(self.url, self.model, self.x, timeout=10)
+                version = infer_response(self.url, self.model, self.x, timeout=10).get("model_version", "")
             except (OSError, urllib.error.URLError, ValueError) as error:
                 with self._lock:
                     self.result.failed += 1
                     if len(self.result.errors) < 20:
                         self.result.errors.append(repr(error))
+                continue
+            with self._lock:
+                self.result.answers.append((sent, str(version)))

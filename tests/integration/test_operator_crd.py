@@ -188,7 +188,7 @@ def test_every_printer_column_and_explain(installed: Kube):
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["msvc"]
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
-        "Phase", "Ready", "URL", "Quantize", "Age",
+        "Phase", "Ready", "URL", "Quantize", "Revision", "Age",
     ]  # fmt: skip
     kubectl = find_binary("kubectl")
     if not kubectl:

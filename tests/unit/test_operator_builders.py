@@ -189,7 +189,7 @@ def test_cpu_server_command_env_probes_and_resources():
     assert env["MSERVE_DEVICE"] == "cpu"
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-    assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert {p["name"]: p["containerPort"] for p in server["ports"]} == {
         "http": 8080,
         "grpc": 8081,

@@ -36,7 +36,7 @@ def test_printer_columns_a_cluster_operator_looks_at_first():
     columns = [
         c["name"] for c in _crd()["spec"]["versions"][0]["additionalPrinterColumns"] if not c.get("priority")
     ]
-    assert columns == ["Phase", "Ready", "URL", "Quantize", "Age"]
+    assert columns == ["Phase", "Ready", "URL", "Quantize", "Revision", "Age"]
 
 
 def test_status_enums_match_the_code():

@@ -77,11 +77,18 @@ def shutdown_budget(settings: OperatorSettings) -> tuple[int, int]:
 
 
 def _runtime_env(
-    spec: ModelServiceSpec, owner: Owner, artifact: Artifact, settings: OperatorSettings, access: AccessPod
+    spec: ModelServiceSpec,
+    owner: Owner,
+    artifact: Artifact,
+    settings: OperatorSettings,
+    access: AccessPod,
+    revision: int | None,
 ) -> list[dict]:
     serving = spec.serving
     values = {
         "MSERVE_MODEL_NAME": owner.name,
+        # The V2 `model_version` of every answer: which revision served it.
+        **({"MSERVE_MODEL_VERSION": revision} if revision is not None else {}),
         "MSERVE_HTTP_PORT": HTTP_PORT,
         "MSERVE_GRPC_PORT": GRPC_PORT,
         "MSERVE_ADMIN_PORT": ADMIN_PORT,
@@ -167,6 +174,7 @@ def build_deployment(
     *,
     store_secret: str = "",
     store_endpoint: str = "",
+    revision: int | None = None,
 ) -> dict:
     labels = names.labels(owner.name, names.COMPONENT_RUNTIME)
     resources = runtime_resources(spec, settings)
@@ -205,15 +213,18 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mserve"],
         "args": ["serve", MODEL_PATH, "--name", owner.name],
-        "env": _runtime_env(spec, owner, artifact, settings, serving_access),
+        "env": _runtime_env(spec, owner, artifact, settings, serving_access, revision),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
         ],
         "resources": server_resources,
-        # Loading and warming a large model can take minutes; liveness waits for start-up.
-        "startupProbe": _probe("/v2/health/live", period=2, failures=150, tls=tls),
+        # Start-up ends when the model is loaded and warm (5 min at most), not when the port
+        # opens: the kubelet probes readiness at once when start-up succeeds, so a new pod
+        # (a rollout, a rollback) takes traffic within a second of being ready instead of
+        # waiting out a readiness period. Liveness waits for start-up.
+        "startupProbe": _probe("/v2/health/ready", period=1, failures=300, tls=tls),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3, tls=tls),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=2, tls=tls),
         # Endpoints drop the pod during this pause, before the server starts draining.
