@@ -25,6 +25,9 @@ from mserve_runtime.asgi_middleware import AccessLogMiddleware
 from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ModelLoadError
 from mserve_runtime.logs import configure_logging
+from mserve_runtime.pool_dataplane import PoolDataPlane
+from mserve_runtime.pool_routes import PoolLoadMiddleware, build_repository_routes
+from mserve_runtime.pool_settings import PoolSettings
 from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.rest_app import build_rest_app
 from mserve_runtime.rest_infer import RestInference
@@ -36,7 +39,9 @@ log = logging.getLogger("mserve.server")
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
 
 
-def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Lifespan | None = None) -> Any:
+def build_asgi_app(
+    settings: RuntimeSettings, dataplane: DataPlane | PoolDataPlane, lifespan: Lifespan | None = None
+) -> Any:
     """What uvicorn serves: the REST route table (rest_routes.py) as one ASGI app, behind
     admission control (admission.py) and the access log."""
     limits = RequestLimits.from_settings(settings)
@@ -47,7 +52,11 @@ def build_asgi_app(settings: RuntimeSettings, dataplane: DataPlane, lifespan: Li
         limits.max_elements,
     )
     routes = build_routes(dataplane, RestInference(dataplane, limits))
+    if isinstance(dataplane, PoolDataPlane):
+        routes += build_repository_routes(dataplane)
     asgi: Any = build_rest_app(routes, limits, server_version(), lifespan)
+    if isinstance(dataplane, PoolDataPlane):
+        asgi = PoolLoadMiddleware(asgi, dataplane)
     shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
     asgi = AdmissionMiddleware(asgi, dataplane.admission, settings.request_timeout_s, shed.inc)
     if settings.access_log:
@@ -122,7 +131,10 @@ def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _Draining
 
         async def load() -> None:
             try:
-                await loop.run_in_executor(None, dataplane.load)
+                if isinstance(dataplane, PoolDataPlane):
+                    await dataplane.load()  # on this loop: requests may already be loading models
+                else:
+                    await loop.run_in_executor(None, dataplane.load)
             except ModelLoadError as exc:
                 server.fail(f"model failed to load: {exc}")
             except Exception as exc:
@@ -153,15 +165,17 @@ def _lifespan(settings: RuntimeSettings, dataplane: DataPlane, server: _Draining
     return lifespan
 
 
-def run(settings: RuntimeSettings) -> int:
-    """Serve until SIGTERM/SIGINT; the process exit code (non-zero when the model fails to load)."""
+def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the process exit code (non-zero when the model fails to load).
+
+    With `pool`, serve every model of `pool.dir` (pool_dataplane.py) instead of one."""
     configure_logging(settings.log_level, settings.json_logs)
-    dataplane = DataPlane(settings)
+    dataplane = PoolDataPlane(settings, pool) if pool is not None else DataPlane(settings)
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
         "max_in_flight=%d max_queue_delay_ms=%g request_timeout_s=%g",
-        settings.model_path,
-        settings.model_name,
+        pool.dir if pool is not None else settings.model_path,
+        "(pool)" if pool is not None else settings.model_name,
         settings.http_port,
         settings.grpc_port or "off",
         settings.device,
