@@ -60,18 +60,29 @@ def _parse(body: bytes | bytearray, model: type[M]) -> M:
         raise InvalidInput(f"invalid request body: {problems}"[:500]) from None
 
 
+# tritonclient sends `unload_dependents` with every unload; there are no ensembles here, so it
+# changes nothing. Other parameters (a config, files to write) are refused, not ignored.
+ACCEPTED_PARAMETERS = frozenset({"unload_dependents"})
+
+
+def _no_parameters(request: RepositoryModelRequest) -> None:
+    unknown = sorted(set(request.parameters or ()) - ACCEPTED_PARAMETERS)
+    if unknown:
+        raise InvalidInput(f"parameters are not supported here (received: {', '.join(unknown[:5])[:200]})")
+
+
 def build_repository_routes(pool: PoolDataPlane) -> list[RestRoute]:
     async def index(req: RestRequest) -> RestResponse:
         ready = _parse(req.body, RepositoryIndexRequest).ready
         return RestResponse(orjson.dumps(pool.index(ready_only=ready)))
 
     async def load(req: RestRequest) -> RestResponse:
-        _parse(req.body, RepositoryModelRequest)
+        _no_parameters(_parse(req.body, RepositoryModelRequest))
         await pool.load_model(req.params["model_name"])
         return RestResponse(b"{}")
 
     async def unload(req: RestRequest) -> RestResponse:
-        _parse(req.body, RepositoryModelRequest)
+        _no_parameters(_parse(req.body, RepositoryModelRequest))
         await pool.unload_model(req.params["model_name"])
         return RestResponse(b"{}")
 

@@ -173,6 +173,7 @@ def test_unknown_model_load_and_unload_are_404_naming_it(pool: Server) -> None:
         ("/v2/repository/index", b"[1, 2]", "body"),
         ("/v2/repository/index", b"{oops", "malformed JSON"),
         ("/v2/repository/models/m0/load", b'{"parameters": 5}', "parameters"),
+        ("/v2/repository/models/m0/load", b'{"parameters": {"config": "{}"}}', "config"),
         ("/v2/repository/models/m0/unload", b'{"force": true}', "force"),
     ],
 )

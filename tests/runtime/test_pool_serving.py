@@ -134,3 +134,46 @@ def test_model_labels_in_metrics_stay_within_the_repository(pool: Server) -> Non
         text = client.get("/metrics").text
     served = {f"m{i:02d}" for i in range(MODELS)} | {"nested"}
     assert label_values(text, "model") <= served | {"_unknown", "_pool"}
+
+
+def test_grpc_repository_rpcs_are_tritons(pool: Server) -> None:
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(pool.grpc_url)
+    try:
+        client.load_model("m10")
+        states = {m.name: m.state for m in client.get_model_repository_index().models}
+        assert states["m10"] == "READY"
+        assert client.is_model_ready("m10")
+        client.unload_model("m10")
+        assert not client.is_model_ready("m10")
+        ready_only = {
+            m.name for m in client.get_model_repository_index(as_json=False).models if m.state == "READY"
+        }
+        assert "m10" not in ready_only
+        for call, code in (
+            (lambda: client.load_model("missing"), "StatusCode.NOT_FOUND"),
+            (lambda: client.unload_model("../m10"), "StatusCode.NOT_FOUND"),
+            (lambda: client.load_model("m10", config='{"backend": "python"}'), "StatusCode.INVALID_ARGUMENT"),
+        ):
+            with pytest.raises(InferenceServerException) as caught:
+                call()
+            assert caught.value.status() == code
+    finally:
+        client.close()
+
+
+def test_tritonclient_http_repository_calls_work_unchanged(pool: Server) -> None:
+    import tritonclient.http as triton_http
+
+    client = triton_http.InferenceServerClient(pool.host)
+    try:
+        client.load_model("m11")
+        assert client.is_model_ready("m11")
+        states = {row["name"]: row["state"] for row in client.get_model_repository_index()}
+        assert states["m11"] == "READY"
+        client.unload_model("m11")
+        assert not client.is_model_ready("m11")
+    finally:
+        client.close()

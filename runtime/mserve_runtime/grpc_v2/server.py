@@ -21,6 +21,7 @@ from mserve_runtime.grpc_v2.access_log import AccessLogInterceptor
 from mserve_runtime.grpc_v2.admission import AdmissionInterceptor
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from mserve_runtime.pool_dataplane import PoolDataPlane
 from mserve_runtime.request_limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -118,6 +119,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
 
 
+def _servicer(dataplane: DataPlane, limits: RequestLimits) -> InferenceServicer:
+    """A pool server's servicer also answers the model repository RPCs."""
+    if isinstance(dataplane, PoolDataPlane):
+        from mserve_runtime.grpc_v2.repository import PoolInferenceServicer
+
+        return PoolInferenceServicer(dataplane, limits)
+    return InferenceServicer(dataplane, limits)
+
+
 @dataclass
 class GrpcServerHandle:
     """A running gRPC server; `port` is the bound port (useful when asked for port 0)."""
@@ -156,7 +166,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, limits), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(dataplane, limits), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
