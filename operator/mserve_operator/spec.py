@@ -95,6 +95,7 @@ class Serving(_Spec):
     batching: Batching = Batching()
     threads: int = 0
     image: str = ""
+    pool: str = ""  # a ModelPool's name: served by its pods, no Deployment of its own
 
     @property
     def uses_gpu(self) -> bool:
