@@ -75,6 +75,23 @@ def test_a_model_that_fails_to_load_is_409_and_the_others_serve(pool: Server, na
         assert client.get("/v2/health/ready").status_code == 200
 
 
+def test_a_broken_model_over_grpc_is_failed_precondition(repository: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    with serving_pool(repository, tmp_path / "mserve.log", grpc=True) as server:
+        client = triton.InferenceServerClient(server.grpc_url)
+        tensor = triton.InferInput("x", [1, 16], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 16), np.float32))
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("corrupt", [tensor])
+        assert caught.value.status() == "StatusCode.FAILED_PRECONDITION"
+        assert "model 'corrupt' failed to load" in caught.value.message()
+        assert client.infer("m0", [tensor]).as_numpy("y").shape == (1, 4)
+        client.close()
+
+
 def test_a_fixed_file_loads_again(repository: Path, tmp_path: Path) -> None:
     directory = tmp_path / "repo"
     directory.mkdir()
