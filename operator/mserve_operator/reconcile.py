@@ -31,6 +31,7 @@ from mserve_operator.images import image_refusal
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.optimization import OptimizationState, decide_optimization
 from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
+from mserve_operator.pool_reconcile import serve_in_pool
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec, parse_spec
 from mserve_operator.spec_digest import spec_digest
@@ -87,9 +88,13 @@ class Reconciler:
         state, job_created = self._optimize(spec, owner, spec_digest(spec), status)
         served = state.artifact or Artifact.from_status(status.get("artifact") or {})
         deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
-        if served is not None:
+        if served is not None and spec.serving.pool:
+            deployment, pods, desired, conflicts = serve_in_pool(
+                self.api, spec, owner, self._apply_owned, self._delete_owned
+            )
+        elif served is not None:
             deployment, conflicts = self._serve(spec, owner, served)
-        if deployment is not None:
+        if deployment is not None and not spec.serving.pool:
             pods = self.api.list(
                 "v1", "Pod", owner.namespace, _RUNTIME_SELECTOR(owner.name, names.COMPONENT_RUNTIME)
             )

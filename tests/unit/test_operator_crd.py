@@ -70,4 +70,5 @@ def test_rbac_grants_no_secrets_and_no_wildcards():
         assert "*" not in rule["verbs"]
         assert "*" not in rule["resources"]
         assert "secrets" not in rule["resources"]
-        assert "update" not in rule["verbs"] or rule["resources"] == ["modelservices/finalizers"]
+        finalizers = (["modelservices/finalizers"], ["modelpools/finalizers"])
+        assert "update" not in rule["verbs"] or rule["resources"] in finalizers
