@@ -148,6 +148,10 @@ def test_grpc_repository_rpcs_are_tritons(pool: Server) -> None:
         assert client.is_model_ready("m10")
         client.unload_model("m10")
         assert not client.is_model_ready("m10")
+        metadata = client.get_model_metadata("m10")  # loads it again, as a REST metadata read does
+        assert [t.name for t in metadata.inputs] == ["x"]
+        assert client.is_model_ready("m10")
+        client.unload_model("m10")
         ready_only = {
             m.name for m in client.get_model_repository_index(as_json=False).models if m.state == "READY"
         }

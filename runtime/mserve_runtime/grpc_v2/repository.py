@@ -30,6 +30,17 @@ class PoolInferenceServicer(InferenceServicer):
         self.pool = pool
 
     @override
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        # The metadata comes from the loaded session: load it first (waiting, bounded), as REST does.
+        try:
+            await self.pool.ensure_loaded(request.name)
+        except Exception as error:
+            await _abort(context, error)
+        return await super().ModelMetadata(request, context)
+
+    @override
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
