@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from mserve_operator.artifact import Artifact
-from mserve_operator.builders.deployment import artifact_role
+from mserve_operator.builders.deployment import MODEL_DIR, artifact_role
 from mserve_operator.builders.pod import SOURCE_ROLE, Owner
 from mserve_operator.builders.pool import (
     PoolMember,
@@ -127,17 +127,30 @@ class PoolReconciler:
             self.api.patch_status(owner.namespace, owner.name, status, kind=POOL_KIND)
 
 
+def fetches_member(deployment: dict, member: str, artifact: Artifact) -> bool:
+    """Whether the Deployment's pod template loads `artifact` as `member`."""
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    wanted = [artifact.uri, f"{MODEL_DIR}/{member}.onnx"]
+    for container in pod.get("initContainers") or []:
+        args = container.get("args") or []
+        if args[1:3] == wanted and (not artifact.sha256 or args[-2:] == ["--sha256", artifact.sha256]):
+            return True
+    return False
+
+
 def serve_in_pool(
     api: KubeApi,
     spec: ModelServiceSpec,
     owner: Owner,
+    served: Artifact,
     apply_owned: Callable[[dict, Owner], dict],
     delete_owned: Callable[[str, str, Owner], None],
 ) -> tuple[dict | None, list[dict], int, list[str]]:
     """A member's side: its Service over the pool's pods, no dedicated children.
 
-    Returns the pool's Deployment (None until the pool has one), its pods, the desired pod
-    count and any conflict met.
+    Returns the pool's Deployment (None until the pool has one whose pods load this member's
+    artifact: readiness of pods without it says nothing about this model), its pods, the
+    desired pod count and any conflict met.
     """
     for api_version, kind in (
         ("apps/v1", "Deployment"),
@@ -153,6 +166,8 @@ def serve_in_pool(
     deployment = api.get("apps/v1", "Deployment", owner.namespace, spec.serving.pool)
     controller = controller_of(deployment) if deployment is not None else None
     if deployment is None or (controller or {}).get("kind") != POOL_KIND:
+        return None, [], 1, conflicts
+    if not fetches_member(deployment, owner.name, served):
         return None, [], 1, conflicts
     pods = api.list("v1", "Pod", owner.namespace, pool_selector(spec.serving.pool))
     desired = int((deployment.get("spec") or {}).get("replicas") or 1)

@@ -90,7 +90,7 @@ class Reconciler:
         deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
         if served is not None and spec.serving.pool:
             deployment, pods, desired, conflicts = serve_in_pool(
-                self.api, spec, owner, self._apply_owned, self._delete_owned
+                self.api, spec, owner, served, self._apply_owned, self._delete_owned
             )
         elif served is not None:
             deployment, conflicts = self._serve(spec, owner, served)

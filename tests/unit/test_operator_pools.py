@@ -14,6 +14,7 @@ from mserve_operator.builders.pool import (
     pool_selector,
 )
 from mserve_operator.builders.service import build_service
+from mserve_operator.pool_reconcile import fetches_member
 from mserve_operator.pool_spec import parse_pool_spec
 from mserve_operator.spec import parse_spec
 from pydantic import ValidationError
@@ -138,3 +139,11 @@ def test_a_modelservice_names_its_pool() -> None:
     spec = parse_spec({"model": {"uri": "s3://models/m.onnx"}, "serving": {"pool": "shared"}})
     assert spec.serving.pool == "shared"
     assert parse_spec({"model": {"uri": "s3://models/m.onnx"}}).serving.pool == ""
+
+
+def test_a_member_is_served_only_by_a_template_that_loads_its_artifact() -> None:
+    deployment = _deployment()
+    assert fetches_member(deployment, "mid", MEMBERS[2].artifact)
+    assert not fetches_member(deployment, "mid", _member("mid", "00").artifact), "an older artifact"
+    assert not fetches_member(deployment, "newcomer", _member("newcomer").artifact)
+    assert not fetches_member(_deployment(members=[]), "mid", MEMBERS[2].artifact)
