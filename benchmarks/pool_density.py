@@ -1,21 +1,24 @@
 """Density of pool mode: one `mserve serve --pool` process holding N models vs N
 single-model `mserve serve` processes, in the same run.
 
-    python -m benchmarks.pool_density [--models N] [--sizes small,minilm] [--idle-s S]
+    python -m benchmarks.pool_density [--models N] [--sizes small,minilm,minilm-int8] [--idle-s S]
 
-Models: "small" is digits-sized (an MLP 64-32-10, ~10 KB); "minilm" has about the weight
-bytes of MiniLM-L6 in FP32 (~23 MB, four times its INT8 file; an MLP 384-1536-1536-1536-384,
-so the bytes, not the architecture, match). Every model is loaded and has answered one
-request before memory is read. Per setup: resident memory summed over its processes (RSS,
-which counts shared library pages once per process, as separate pods would), its anonymous
-part (heap: what no other process can share) and PSS (shared pages split between
-processes), CPU used while idle, and for the pool the first (cold: load + run) and a warm
-request's latency per model.
+Models: "small" is digits-sized (an MLP 64-32-10, ~10 KB); "minilm" has the file size of
+MiniLM-L6 INT8 (~22 MB of FP32 weights: an MLP 384-1536-1536-1536-384, so the bytes, not
+the architecture, match); "minilm-int8" is the real MiniLM-L6, exported with torch (cached)
+and quantized with onnxruntime's dynamic INT8, copied N times. Every model is loaded and
+has answered one request before memory is read. Per setup: resident memory summed over
+its processes (RSS, which counts shared library pages once per process, as separate pods
+would), its anonymous part (heap: what no other process can share) and PSS (shared pages
+split between processes), CPU used while idle, and for the pool the first (cold: load +
+warm-up + run) and a warm request's latency per model.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -30,6 +33,38 @@ from tests.support.serving import Server, start, wait_until_ready
 
 MIB = 1 << 20
 SHAPES = {"small": (64, 32, 10), "minilm": (384, 1536, 1536, 1536, 384)}
+CACHE = Path(os.environ.get("MSERVE_CACHE", Path.home() / ".cache" / "mserve"))
+TOKENS = 16
+
+
+def _minilm_int8(work: Path) -> Path:
+    """The real MiniLM-L6 (exported once, cached as benchmarks/runtime.py does), INT8 dynamic."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from tests.support.models import export_minilm
+
+    quantized = work / "minilm-int8.onnx"
+    if not quantized.exists():
+        source = export_minilm(CACHE / "bench" / "minilm-l6.onnx")
+        quantize_dynamic(str(source), str(quantized), weight_type=QuantType.QInt8)
+    return quantized
+
+
+def build_models(size: str, count: int, repo: Path, work: Path) -> tuple[list[Path], dict]:
+    """`count` models of `size` in `repo`, and a request body they all accept."""
+    repo.mkdir(parents=True, exist_ok=True)
+    if size == "minilm-int8":
+        source = _minilm_int8(work)
+        paths = [repo / f"minilm{i:03d}.onnx" for i in range(count)]
+        for path in paths:
+            shutil.copyfile(source, path)
+        ids = {"shape": [1, TOKENS], "datatype": "INT64", "data": [101] + [2000] * (TOKENS - 2) + [102]}
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        data = {"input_ids": ids["data"], "attention_mask": [1] * TOKENS, "token_type_ids": [0] * TOKENS}
+        return paths, {"inputs": [{**ids, "name": n, "data": data[n]} for n in names]}
+    shape = SHAPES[size]
+    paths = [build_tiny_mlp(repo / f"{size}{i:03d}.onnx", sizes=shape, seed=i) for i in range(count)]
+    return paths, _body(shape[0])
 
 
 @dataclass
@@ -92,11 +127,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_size(size: str, count: int, idle_s: float, work: Path) -> list[str]:
-    shape = SHAPES[size]
     repo = work / f"repo-{size}"
-    paths = [build_tiny_mlp(repo / f"{size}{i:03d}.onnx", sizes=shape, seed=i) for i in range(count)]
+    paths, body = build_models(size, count, repo, work)
     file_mib = paths[0].stat().st_size / MIB
-    body = _body(shape[0])
 
     pool = start_pool(repo, work / f"pool-{size}.log", "--grpc-port", "0", "--no-access-log")
     try:
@@ -157,7 +190,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", type=int, default=10, help="models per setup (default 10)")
-    parser.add_argument("--sizes", default="small,minilm", help="comma-separated: small, minilm")
+    parser.add_argument(
+        "--sizes", default="small,minilm", help="comma-separated: small, minilm, minilm-int8 (the real model)"
+    )
     parser.add_argument("--idle-s", type=float, default=3.0, help="idle window for the CPU figure")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mserve-pool-density-") as tmp:
