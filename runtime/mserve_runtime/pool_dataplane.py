@@ -66,6 +66,7 @@ class PoolDataPlane:
         self.planes: dict[str, DataPlane] = {}
         self._metadata: dict[str, ModelMetadata] = {}
         self._loads: dict[str, asyncio.Task[DataPlane]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._load_lock = asyncio.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-load")
         self._scanned_at = -float("inf")
@@ -87,6 +88,13 @@ class PoolDataPlane:
                 record = self.residency.record(name)
                 self.pool_metrics.set_state(name, record.state, 0)
                 self.metrics.in_flight.labels(name).set_function(lambda r=record: r.active)
+        for name in [n for n in self.planes if n not in self.entries]:
+            if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
+                plane = self._take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
+                if plane is not None:
+                    task = asyncio.get_running_loop().create_task(plane.close())
+                    self._closing.add(task)  # held until done: the loop keeps only weak references
+                    task.add_done_callback(self._closing.discard)
         return self.entries
 
     def _entry(self, name: str) -> RepositoryEntry:
@@ -159,6 +167,8 @@ class PoolDataPlane:
             task.cancel()
         for name in list(self.planes):
             await self.planes.pop(name).close()
+        for task in list(self._closing):
+            await task
         self._loader.shutdown(wait=True, cancel_futures=True)
 
     # -- health and metadata -----------------------------------------------------------------

@@ -221,3 +221,22 @@ def test_bad_pool_settings_stop_start_up_with_the_reason(repository: Path, tmp_p
     assert "memory_bytes" in out
     out = _start_fails(tmp_path, "--pool", str(repository), env={"MSERVE_POOL_LOAD_WAIT_S": "0"})
     assert "load_wait_s" in out
+
+
+def test_a_model_removed_from_the_directory_is_unloaded_and_404(tmp_path: Path) -> None:
+    directory = tmp_path / "repo"
+    for name in ("keep", "gone"):
+        build_tiny_mlp(directory / f"{name}.onnx")
+    with serving_pool(directory, tmp_path / "mserve.log") as server, server.client() as client:
+        for name in ("keep", "gone"):
+            assert client.post(f"/v2/models/{name}/infer", json=GOOD).status_code == 200
+        (directory / "gone.onnx").unlink()
+        assert set(index(client)) == {"keep"}
+        assert client.post("/v2/models/gone/infer", json=GOOD).status_code == 404
+        text = client.get("/metrics").text
+        assert metric(text, "mserve_model_loaded", model="gone") == 0
+        assert metric(text, "mserve_model_memory_bytes", model="gone") == 0
+        assert metric(text, "mserve_pool_memory_used_bytes") == index(client)["keep"]["memory_bytes"]
+        assert client.post("/v2/models/keep/infer", json=GOOD).status_code == 200
+        assert server.stop() == 0, "SIGTERM with models loaded: a clean exit"
+        assert "stopped" in server.logs()
