@@ -35,7 +35,7 @@ def run(
         raise click.UsageError("give either --namespace NS (one or more) or --all-namespaces")
     import kopf
 
-    from mserve_operator import handlers  # noqa: F401 - registers the handlers
+    from mserve_operator import handlers, pool_handlers  # noqa: F401 - registers the handlers
     from mserve_operator.settings import OperatorSettings
 
     settings = OperatorSettings()

@@ -29,6 +29,7 @@ PLURALS = {
     ("v1", "Secret"): "secrets",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "clusterrolebindings",
     (f"{API_GROUP}/{API_VERSION}", "ModelService"): PLURAL,
+    (f"{API_GROUP}/{API_VERSION}", "ModelPool"): "modelpools",
 }
 
 
@@ -156,8 +157,8 @@ class KubeApi:
                 return False
             raise
 
-    def patch_status(self, namespace: str, name: str, status: dict) -> dict:
-        path = resource_path(f"{API_GROUP}/{API_VERSION}", "ModelService", namespace, name) + "/status"
+    def patch_status(self, namespace: str, name: str, status: dict, kind: str = "ModelService") -> dict:
+        path = resource_path(f"{API_GROUP}/{API_VERSION}", kind, namespace, name) + "/status"
         return self._call(
             "PATCH",
             path,

@@ -35,6 +35,7 @@ from mserve_operator.images import image_refusal
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.optimization import OptimizationState, decide_optimization
 from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
+from mserve_operator.pool_reconcile import serve_in_pool
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec, parse_spec
 from mserve_operator.spec_digest import spec_digest
@@ -117,10 +118,14 @@ class Reconciler:
             deployment = self.api.get("apps/v1", "Deployment", owner.namespace, owner.name)
             if deployment is not None and not is_controlled_by(deployment, owner):
                 deployment = None
+        elif served is not None and spec.serving.pool:
+            deployment, pods, desired, conflicts = serve_in_pool(
+                self.api, spec, owner, served, self._apply_owned, self._delete_owned
+            )
         elif served is not None:
             number = revisions.number_of(history, served.spec_digest)
             deployment, conflicts = self._serve(spec, owner, served, number)
-        if deployment is not None:
+        if deployment is not None and not spec.serving.pool:
             pods = self.api.list(
                 "v1", "Pod", owner.namespace, _RUNTIME_SELECTOR(owner.name, names.COMPONENT_RUNTIME)
             )

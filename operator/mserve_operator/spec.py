@@ -101,6 +101,7 @@ class Serving(_Spec):
     threads: int = 0
     image: str = ""
     tls: Tls | None = None
+    pool: str = ""  # a ModelPool's name: served by its pods, no Deployment of its own
 
     @property
     def uses_gpu(self) -> bool:
@@ -189,6 +190,15 @@ class ModelServiceSpec(_Spec):
     serving: Serving = Serving()
     artifact_store: ArtifactStore = ArtifactStore()
     access: Access = Access()
+
+    @model_validator(mode="after")
+    def _pool_members_share_the_pools_endpoint(self) -> ModelServiceSpec:
+        if self.serving.pool and (self.serving.tls is not None or self.access.authentication != "none"):
+            raise ValueError(
+                "spec.serving.pool: a pool member cannot set spec.serving.tls or spec.access.authentication "
+                "(the pool's pods serve every member with one configuration)"
+            )
+        return self
 
     @property
     def secrets_to_mount(self) -> tuple[tuple[str, str], ...]:

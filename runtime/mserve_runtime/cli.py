@@ -152,13 +152,31 @@ def settings_error(exc: Any) -> str:
 @click.option("--json-logs/--text-logs", default=None, help="Log format. [MSERVE_JSON_LOGS]")
 @click.option("--access-log/--no-access-log", default=None, help="A line per request. [MSERVE_ACCESS_LOG]")
 @click.option("--log-level", help="debug, info, warning, error. [MSERVE_LOG_LEVEL]")
-def serve(model_path: str | None, **options: object) -> None:
-    """Serve the ONNX model at MODEL_PATH over the V2 inference protocol (REST + gRPC).
+@click.option(
+    "--pool",
+    "pool_dir",
+    type=click.Path(file_okay=False),
+    help="Serve every model in this directory (pool mode), not MODEL_PATH. [MSERVE_POOL_DIR]",
+)
+@click.option(
+    "--pool-memory-bytes", type=int, help="Memory budget of loaded models. [MSERVE_POOL_MEMORY_BYTES]"
+)
+@click.option("--pool-preload", help="Models to load at start, comma-separated or '*'. [MSERVE_POOL_PRELOAD]")
+def serve(
+    model_path: str | None,
+    pool_dir: str | None,
+    pool_memory_bytes: int | None,
+    pool_preload: str | None,
+    **options: object,
+) -> None:
+    """Serve the ONNX model at MODEL_PATH over the V2 inference protocol (REST + gRPC);
+    with --pool DIR, serve every model in DIR, loaded on demand within a memory budget.
 
     Every option can also come from its MSERVE_* environment variable; a flag wins.
     """
     from pydantic import ValidationError
 
+    from mserve_runtime.pool_settings import PoolSettings
     from mserve_runtime.server import run
     from mserve_runtime.settings import RuntimeSettings
 
@@ -166,10 +184,17 @@ def serve(model_path: str | None, **options: object) -> None:
     overrides = {renames.get(k, k): v for k, v in options.items() if v is not None}
     if model_path is not None:
         overrides["model_path"] = model_path
+    pool_overrides = {"dir": pool_dir, "memory_bytes": pool_memory_bytes, "preload": pool_preload}
     try:
         settings = RuntimeSettings(**overrides)
+        pool = PoolSettings(**{k: v for k, v in pool_overrides.items() if v is not None})
     except ValidationError as exc:
         raise click.UsageError(settings_error(exc)) from None
+    if pool.dir:
+        if model_path is not None:
+            raise click.UsageError("give MODEL_PATH or --pool DIR, not both")
+        # The process-wide series (requests shed) carry this name; each model its own.
+        sys.exit(run(settings.model_copy(update={"model_name": "_pool"}), pool))
     if not settings.model_path:
-        raise click.UsageError("give MODEL_PATH (or set MSERVE_MODEL_PATH)")
+        raise click.UsageError("give MODEL_PATH (or set MSERVE_MODEL_PATH), or --pool DIR")
     sys.exit(run(settings))

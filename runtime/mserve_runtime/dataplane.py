@@ -61,10 +61,16 @@ def _quoted(name: str, limit: int = 100) -> str:
 class DataPlane:
     """Serves one model (by name and version) with optional dynamic batching."""
 
-    def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        metrics: RuntimeMetrics | None = None,
+        usage: UsageMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or RuntimeMetrics()
-        self.usage = UsageMetrics(self.metrics.registry, self.metrics.models)
+        # A pool's models share one registry, so they share its usage counters too.
+        self.usage = usage or UsageMetrics(self.metrics.registry, self.metrics.models)
         self.session_config = session_config(settings)
         self.threads = self.session_config.threads
         # Each run already uses `threads` cores; more concurrent runs than cores/threads only

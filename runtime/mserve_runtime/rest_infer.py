@@ -54,7 +54,6 @@ class RestInference:
     def __init__(self, dataplane: DataPlane, limits: RequestLimits) -> None:
         self.dataplane = dataplane
         self.limits = limits
-        self.served = dataplane.settings.model_name
         self.metrics = dataplane.metrics
         self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-decode")
 
@@ -70,8 +69,8 @@ class RestInference:
         )
 
     def _observe(self, model_name: str, protocol: str, status: str, started: float) -> None:
-        label = model_name if model_name == self.served else "_unknown"
-        self.metrics.observe_request(label, protocol, status, time.perf_counter() - started)
+        # RuntimeMetrics counts a name it does not serve as `_unknown`.
+        self.metrics.observe_request(model_name, protocol, status, time.perf_counter() - started)
 
     async def v2_infer(
         self,

@@ -31,6 +31,9 @@ from mserve_runtime.asgi_middleware import AccessLogMiddleware
 from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ConfigError, ModelLoadError
 from mserve_runtime.logs import configure_logging
+from mserve_runtime.pool_dataplane import PoolDataPlane
+from mserve_runtime.pool_routes import PoolLoadMiddleware, build_repository_routes
+from mserve_runtime.pool_settings import PoolSettings
 from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.rest_app import build_admin_app, build_rest_app, openapi_document
 from mserve_runtime.rest_infer import RestInference
@@ -46,7 +49,7 @@ Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
 
 def build_asgi_app(
     settings: RuntimeSettings,
-    dataplane: DataPlane,
+    dataplane: DataPlane | PoolDataPlane,
     lifespan: Lifespan | None = None,
     access: Access | None = None,
 ) -> Any:
@@ -61,7 +64,11 @@ def build_asgi_app(
         limits.max_elements,
     )
     routes = build_routes(dataplane, RestInference(dataplane, limits))
+    if isinstance(dataplane, PoolDataPlane):
+        routes += build_repository_routes(dataplane)
     asgi: Any = build_rest_app(routes, limits, server_version(), lifespan)
+    if isinstance(dataplane, PoolDataPlane):
+        asgi = PoolLoadMiddleware(asgi, dataplane)
     shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
     asgi = AccessMiddleware(asgi, access if access is not None else Access(settings, dataplane.usage))
     # Outside access control: the slot the HTTP protocol takes before the app runs
@@ -195,7 +202,10 @@ def _lifespan(
 
         async def load() -> None:
             try:
-                await loop.run_in_executor(None, dataplane.load)
+                if isinstance(dataplane, PoolDataPlane):
+                    await dataplane.load()  # on this loop: requests may already be loading models
+                else:
+                    await loop.run_in_executor(None, dataplane.load)
             except ModelLoadError as exc:
                 server.fail(f"model failed to load: {exc}")
             except Exception as exc:
@@ -234,10 +244,12 @@ def _lifespan(
     return lifespan
 
 
-def run(settings: RuntimeSettings) -> int:
-    """Serve until SIGTERM/SIGINT; the process exit code (non-zero when the model fails to load)."""
+def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the process exit code (non-zero when the model fails to load).
+
+    With `pool`, serve every model of `pool.dir` (pool_dataplane.py) instead of one."""
     configure_logging(settings.log_level, settings.json_logs)
-    dataplane = DataPlane(settings)
+    dataplane = PoolDataPlane(settings, pool) if pool is not None else DataPlane(settings)
     try:
         access = Access(settings, dataplane.usage)
         tls = TlsFiles(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
@@ -248,8 +260,8 @@ def run(settings: RuntimeSettings) -> int:
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
         "max_in_flight=%d max_queue_delay_ms=%g latency_tolerance=%g request_timeout_s=%g",
-        settings.model_path,
-        settings.model_name,
+        pool.dir if pool is not None else settings.model_path,
+        "(pool)" if pool is not None else settings.model_name,
         settings.http_port,
         settings.grpc_port or "off",
         settings.device,

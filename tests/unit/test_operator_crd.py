@@ -73,4 +73,5 @@ def test_rbac_lists_no_secrets_and_has_no_wildcards():
         assert "secrets" not in rule["resources"] or rule["verbs"] == ["get"]
         # `bind` only on the one role the runtime's token-review binding names.
         assert "bind" not in rule["verbs"] or rule.get("resourceNames") == ["system:auth-delegator"]
-        assert "update" not in rule["verbs"] or rule["resources"] == ["modelservices/finalizers"]
+        finalizers = (["modelservices/finalizers"], ["modelpools/finalizers"])
+        assert "update" not in rule["verbs"] or rule["resources"] in finalizers

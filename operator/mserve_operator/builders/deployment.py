@@ -17,7 +17,7 @@ from mserve_operator.builders.pod import (
 )
 from mserve_operator.builders.ports import ADMIN_PORT, GRPC_PORT, HTTP_PORT
 from mserve_operator.settings import OperatorSettings
-from mserve_operator.spec import ModelServiceSpec
+from mserve_operator.spec import Gpu, ModelServiceSpec, Resources
 
 MODEL_DIR = "/models"
 MODEL_PATH = f"{MODEL_DIR}/model.onnx"
@@ -43,8 +43,13 @@ def runtime_resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dic
     Defaulting only untouched resources keeps a user's `requests.cpu: 4` from meeting a
     default `limits.cpu: 1` below it.
     """
-    requests = {k: str(v) for k, v in spec.serving.resources.requests.items()}
-    limits = {k: str(v) for k, v in spec.serving.resources.limits.items()}
+    return resources_with_defaults(spec.serving.resources, settings)
+
+
+def resources_with_defaults(resources: Resources, settings: OperatorSettings) -> dict:
+    """`resources` as a container's, the install's defaults for a resource named on neither side."""
+    requests = {k: str(v) for k, v in resources.requests.items()}
+    limits = {k: str(v) for k, v in resources.limits.items()}
     defaults = {
         "cpu": (settings.runtime_cpu_request, settings.runtime_cpu_limit),
         "memory": (settings.runtime_memory_request, settings.runtime_memory_limit),
@@ -120,7 +125,11 @@ def gpu_resource_name(spec: ModelServiceSpec, settings: OperatorSettings) -> str
 
 
 def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
-    gpu = spec.serving.gpu
+    return gpu_scheduling(spec.serving.gpu, settings)
+
+
+def gpu_scheduling(gpu: Gpu, settings: OperatorSettings) -> dict:
+    """Node selector, scheduler and tolerations of a pod with `gpu` (none: the install's selector)."""
     gpu_selector = {**settings.gpu_node_selector, **gpu.node_selector} if gpu.count else {}
     node_selector = {**settings.runtime_node_selector, **gpu_selector}
     scheduling: dict = {"nodeSelector": node_selector} if node_selector else {}
@@ -133,7 +142,11 @@ def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
         if own not in tolerations:
             tolerations.append(own)
     # GPU nodes are commonly tainted with their resource name; tolerate that taint by default.
-    default = {"key": gpu_resource_name(spec, settings), "operator": "Exists", "effect": "NoSchedule"}
+    default = {
+        "key": gpu.resource_name or settings.gpu_resource_name,
+        "operator": "Exists",
+        "effect": "NoSchedule",
+    }
     if default not in tolerations:
         tolerations.append(default)
     return {**scheduling, "tolerations": tolerations}

@@ -22,6 +22,7 @@ from mserve_runtime.grpc_v2.access_log import AccessLogInterceptor
 from mserve_runtime.grpc_v2.admission import AdmissionInterceptor
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from mserve_runtime.pool_dataplane import PoolDataPlane
 from mserve_runtime.request_limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ _CODE_BY_HTTP_STATUS: dict[int, grpc.StatusCode] = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     499: grpc.StatusCode.CANCELLED,
@@ -124,6 +126,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
 
 
+def _servicer(dataplane: DataPlane, limits: RequestLimits) -> InferenceServicer:
+    """A pool server's servicer also answers the model repository RPCs."""
+    if isinstance(dataplane, PoolDataPlane):
+        from mserve_runtime.grpc_v2.repository import PoolInferenceServicer
+
+        return PoolInferenceServicer(dataplane, limits)
+    return InferenceServicer(dataplane, limits)
+
+
 @dataclass
 class GrpcServerHandle:
     """A running gRPC server; `port` is the bound port (useful when asked for port 0)."""
@@ -173,7 +184,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, limits), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(dataplane, limits), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         if tls is not None:

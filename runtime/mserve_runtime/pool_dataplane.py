@@ -1,0 +1,390 @@
+"""The data plane of a pool server: many models, each served by its own `DataPlane`.
+
+It answers the same calls as `DataPlane` (so the REST and gRPC adapters serve it
+unchanged) and adds the V2 model repository extension (index, load, unload). A model loads
+on its first request (or at start-up, `MSERVE_POOL_PRELOAD`), one load at a time; to make
+room the least recently used idle model is unloaded. Requests for a loading model wait up
+to `MSERVE_POOL_LOAD_WAIT_S`, then get 503 naming it. A model that fails to load is marked
+UNAVAILABLE with the reason (409) and the others keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from mserve_runtime.admission import Admission, default_max_in_flight
+from mserve_runtime.cpu_limit import concurrent_runs
+from mserve_runtime.dataplane import EXTENSIONS, SERVER_NAME, DataPlane, _quoted, server_version
+from mserve_runtime.errors import ModelLoadError, ModelNotFound, ModelNotReady
+from mserve_runtime.inference_types import InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata
+from mserve_runtime.memory_limit import available_memory
+from mserve_runtime.metrics import RuntimeMetrics
+from mserve_runtime.model_repository import (
+    RepositoryEntry,
+    RepositoryError,
+    list_repository,
+    valid_model_name,
+)
+from mserve_runtime.model_residency import ModelState, ModelUnavailable, NoRoom, Residency, held_bytes
+from mserve_runtime.onnx_model import session_config
+from mserve_runtime.pool_metrics import PoolMetrics
+from mserve_runtime.pool_settings import PoolSettings
+from mserve_runtime.settings import RuntimeSettings
+from mserve_runtime.usage_metrics import UsageMetrics
+
+log = logging.getLogger("mserve.pool")
+
+
+class PoolDataPlane:
+    """Serves every model of a repository directory within one memory budget."""
+
+    def __init__(
+        self, settings: RuntimeSettings, pool: PoolSettings, metrics: RuntimeMetrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.directory = Path(pool.dir)
+        self.metrics = metrics or RuntimeMetrics()
+        self.usage = UsageMetrics(self.metrics.registry, self.metrics.models)
+        self.residency = Residency(pool.memory_bytes or available_memory() // 2)
+        self.pool_metrics = PoolMetrics(
+            self.metrics.registry, self.residency.budget_bytes, lambda: self.residency.used_bytes
+        )
+        self.threads = session_config(settings).threads
+        self.workers = concurrent_runs(self.threads) if settings.device == "cpu" else 1
+        self.max_in_flight = settings.max_in_flight or default_max_in_flight(
+            self.workers, settings.max_batch_size
+        )
+        # One cap on requests for the whole process (each model's own DataPlane queues its work).
+        self.admission = Admission(self.max_in_flight)
+        self.entries: dict[str, RepositoryEntry] = {}
+        self.planes: dict[str, DataPlane] = {}
+        self._metadata: dict[str, ModelMetadata] = {}
+        self._loads: dict[str, asyncio.Task[DataPlane]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._load_lock = asyncio.Lock()
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-load")
+        self._scanned_at = -float("inf")
+        self._started = False
+        self.draining = False
+        self._server_metadata = ServerMetadata(
+            SERVER_NAME, server_version(), [*EXTENSIONS, "model_repository"]
+        )
+
+    # -- the repository ----------------------------------------------------------------------
+
+    def scan(self) -> dict[str, RepositoryEntry]:
+        """Re-read the directory (RepositoryError if it cannot be listed)."""
+        self.entries = list_repository(self.directory)
+        self._scanned_at = time.monotonic()
+        for name in self.entries:
+            if name not in self.residency.records:
+                self.metrics.serve(name)
+                record = self.residency.record(name)
+                self.pool_metrics.set_state(name, record.state, 0)
+                self.metrics.in_flight.labels(name).set_function(lambda r=record: r.active)
+        for name in [n for n in self.planes if n not in self.entries]:
+            if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
+                plane = self._take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
+                if plane is not None:
+                    task = asyncio.get_running_loop().create_task(plane.close())
+                    self._closing.add(task)  # held until done: the loop keeps only weak references
+                    task.add_done_callback(self._closing.discard)
+        return self.entries
+
+    def _entry(self, name: str) -> RepositoryEntry:
+        entry = self.entries.get(name)
+        stale = time.monotonic() - self._scanned_at >= self.pool.rescan_interval_s
+        if entry is None and stale and valid_model_name(name):
+            with contextlib.suppress(RepositoryError):
+                entry = self.scan().get(name)
+        if entry is None:
+            raise ModelNotFound(f"model {_quoted(name)} is not in the model repository")
+        return entry
+
+    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """The V2 repository index: name, version, state, reason (and the memory accounted)."""
+        self.scan()
+        rows = []
+        for name in sorted(self.entries):
+            record = self.residency.record(name)
+            if ready_only and record.state is not ModelState.READY:
+                continue
+            memory = record.footprint_bytes if record.state is ModelState.READY else 0
+            rows.append(
+                {
+                    "name": name,
+                    "version": self.settings.model_version,
+                    "state": record.state.value,
+                    "reason": record.reason,
+                    "memory_bytes": memory,
+                }
+            )
+        return rows
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Start-up: list the repository and load the models to preload (ModelLoadError if the
+        directory cannot be listed or names a preload it does not hold)."""
+        try:
+            self.scan()
+        except RepositoryError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        wanted = self.pool.preload_names()
+        if wanted is not None and (missing := [n for n in wanted if n not in self.entries]):
+            raise ModelLoadError(
+                f"MSERVE_POOL_PRELOAD names models not in {self.directory}: {', '.join(missing)}"
+            )
+        log.info(
+            "model repository %s: %d models, memory budget %d bytes",
+            self.directory,
+            len(self.entries),
+            self.residency.budget_bytes,
+        )
+        for name in sorted(self.entries) if wanted is None else wanted:
+            entry = self.entries[name]
+            if wanted is None and self.residency.used_bytes + entry.size_bytes > self.residency.budget_bytes:
+                break  # `*` loads what fits, and evicts nothing for it
+            try:
+                await self._loaded(name)
+            except (ModelUnavailable, ModelNotReady) as exc:
+                log.warning("preload of '%s' failed: %s", name, exc.message)
+        self._started = True
+
+    def start_draining(self) -> None:
+        self.draining = True
+        for plane in self.planes.values():
+            plane.start_draining()
+
+    async def close(self) -> None:
+        for task in self._loads.values():
+            task.cancel()
+        for name in list(self.planes):
+            await self.planes.pop(name).close()
+        for task in list(self._closing):
+            await task
+        self._loader.shutdown(wait=True, cancel_futures=True)
+
+    # -- health and metadata -----------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self._started and not self.draining
+
+    def server_metadata(self) -> ServerMetadata:
+        return self._server_metadata
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        self._entry(name)
+        plane = self.planes.get(name)
+        return plane is not None and plane.model_ready(name, version)
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """From the loaded model, or remembered from its last load; else its load starts and
+        ModelNotReady says to retry (REST awaits the load before calling this: pool_routes.py)."""
+        self._entry(name)
+        plane = self.planes.get(name)
+        if plane is not None and plane.model is not None:
+            return plane.model_metadata(name, version)
+        if name in self._metadata and version in (None, "", self.settings.model_version):
+            return self._metadata[name]
+        self._start_load(name)
+        raise ModelNotReady(f"model '{name}' is loading; retry")
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def infer(
+        self, name: str, request: InferenceRequest, version: str | None = None
+    ) -> InferenceResponse:
+        async with self.holding(name) as plane:
+            return await plane.infer(name, request, version)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, name: str) -> AsyncIterator[DataPlane]:
+        """The model's DataPlane, loaded (waiting for it if need be) and kept from eviction
+        for the block."""
+        if self.draining:
+            raise ModelNotReady("the server is shutting down")
+        plane = await self.ensure_loaded(name)
+        for _ in range(3):
+            if self.planes.get(name) is plane:
+                break
+            # Loaded, then evicted for another model before this waiter resumed: load again.
+            plane = await self.ensure_loaded(name)
+        else:
+            raise ModelNotReady(
+                f"model '{name}' was evicted as soon as it loaded (pool too busy); retry later"
+            )
+        record = self.residency.record(name)
+        record.active += 1
+        self.residency.touch(name)
+        try:
+            yield plane
+        finally:
+            record.active -= 1
+
+    async def ensure_loaded(self, name: str) -> DataPlane:
+        """The model's DataPlane once loaded: ModelNotFound, ModelUnavailable (409), or
+        ModelNotReady (503) when its load takes longer than `MSERVE_POOL_LOAD_WAIT_S`."""
+        entry = self._entry(name)
+        plane = self.planes.get(name)
+        if plane is not None:
+            return plane
+        record = self.residency.record(name)
+        if record.failed_for is not None and record.failed_for == _file_id(entry.path):
+            raise ModelUnavailable(record.reason)
+        task = self._start_load(name)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.pool.load_wait_s)
+        except TimeoutError:
+            raise ModelNotReady(
+                f"model '{name}' is still loading after {self.pool.load_wait_s:g} s "
+                "(MSERVE_POOL_LOAD_WAIT_S); retry later"
+            ) from None
+
+    def _start_load(self, name: str) -> asyncio.Task[DataPlane]:
+        task = self._loads.get(name)
+        if task is None:
+            task = self._loads[name] = asyncio.get_running_loop().create_task(self._loaded(name))
+            task.add_done_callback(lambda t: self._load_done(name, t))
+        return task
+
+    def _load_done(self, name: str, task: asyncio.Task[DataPlane]) -> None:
+        self._loads.pop(name, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: no waiter may be left to see it
+
+    async def _loaded(self, name: str) -> DataPlane:
+        """Load `name` (after earlier loads finish), evicting idle models first to make room."""
+        async with self._load_lock:
+            if (plane := self.planes.get(name)) is not None:
+                return plane
+            entry = self.entries[name]
+            budget = self.residency.budget_bytes
+            need = self.residency.estimate(name, entry.size_bytes)
+            if need > budget:
+                reason = (
+                    f"model '{name}' needs about {need} bytes, more than the pool's whole memory budget "
+                    f"of {budget} bytes (MSERVE_POOL_MEMORY_BYTES)"
+                )
+                self._fail(name, reason, _file_id(entry.path))
+                raise ModelUnavailable(reason)
+            await self._make_room(name, need)
+            self.residency.start_loading(name, need)
+            self._set_state(name)
+            settings = self.settings.model_copy(update={"model_name": name, "model_path": str(entry.path)})
+            started = time.perf_counter()
+            try:
+                plane, grown = await asyncio.get_running_loop().run_in_executor(
+                    self._loader, self._load_blocking, settings
+                )
+            except Exception as exc:
+                reason = f"model '{name}' failed to load: {exc}"
+                log.warning("%s", reason)
+                self.pool_metrics.load_failures.labels(name).inc()
+                self._fail(name, reason, _file_id(entry.path))
+                raise ModelUnavailable(reason) from None
+            seconds = time.perf_counter() - started
+            self.pool_metrics.load_seconds.labels(name).observe(seconds)
+            footprint = max(entry.size_bytes, grown)
+            self.residency.loaded(name, footprint)
+            self.planes[name] = plane
+            assert plane.model is not None
+            self._metadata[name] = plane.model_metadata(name)
+            self._set_state(name)
+            log.info("model '%s' loaded in %.3f s, %d bytes accounted", name, seconds, footprint)
+            if footprint > budget:
+                reason = (
+                    f"model '{name}' took {footprint} bytes to load, more than the pool's whole memory "
+                    f"budget of {budget} bytes (MSERVE_POOL_MEMORY_BYTES)"
+                )
+                await self._drop(name, ModelState.UNAVAILABLE, reason)
+                self._fail(name, reason, _file_id(entry.path))
+                raise ModelUnavailable(reason)
+            # The estimate may have been short: unload idle models until the budget holds again.
+            with contextlib.suppress(ModelNotReady):
+                await self._make_room(name, 0)
+            return plane
+
+    def _load_blocking(self, settings: RuntimeSettings) -> tuple[DataPlane, int]:
+        before = held_bytes()
+        plane = DataPlane(settings, self.metrics, self.usage)
+        plane.load()
+        record = self.residency.record(settings.model_name)
+        # DataPlane counts its own admissions; in a pool the requests holding the model count.
+        self.metrics.in_flight.labels(settings.model_name).set_function(lambda: record.active)
+        return plane, held_bytes() - before
+
+    async def _make_room(self, name: str, need: int) -> None:
+        try:
+            victims = self.residency.victims(need, keep=name)
+        except NoRoom as exc:
+            if not exc.busy:  # only `name` itself is left: it alone is over the budget (caught above)
+                return
+            raise ModelNotReady(
+                f"no memory for model '{name}' now: the budget ({self.residency.budget_bytes} bytes) "
+                f"is held by models serving requests ({', '.join(exc.busy)}); retry later"
+            ) from None
+        # Every victim leaves the table before the first close awaits: none can be taken meanwhile.
+        planes = [
+            self._take_out(v, ModelState.EVICTED, f"evicted to make room for '{name}'") for v in victims
+        ]
+        for victim, plane in zip(victims, planes, strict=True):
+            log.info("evicted model '%s' (least recently used) to make room for '%s'", victim, name)
+            self.pool_metrics.evictions.labels(victim).inc()
+            if plane is not None:
+                await plane.close()
+
+    async def _drop(self, name: str, state: ModelState, reason: str) -> None:
+        plane = self._take_out(name, state, reason)
+        if plane is not None:
+            await plane.close()
+
+    def _take_out(self, name: str, state: ModelState, reason: str) -> DataPlane | None:
+        plane = self.planes.pop(name, None)
+        self.residency.unloaded(name, state, reason)
+        self._set_state(name)
+        return plane
+
+    def _fail(self, name: str, reason: str, file_id: tuple[int, int] | None) -> None:
+        self.residency.failed(name, reason, file_id)
+        self._set_state(name)
+
+    def _set_state(self, name: str) -> None:
+        record = self.residency.record(name)
+        self.pool_metrics.set_state(name, record.state, record.footprint_bytes)
+
+    # -- the repository extension: explicit load and unload ----------------------------------
+
+    async def load_model(self, name: str) -> None:
+        """POST /v2/repository/models/<name>/load: load now (or already loaded)."""
+        await self.ensure_loaded(name)
+
+    async def unload_model(self, name: str) -> None:
+        """POST /v2/repository/models/<name>/unload: unload now (unloaded already is fine);
+        503 while requests hold it. A later request loads it again."""
+        self._entry(name)
+        record = self.residency.record(name)
+        async with self._load_lock:
+            if record.active:
+                raise ModelNotReady(f"model '{name}' has {record.active} requests in flight; retry later")
+            if name in self.planes:
+                await self._drop(name, ModelState.UNAVAILABLE, "unloaded on request")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
