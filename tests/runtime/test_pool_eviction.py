@@ -48,12 +48,14 @@ def test_least_recently_used_model_is_evicted_and_reloads(large_models: Path, tm
                 loaded = {n for n, r in rows.items() if r["state"] == "READY"}
                 assert name in loaded
                 assert sum(r["memory_bytes"] for r in rows.values()) <= BUDGET, rows
-                assert 1 <= len(loaded) <= 2, rows
-        # Round-robin over six with room for two: each request evicted the least recently used.
+                # Each model is accounted at least its file size (4.3 MB), more when its load grew
+                # the heap more: two or three fit in the budget, never all six.
+                assert 1 <= len(loaded) <= 3, rows
+        # Round-robin over six with room for fewer: each request evicted the least recently used.
         assert {r["state"] for r in rows.values()} == {"READY", "EVICTED"}
         evicted = next(r for r in rows.values() if r["state"] == "EVICTED")
         assert evicted["reason"].startswith("evicted to make room for")
-        text = client.get("/metrics").text
+        text = server.metrics()
         assert sum(metric(text, "mserve_model_evictions_total", model=n) for n in expected) >= 12
         assert metric(text, "mserve_pool_memory_budget_bytes") == BUDGET
         assert metric(text, "mserve_model_load_seconds_count", model="big0") == 3
@@ -105,5 +107,5 @@ def test_budget_too_small_for_one_model_is_a_clear_409(large_models: Path, tmp_p
         assert row["state"] == "UNAVAILABLE"
         assert "MSERVE_POOL_MEMORY_BYTES" in row["reason"]
         assert client.get("/v2/health/ready").status_code == 200
-        text = client.get("/metrics").text
+        text = server.metrics()
         assert metric(text, "mserve_model_load_seconds_count", model="big0") == 0, "never tried to load"

@@ -67,7 +67,7 @@ def test_a_model_that_fails_to_load_is_409_and_the_others_serve(pool: Server, na
         row = index(client)[name]
         assert row["state"] == "UNAVAILABLE"
         assert "failed to load" in row["reason"]
-        text = client.get("/metrics").text
+        text = pool.metrics()
         assert metric(text, "mserve_model_load_failures_total", model=name) == 1, (
             "the same file is tried once"
         )
@@ -233,7 +233,7 @@ def test_a_model_removed_from_the_directory_is_unloaded_and_404(tmp_path: Path) 
         (directory / "gone.onnx").unlink()
         assert set(index(client)) == {"keep"}
         assert client.post("/v2/models/gone/infer", json=GOOD).status_code == 404
-        text = client.get("/metrics").text
+        text = server.metrics()
         assert metric(text, "mserve_model_loaded", model="gone") == 0
         assert metric(text, "mserve_model_memory_bytes", model="gone") == 0
         assert metric(text, "mserve_pool_memory_used_bytes") == index(client)["keep"]["memory_bytes"]

@@ -69,7 +69,7 @@ def test_every_model_answers_with_its_own_weights(pool: Server, repository: Path
             np.testing.assert_allclose(got, _expected(path), rtol=1e-5, atol=1e-6)
         rows = index(client, ready=True)
         assert set(rows) == set(names), "the default budget (half the machine's memory) holds them all"
-        text = client.get("/metrics").text
+        text = pool.metrics()
     for name in names:
         assert metric(text, "mserve_model_loaded", model=name) == 1
         assert metric(text, "mserve_requests_total", model=name, protocol="rest", status="200") >= 1
@@ -115,14 +115,14 @@ def test_grpc_serves_the_same_models(pool: Server, repository: Path) -> None:
 def test_concurrent_requests_for_an_unloaded_model_share_one_load(pool: Server) -> None:
     with pool.client() as client:
         client.post("/v2/repository/models/m09/unload").raise_for_status()
-        before = metric(client.get("/metrics").text, "mserve_model_load_seconds_count", model="m09")
+        before = metric(pool.metrics(), "mserve_model_load_seconds_count", model="m09")
 
         def one(_: int) -> int:
             return client.post("/v2/models/m09/infer", json=_infer_body()).status_code
 
         with ThreadPoolExecutor(8) as threads:
             statuses = list(threads.map(one, range(16)))
-        after = metric(client.get("/metrics").text, "mserve_model_load_seconds_count", model="m09")
+        after = metric(pool.metrics(), "mserve_model_load_seconds_count", model="m09")
     assert statuses == [200] * 16
     assert after - before == 1
 
@@ -131,7 +131,7 @@ def test_model_labels_in_metrics_stay_within_the_repository(pool: Server) -> Non
     with pool.client() as client:
         for i in range(200):
             client.post(f"/v2/models/random-{i}/infer", json=_infer_body())
-        text = client.get("/metrics").text
+        text = pool.metrics()
     served = {f"m{i:02d}" for i in range(MODELS)} | {"nested"}
     assert label_values(text, "model") <= served | {"_unknown", "_pool"}
 

@@ -25,13 +25,13 @@ def start_pool(
     wait_ready: bool = True,
     timeout: float = 60.0,
 ) -> Server:
-    port, grpc_port = free_port(), free_port() if grpc else 0
+    port, grpc_port, admin_port = free_port(), free_port() if grpc else 0, free_port()
     cmd = [str(MSERVE), "serve", "--pool", str(directory), "--port", str(port), "--host", "127.0.0.1"]
-    cmd += ["--grpc-port", str(grpc_port), *args]
+    cmd += ["--grpc-port", str(grpc_port), "--admin-port", str(admin_port), *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    server = Server(proc, port, log_path, "_pool", grpc_port)
+    server = Server(proc, port, log_path, "_pool", grpc_port, admin_port)
     if wait_ready:
         wait_until_ready(server, timeout)
     return server
