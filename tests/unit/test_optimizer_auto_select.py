@@ -12,7 +12,12 @@ from mserve_optimizer.search import Built, Judged
 
 def _judged(name: str, mode: str, small: float, large: float, cosine: float = 0.999) -> Judged:
     check = OutputValidation(
-        name="y", max_abs_error=0.0, mean_rel_error=0.0, cosine=cosine, cosine_min=cosine, passed=cosine > 0.98
+        name="y",
+        max_abs_error=0.0,
+        mean_rel_error=0.0,
+        cosine=cosine,
+        cosine_min=cosine,
+        passed=cosine > 0.98,
     )
     built = Built(Variant(name, "", lambda s, d: None, mode), Path(f"/tmp/{name}.onnx"))
     return Judged(built, [check], small, large)
