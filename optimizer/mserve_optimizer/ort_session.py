@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from mserve_runtime import cpu_limit
 
 from mserve_optimizer.errors import BadInputError
 from mserve_optimizer.options import InputSpec
@@ -16,10 +16,9 @@ VALIDATION_BATCH = 32
 
 
 def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """The threads the runtime would use here: its cgroup CPU limit, as a Job with the serving
+    pods' limit has, so that the optimizer times the model as it will be served."""
+    return cpu_limit.default_threads()
 
 
 def providers_for(device: str) -> list[str]:

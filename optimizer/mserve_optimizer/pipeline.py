@@ -144,8 +144,9 @@ def _run(
     slower = slower_than_original(options.quantize, report.latency)
     if slower:
         report.faster_mode = "none"
-        warnings.append(f"{slower}; quantize none (the fp32 original) would have been faster")
-        log.note("WARNING: " + warnings[-1])
+        # The report holds its own copy of the warnings by now.
+        report.warnings.append(f"{slower}; quantize none (the fp32 original) would have been faster")
+        log.note("WARNING: " + report.warnings[-1])
     report.session_options, report.session_trials = stages.session_settings(
         artifact_path, checked, request.threads, log
     )

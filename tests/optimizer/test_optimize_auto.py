@@ -57,6 +57,7 @@ def _tiny_bert(folder: Path) -> tuple[Path, Path, object]:
         max_position_embeddings=SEQ_LEN,
         attn_implementation="eager",
     )
+
     class Embedding(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -142,3 +143,32 @@ def test_auto_on_a_small_transformer_keeps_its_embeddings(tmp_path: Path) -> Non
     cosines = (expected * actual).sum(1) / (np.linalg.norm(expected, axis=1) * np.linalg.norm(actual, axis=1))
     assert cosines.mean() >= 0.99, (chosen, cosines)
     assert cosines.min() >= 0.97, (chosen, cosines)
+
+
+def test_explicit_int8_slower_than_the_original_says_which_mode_was_faster(
+    digits_mlp: DigitsModel, out_dir: Path, tmp_path: Path
+) -> None:
+    from mserve_contract.optimization_report import TerminationSummary
+
+    summary = tmp_path / "termination"
+    run = optimize_in_process(
+        digits_mlp.source("onnx"),
+        "--output",
+        out_dir,
+        "--quantize",
+        "dynamic-int8",
+        "--latency-batch",
+        "8",
+        "--termination-message",
+        summary,
+    )
+    assert run.exit_code == 0, run.stdout + run.stderr  # served as asked
+    report = run.report()
+    latency = report["latency"]
+    assert min(latency["ratio_small"], latency["ratio_large"]) < 0.95, latency
+    assert report["faster_mode"] == "none"
+    assert report["message"].startswith("SLOWER than the fp32 original")
+    assert any("would have been faster" in w for w in report["warnings"])
+    parsed = TerminationSummary.parse_termination_message(summary.read_text())
+    assert parsed.faster_mode == "none"
+    assert parsed.hardware

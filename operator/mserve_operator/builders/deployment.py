@@ -110,7 +110,8 @@ def gpu_resource_name(spec: ModelServiceSpec, settings: OperatorSettings) -> str
     return spec.serving.gpu.resource_name or settings.gpu_resource_name
 
 
-def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
+def serving_scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
+    """The serving pods' nodeSelector and tolerations (the optimization Job runs there too)."""
     gpu = spec.serving.gpu
     gpu_selector = {**settings.gpu_node_selector, **gpu.node_selector} if gpu.count else {}
     node_selector = {**settings.runtime_node_selector, **gpu_selector}
@@ -241,7 +242,7 @@ def build_deployment(
                 "labelSelector": {"matchLabels": selector},
             }
         ],
-        **_scheduling(spec, settings),
+        **serving_scheduling(spec, settings),
     }
     deployment_spec: dict = {
         "selector": {"matchLabels": selector},
