@@ -27,6 +27,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from mserve_optimizer import sensitivity
 from mserve_optimizer.calibration import (
     OUTLIER_RATIO,
     OUTLIER_RATIO_WIDE,
@@ -193,6 +194,32 @@ def dynamic_variants(
                 "dynamic-int8 per-channel, outlier layers fp32",
                 f"{len(sensitive)} layers with activation outliers kept fp32",
                 lambda s, d: quantize_dynamic_int8(s, d, per_channel=True, nodes=keep),
+            )
+        )
+    variants += sensitivity_variants(model_path, samples, specs, workdir, len(matmuls))
+    return variants
+
+
+# How many of the most sensitive layers the candidates keep fp32: the fewest that pass win
+# on speed and size, so a few small steps are tried rather than one large cut.
+SENSITIVE_KEPT = (1, 2, 4)
+
+
+def sensitivity_variants(
+    model_path: Path, samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path, layers: int
+) -> list[Variant]:
+    errors = sensitivity.layer_errors(model_path, samples, specs, workdir)
+    variants = []
+    for count in (c for c in SENSITIVE_KEPT if c < layers):
+        kept = sensitivity.most_sensitive(errors, count)
+        model = onnx.load(str(model_path), load_external_data=False)
+        quantized = [n.name for n in model.graph.node if n.name and n.name not in kept]
+        worst = ", ".join(f"{name} {errors[name]:.3f}" for name in kept[:4])
+        variants.append(
+            Variant(
+                f"dynamic-int8 per-channel, {count} most sensitive fp32",
+                f"simulated INT8 error per layer; kept fp32: {worst}",
+                lambda s, d, nodes=quantized: quantize_dynamic_int8(s, d, per_channel=True, nodes=nodes),
             )
         )
     return variants
