@@ -58,6 +58,8 @@ def capture_node_inputs(
     """For each named node, the first input it receives on `samples`: one array per sample."""
     model = onnx.load(str(path))
     inputs = {n.name: n.input[0] for n in model.graph.node if n.name in node_names}
+    if not inputs:  # session.run([]) would return every output, not none
+        return {}
     existing = {value.name for value in model.graph.output}
     for tensor in sorted(set(inputs.values()) - existing):
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
