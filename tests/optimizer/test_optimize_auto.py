@@ -145,9 +145,11 @@ def test_auto_on_a_small_transformer_keeps_its_embeddings(tmp_path: Path) -> Non
     assert cosines.min() >= 0.97, (chosen, cosines)
 
 
-def test_explicit_int8_slower_than_the_original_says_which_mode_was_faster(
+def test_explicit_int8_says_slower_exactly_when_its_own_figures_are(
     digits_mlp: DigitsModel, out_dir: Path, tmp_path: Path
 ) -> None:
+    # Whether INT8 is slower on the digits MLP depends on the machine and its load (0.58x-1.05x
+    # here); the figures the report measured decide, and the summary must agree with them.
     from mserve_contract.optimization_report import TerminationSummary
 
     summary = tmp_path / "termination"
@@ -162,13 +164,12 @@ def test_explicit_int8_slower_than_the_original_says_which_mode_was_faster(
         "--termination-message",
         summary,
     )
-    assert run.exit_code == 0, run.stdout + run.stderr  # served as asked
+    assert run.exit_code == 0, run.stdout + run.stderr  # served as asked, either way
     report = run.report()
     latency = report["latency"]
-    assert min(latency["ratio_small"], latency["ratio_large"]) < 0.95, latency
-    assert report["faster_mode"] == "none"
-    assert report["message"].startswith("SLOWER than the fp32 original")
-    assert any("would have been faster" in w for w in report["warnings"])
+    slower = min(latency["ratio_small"], latency["ratio_large"]) < 0.95
     parsed = TerminationSummary.parse_termination_message(summary.read_text())
-    assert parsed.faster_mode == "none"
     assert parsed.hardware
+    assert parsed.faster_mode == report["faster_mode"] == ("none" if slower else ""), latency
+    assert report["message"].startswith("SLOWER than the fp32 original") == slower
+    assert any("would have been faster" in w for w in report["warnings"]) == slower
