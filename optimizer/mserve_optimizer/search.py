@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 from mserve_contract.optimization_report import CandidateResult, OutputValidation
 
 from mserve_optimizer.errors import BadInputError
@@ -15,6 +16,7 @@ from mserve_optimizer.latency import alternating_medians
 from mserve_optimizer.options import InputSpec
 from mserve_optimizer.ort_session import open_session, run_all
 from mserve_optimizer.quantize import Variant
+from mserve_optimizer.quantized_graph import quantized_nodes
 from mserve_optimizer.samples import batch_of
 from mserve_optimizer.steps import StepLog
 from mserve_optimizer.validate import compare_outputs
@@ -22,6 +24,7 @@ from mserve_optimizer.validate import compare_outputs
 # Candidates within this share of the fastest count as equally fast; among those the more
 # accurate one wins (docs/optimizer.md, MiniLM: per-tensor was no faster and failed validation).
 SPEED_TIE = 0.03
+INT8_MODES = ("dynamic-int8", "static-int8")
 CHOICE_BUDGET_SECONDS = 1.0
 # Candidates are compared at the 20th percentile of their batch-1 times: on a shared machine
 # the median carries other processes' load, the fast runs carry the model's own cost.
@@ -65,6 +68,12 @@ def build_variants(
         dest = workdir / f"candidate-{index}.onnx"
         try:
             variant.make(base, dest)
+            if variant.mode in INT8_MODES and not quantized_nodes(
+                onnx.load(str(dest), load_external_data=False)
+            ):
+                # e.g. nodes_to_quantize naming Gemm nodes the dynamic quantizer rewrites first:
+                # what comes out is the fp32 model under an INT8 name.
+                raise ValueError("the quantizer quantized no node")
             if graph_level != "basic":
                 made = dest.with_suffix(".made.onnx")
                 dest.rename(made)
