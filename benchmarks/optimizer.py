@@ -1,6 +1,12 @@
-"""Benchmark `mserve optimize` on this machine: MiniLM and the digits MLP/CNN, each mode, one table.
+"""Benchmark `mserve optimize` on this machine: `--quantize auto` against fp32 and plain tools, and each mode.
 
     python -m benchmarks.optimizer [--workdir DIR] [--models minilm,mlp,cnn] [--modes dynamic-int8,...]
+
+First table (auto): per model, the fp32 original, the artifact `--quantize auto` chose, and
+onnxruntime's plain `quantize_dynamic` (per-channel and per-tensor) on the same graph, timed
+in one interleaved measurement at batch 1 and 32 (ratios to fp32 from the same rounds).
+MiniLM: cosine of the sentence embeddings vs fp32 over the real sentences (mean / worst).
+Second table (--modes, none by default): one optimizer run per explicit mode.
 
 Each row is one optimizer run (the same code path as `mserve optimize`, validation and
 latency included): size and latency as ratios to the fp32 original measured in the same
@@ -63,7 +69,7 @@ def _accuracy(path: Path, x, y) -> float:
     return float((session.run(None, {"x": x})[0].argmax(1) == y).mean())
 
 
-def _run(model: dict, mode: str, out: Path) -> dict:
+def _run(model: dict, mode: str, out: Path, latency_batch: int = 32) -> dict:
     from mserve_optimizer.errors import ValidationFailedError
     from mserve_optimizer.options import OptimizeOptions, parse_input_shape
     from mserve_optimizer.pipeline import OptimizeRequest, optimize
@@ -75,6 +81,7 @@ def _run(model: dict, mode: str, out: Path) -> dict:
         quantize=mode,
         inputs=tuple(parse_input_shape(s) for s in model["shapes"]),
         samples_sha256=samples.sha256,
+        latency_batch=latency_batch,
     )
     request = OptimizeRequest(str(model["paths"]["onnx"]), str(out), options, samples=samples)
     started = time.perf_counter()
@@ -84,6 +91,7 @@ def _run(model: dict, mode: str, out: Path) -> dict:
     except ValidationFailedError as exc:
         report, artifact = exc.report, None
     row = {"model": model["name"], "mode": mode, "report": report, "seconds": time.perf_counter() - started}
+    row["artifact"] = artifact
     if model["digits"] and artifact is not None:
         accuracy, x, y = model["digits"]
         row["accuracy"] = (accuracy, _accuracy(artifact, x, y))
@@ -114,7 +122,8 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--models", default="minilm,mlp,cnn")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default="", help=f"explicit modes to run too, e.g. {','.join(MODES)}")
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds per variant and batch size")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mserve-bench-"))
@@ -124,12 +133,20 @@ def main() -> None:
         f"# mserve optimizer benchmark: {platform.processor() or platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} CPUs, onnxruntime {ort.__version__}, python {sys.version.split()[0]}"
     )
+    from benchmarks.optimizer_auto import compare_auto, print_auto_table
+
+    models = _models(workdir, args.models.split(","))
+    compared = [compare_auto(model, workdir, _run, args.budget) for model in models]
+    print_auto_table(compared)
     rows = []
-    for model in _models(workdir, args.models.split(",")):
-        for mode in args.modes.split(","):
+    for model in models:
+        for mode in filter(None, args.modes.split(",")):
             row = _run(model, mode, workdir / "artifacts")
             rows.append(row)
             print(f"  {row['model']} {mode}: {row['seconds']:.1f}s", file=sys.stderr, flush=True)
+    if not rows:
+        return
+    print()
     print("| model | mode | variant chosen | size | speed-up b1 | speed-up b32 | quality | verdict |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

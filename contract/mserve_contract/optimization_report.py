@@ -14,7 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Verdict = Literal["passed", "failed"]
-QuantizeMode = Literal["none", "dynamic-int8", "static-int8", "fp16"]
+QuantizeMode = Literal["none", "auto", "dynamic-int8", "static-int8", "fp16"]
 ExecutionMode = Literal["sequential", "parallel"]
 GraphLevel = Literal["disable", "basic", "extended", "all"]
 MAX_THREADS = 1024
@@ -91,10 +91,33 @@ class CandidateResult(_Model):
 
     name: str
     passed: bool
+    mode: str = Field(default="", description="The quantization mode whose thresholds judged it.")
     ms_small: float | None = None
+    ms_large: float | None = Field(default=None, description="At the serving batch; `auto` only.")
+    speedup_small: float | None = Field(default=None, description="fp32 / this at batch 1; `auto` only.")
+    speedup_large: float | None = Field(default=None, description="fp32 / this at the serving batch.")
     size_bytes: int | None = None
     min_cosine: float | None = None
     note: str = ""
+
+
+class Hardware(_Model):
+    """What the latencies were measured on: the serving pods' kind of node, when the Job ran there."""
+
+    cpu_model: str = ""
+    cpu_flags: list[str] = Field(
+        default_factory=list, description="The flags INT8 speed depends on (avx2, avx512_vnni, amx_int8)."
+    )
+    cpus: int = Field(default=0, description="CPUs the optimizer could use (its cgroup/affinity limit).")
+    gpu: str = ""
+
+    def text(self) -> str:
+        parts = [self.gpu] if self.gpu else []
+        cpu = self.cpu_model or "unknown CPU"
+        if self.cpu_flags:
+            cpu += f" ({' '.join(self.cpu_flags)})"
+        parts.append(f"{cpu}, {self.cpus} CPUs" if self.cpus else cpu)
+        return "; ".join(parts)
 
 
 class SessionOptions(BaseModel):
@@ -163,6 +186,12 @@ class OptimizationReport(_Model):
     pruning: PruningFigures | None = None
     candidates: list[CandidateResult] = Field(default_factory=list)
     chosen: str = ""
+    hardware: Hardware | None = None
+    faster_mode: str = Field(
+        default="",
+        description="Set when an explicitly requested mode was slower than the fp32 original here: "
+        "the mode that would have been faster.",
+    )
     session_options: SessionOptions | None = Field(
         default=None, description="The fastest of `session_trials`, for the runtime to apply."
     )
@@ -200,6 +229,9 @@ class OptimizationReport(_Model):
             min_cosine=_round(self.min_cosine, 6),
             top1_agreement=_round(self.top1_agreement),
             quantize=str(self.options.get("quantize", "none")),
+            chosen=self.chosen[:200],
+            hardware=self.hardware.text()[:300] if self.hardware else "",
+            faster_mode=self.faster_mode,
             session_options=self.session_options,
         )
 
@@ -223,6 +255,11 @@ class TerminationSummary(_Model):
     min_cosine: float | None = Field(default=None, description="The lowest per-output mean cosine.")
     top1_agreement: float | None = None
     quantize: str = "none"
+    chosen: str = Field(default="", description="The variant served, and why.")
+    hardware: str = Field(default="", description="What the latencies were measured on.")
+    faster_mode: str = Field(
+        default="", description="Set when the requested mode was slower than the original: the faster one."
+    )
     session_options: SessionOptions | None = None
 
     def to_termination_message(self) -> str:

@@ -17,6 +17,8 @@ class Reason:
     OPTIMIZATION_PENDING = "OptimizationPending"
     JOB_RUNNING = "JobRunning"
     SUCCEEDED = "Succeeded"
+    # Succeeded as the spec asked, but the requested mode serves slower than the fp32 original.
+    SLOWER_THAN_ORIGINAL = "SlowerThanOriginal"
     SKIPPED = "OptimizationSkipped"
     VALIDATION_FAILED = "ValidationFailed"
     FETCH_FAILED = "FetchFailed"
@@ -60,8 +62,9 @@ TERMINAL_OPTIMIZATION_FAILURES = frozenset(
 
 # Reasons that mean something is wrong (Warning events), not merely "not yet": those, and
 # refusals (an image outside the allowlist, an object owned by someone else), the rollout's and
-# the pods' troubles.
+# the pods' troubles, and a requested optimization that made the model slower.
 FAILURE_REASONS = TERMINAL_OPTIMIZATION_FAILURES | {
+    Reason.SLOWER_THAN_ORIGINAL,
     Reason.IMAGE_NOT_ALLOWED,
     Reason.CONFLICT,
     Reason.PROGRESS_DEADLINE_EXCEEDED,

@@ -44,6 +44,9 @@ def _summary_record(summary) -> dict:
         "latencyRatioBn": summary.latency_ratio_bn,
         "minCosine": summary.min_cosine,
         "top1Agreement": summary.top1_agreement,
+        "chosen": summary.chosen,
+        "hardware": summary.hardware,
+        "fasterMode": summary.faster_mode,
     }
     return {k: v for k, v in figures.items() if v not in (None, "")}
 
@@ -126,11 +129,31 @@ def decide_optimization(
             artifact_digest=summary.artifact_digest,
             session_options=summary.session_options,
         )
+        if summary.faster_mode:
+            message = slower_message(summary, spec.serving.batching.max_batch_size)
+            return OptimizationState(
+                spec_digest, job_name, True, Reason.SLOWER_THAN_ORIGINAL, message, artifact, record
+            )
     elif outcome.state == "failed":
         record.setdefault("verdict", "failed")
         record.setdefault("message", outcome.message)
     ok = artifact is not None
     return OptimizationState(spec_digest, job_name, ok, outcome.reason, outcome.message, artifact, record)
+
+
+def slower_message(summary, batch: int) -> str:  # summary: TerminationSummary
+    """The Optimized condition's (and the Warning Event's) words for a requested mode that is slower."""
+
+    def ratio(value: float | None) -> str:
+        return f"{value:.2f}x" if value is not None else "?"
+
+    where = f" on {summary.hardware}" if summary.hardware else ""
+    return (
+        f"quantize {summary.quantize} is slower than the fp32 original{where}: "
+        f"{ratio(summary.latency_ratio_b1)} its speed at batch 1, {ratio(summary.latency_ratio_bn)} at "
+        f"batch {batch}; served as the spec asks, but quantize {summary.faster_mode} would have been "
+        "faster (quantize auto chooses the fastest variant that passes)"
+    )
 
 
 def _recorded(spec_digest: str, status: dict) -> OptimizationState | None:
@@ -150,7 +173,8 @@ def _recorded(spec_digest: str, status: dict) -> OptimizationState | None:
         if served.artifact_digest:
             record.setdefault("artifactDigest", served.artifact_digest)
         message = optimized.get("message", "")
-        return OptimizationState(spec_digest, job_name, True, Reason.SUCCEEDED, message, served, record)
+        reason = Reason.SLOWER_THAN_ORIGINAL if record.get("fasterMode") else Reason.SUCCEEDED
+        return OptimizationState(spec_digest, job_name, True, reason, message, served, record)
     reason = optimized.get("reason", Reason.VALIDATION_FAILED)
     if reason not in conditions.TERMINAL_OPTIMIZATION_FAILURES:
         return None

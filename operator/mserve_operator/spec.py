@@ -52,7 +52,7 @@ class Tolerance(_Spec):
 
 
 class Optimization(_Spec):
-    quantize: Literal["none", "dynamic-int8", "static-int8", "fp16"] = "dynamic-int8"
+    quantize: Literal["none", "auto", "dynamic-int8", "static-int8", "fp16"] = "auto"
     prune: float = 0.0
     tolerance: Tolerance = Tolerance()
 

@@ -20,7 +20,7 @@ SPEC_DIGEST_LENGTH = 16
 def optimization_inputs(spec: ModelServiceSpec) -> dict:
     """The normalized fields that decide the optimizer's output, and nothing else."""
     model, opt = spec.model, spec.optimization
-    return {
+    found = {
         "uri": model.uri,
         "sha256": model.sha256.lower(),
         "format": model.format,
@@ -31,6 +31,12 @@ def optimization_inputs(spec: ModelServiceSpec) -> dict:
             k: round(float(v), 9) for k, v in sorted(opt.tolerance.model_dump().items()) if v is not None
         },
     }
+    if opt.quantize == "auto":
+        # auto's choice depends on the batch it is timed at and on the device it is served on
+        # (new keys only for the new mode: explicit modes keep the digests they had).
+        found["servingBatch"] = spec.serving.batching.max_batch_size
+        found["device"] = "cuda" if spec.serving.uses_gpu else "cpu"
+    return found
 
 
 def spec_digest(spec: ModelServiceSpec) -> str:

@@ -52,31 +52,39 @@ def weight_nodes(model: onnx.ModelProto, op_types: tuple[str, ...] = ("MatMul", 
     ]
 
 
-def activation_outlier_ratios(
+def capture_node_inputs(
     path: Path, node_names: list[str], samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path
-) -> dict[str, float]:
-    """For each named node, how far its input's largest value sits above the bulk of its values."""
+) -> dict[str, list[np.ndarray]]:
+    """For each named node, the first input it receives on `samples`: one array per sample."""
     model = onnx.load(str(path))
     inputs = {n.name: n.input[0] for n in model.graph.node if n.name in node_names}
+    if not inputs:  # session.run([]) would return every output, not none
+        return {}
     existing = {value.name for value in model.graph.output}
     for tensor in sorted(set(inputs.values()) - existing):
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    probe = workdir / "outlier-probe.onnx"
+    probe = workdir / "activation-probe.onnx"
     onnx.save(model, str(probe))
     session = open_session(probe, level="basic")
     tensors = sorted(set(inputs.values()))
     collected: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
     for feeds in iter_batches(samples, CALIBRATION_BATCH, specs):
         for tensor, value in zip(tensors, session.run(tensors, feeds), strict=True):
-            collected[tensor].append(np.abs(np.asarray(value, dtype=np.float32)).reshape(-1))
+            collected[tensor].extend(np.asarray(value, dtype=np.float32))
+    probe.unlink(missing_ok=True)
+    return {node: collected[tensor] for node, tensor in inputs.items()}
+
+
+def activation_outlier_ratios(
+    path: Path, node_names: list[str], samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path
+) -> dict[str, float]:
+    """For each named node, how far its input's largest value sits above the bulk of its values."""
     ratios = {}
-    for node, tensor in inputs.items():
-        values = np.concatenate(collected[tensor])
+    for node, arrays in capture_node_inputs(path, node_names, samples, specs, workdir).items():
+        values = np.abs(np.concatenate([a.reshape(-1) for a in arrays])) if arrays else np.zeros(0)
         # The bulk's quantile from an even subsample (the max from everything) is accurate
         # enough and ~50x cheaper on a transformer's FFN activations.
         step = max(1, values.size // QUANTILE_SAMPLE)
-        bulk_values = values[::step]
-        bulk = float(np.quantile(bulk_values, OUTLIER_QUANTILE)) if values.size else 0.0
+        bulk = float(np.quantile(values[::step], OUTLIER_QUANTILE)) if values.size else 0.0
         ratios[node] = float(values.max() / bulk) if bulk > 0 else 0.0
-    probe.unlink(missing_ok=True)
     return ratios

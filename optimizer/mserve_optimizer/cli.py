@@ -75,7 +75,18 @@ def _aux_input(uri: str | None, flag: str, scratch: Path):  # -> LocalSource | N
     "--output", "-o", required=True, help="Artifact store: a folder, file:// or s3://bucket/prefix."
 )
 @click.option("--format", "fmt", default="auto", show_default=True, help="auto|onnx|torchscript|torch-export")
-@click.option("--quantize", default="none", show_default=True, help="none|dynamic-int8|static-int8|fp16")
+@click.option(
+    "--quantize",
+    default="none",
+    show_default=True,
+    help="none|auto|dynamic-int8|static-int8|fp16; auto serves the fastest variant that passes.",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu|cuda: where the artifact will be served (cuda adds FP16 to auto and times on CUDA).",
+)
 @click.option(
     "--prune", default=0.0, type=float, show_default=True, help="Fraction of weights to prune, 0..1."
 )
@@ -118,6 +129,7 @@ def optimize(
     output: str,
     fmt: str,
     quantize: str,
+    device: str,
     prune: float,
     prune_structure: str,
     graph_level: str,
@@ -154,6 +166,7 @@ def optimize(
                 samples_sha256=samples_source.sha256 if samples_source else None,
                 calibration_sha256=calibration_source.sha256 if calibration_source else None,
                 latency_batch=latency_batch,
+                device=device,
             )
             request = OptimizeRequest(
                 source=source,

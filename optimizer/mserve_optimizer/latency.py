@@ -55,9 +55,10 @@ def compare_latency(
     *,
     batch_large: int = 32,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> LatencyFigures:
     threads = threads or default_threads()
-    sessions = [open_session(original, threads=threads), open_session(optimized, threads=threads)]
+    sessions = [open_session(path, threads=threads, device=device) for path in (original, optimized)]
     dynamic = all(spec.dims[0] == -1 for spec in specs)
     small, large = (1, batch_large) if dynamic else (0, 0)
     small_ms = alternating_medians(sessions, batch_of(samples, max(small, 1), specs))

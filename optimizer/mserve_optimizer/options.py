@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 from mserve_optimizer.errors import BadInputError
 
-QUANTIZE_MODES = ("none", "dynamic-int8", "static-int8", "fp16")
+QUANTIZE_MODES = ("none", "auto", "dynamic-int8", "static-int8", "fp16")
+# Modes that name one technique: the ones a slower-than-the-original result is reported for.
+EXPLICIT_MODES = ("dynamic-int8", "static-int8", "fp16")
+DEVICES = ("cpu", "cuda")
 FORMATS = ("auto", "onnx", "torchscript", "torch-export")
 GRAPH_LEVELS = ("basic", "extended", "all")
 PRUNE_STRUCTURES = ("unstructured", "structured")
@@ -83,6 +86,7 @@ class OptimizeOptions:
     calibration_sha256: str | None = None
     samples_sha256: str | None = None
     latency_batch: int = 32
+    device: str = "cpu"  # where the artifact will be served: cuda adds FP16 to `auto`, runs on CUDA
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -100,6 +104,8 @@ class OptimizeOptions:
             raise BadInputError(f"unknown prune structure {self.prune_structure!r}")
         if not 0.0 <= self.prune < 1.0:
             raise BadInputError(f"--prune {self.prune}: must be a fraction in [0, 1)")
+        if self.device not in DEVICES:
+            raise BadInputError(f"unknown device {self.device!r} (one of {', '.join(DEVICES)})")
         if self.latency_batch < 1:
             raise BadInputError("--latency-batch must be at least 1")
         names = [spec.name for spec in self.inputs]
@@ -112,7 +118,7 @@ class OptimizeOptions:
 
     def normalized(self) -> dict[str, object]:
         """A canonical, JSON-ready form: same request, same dict, whatever the flag order."""
-        return {
+        normal: dict[str, object] = {
             "format": self.format,
             "quantize": self.quantize,
             "prune": round(self.prune, 6),
@@ -124,3 +130,6 @@ class OptimizeOptions:
             "samples_sha256": self.samples_sha256,
             "latency_batch": self.latency_batch,
         }
+        if self.device != "cpu":  # absent on CPU, so that CPU artifacts keep their digests
+            normal["device"] = self.device
+        return normal

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from mserve_runtime import cpu_limit
 
 from mserve_optimizer.errors import BadInputError
 from mserve_optimizer.options import InputSpec
@@ -16,14 +16,20 @@ VALIDATION_BATCH = 32
 
 
 def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """The threads the runtime would use here: its cgroup CPU limit, as a Job with the serving
+    pods' limit has, so that the optimizer times the model as it will be served."""
+    return cpu_limit.default_threads()
 
 
-def open_session(path: Path, *, threads: int | None = None, level: str = "all") -> ort.InferenceSession:
-    """A CPU session with the graph optimizations the runtime will use at load."""
+def providers_for(device: str) -> list[str]:
+    """CUDA first when the target is a GPU, the CPU for the ops CUDA lacks (as the runtime does)."""
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+
+
+def open_session(
+    path: Path, *, threads: int | None = None, level: str = "all", device: str = "cpu"
+) -> ort.InferenceSession:
+    """A session on `device` with the graph optimizations the runtime will use at load."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -35,7 +41,7 @@ def open_session(path: Path, *, threads: int | None = None, level: str = "all") 
     }[level]
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=providers_for(device))
     except Exception as exc:
         raise BadInputError(f"{path.name}: onnxruntime cannot load the model: {_first_line(exc)}") from None
 

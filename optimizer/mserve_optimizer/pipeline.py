@@ -11,18 +11,23 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from mserve_contract.optimization_report import FileFacts, OptimizationReport
+from mserve_contract.optimization_report import FileFacts, LatencyFigures, OptimizationReport
 
 from mserve_optimizer import __version__
 from mserve_optimizer.artifact_store import ArtifactStore
 from mserve_optimizer.digest import artifact_digest
 from mserve_optimizer.errors import ValidationFailedError
-from mserve_optimizer.options import OptimizeOptions
+from mserve_optimizer.options import EXPLICIT_MODES, OptimizeOptions
 from mserve_optimizer.source import LocalSource, fetch_source, sha256_file
 from mserve_optimizer.steps import StepLog
 
 if TYPE_CHECKING:
     from mserve_optimizer import stages
+
+
+# A requested mode this much slower than the original (at batch 1 or the serving batch) is
+# reported as slower; the same margin `auto` asks of a variant before it leaves fp32.
+SLOWER_MARGIN = 0.05
 
 
 @dataclass
@@ -101,7 +106,7 @@ def _run(
     request: OptimizeRequest, store: ArtifactStore, source: LocalSource, workdir: Path, log: StepLog
 ) -> Outcome:
     # Heavy imports only now: a cached run never pays for them.
-    from mserve_optimizer import samples, search, stages
+    from mserve_optimizer import hardware, samples, search, stages
 
     options = request.options
     digest = artifact_digest(source.sha256, options)
@@ -128,6 +133,7 @@ def _run(
         warnings=warnings,
         versions=versions(),
         verdict="failed",
+        hardware=hardware.detect(options.device, request.threads),
     )
     if result.chosen is None:
         _fail(report, result, options, store, log)
@@ -135,6 +141,12 @@ def _run(
     artifact_path = chosen.built.path
     report.validation, report.chosen = chosen.validation, f"{chosen.built.variant.name} ({result.why})"
     report.latency = stages.latency(original, artifact_path, checked, options, request.threads, log)
+    slower = slower_than_original(options.quantize, report.latency)
+    if slower:
+        report.faster_mode = "none"
+        # The report holds its own copy of the warnings by now.
+        report.warnings.append(f"{slower}; quantize none (the fp32 original) would have been faster")
+        log.note("WARNING: " + report.warnings[-1])
     report.session_options, report.session_trials = stages.session_settings(
         artifact_path, checked, request.threads, log
     )
@@ -145,13 +157,33 @@ def _run(
     )
     report.verdict = "passed"
     ratio = report.artifact.size_bytes / source.size_bytes
+    latency = report.latency
     report.message = (
-        f"{report.chosen}; size {ratio:.2f}x, speed-up {report.latency.ratio_small:.2f}x at batch 1, "
+        f"{report.chosen}; size {ratio:.2f}x, speed-up {latency.ratio_small:.2f}x at batch 1, "
+        f"{latency.ratio_large:.2f}x at batch {latency.batch_large}, "
         f"cosine {min(v.cosine for v in report.validation):.5f} "
         f"(worst sample {min(v.cosine_min for v in report.validation):.5f})"
     )
+    if slower:
+        report.message = f"SLOWER than the fp32 original: {report.message}"
     artifact_uri = stages.write(report, log, lambda: store.publish(digest, artifact_path, report))
     return Outcome(report, artifact_uri, cached=False, warnings=warnings)
+
+
+def slower_than_original(mode: str, latency: LatencyFigures) -> str:
+    """Why an explicitly requested mode is slower than the original here ('' when it is not).
+
+    `auto` never serves a slower variant, and `none` is the original; for the other modes the
+    spec is followed, but the owner is told. Within `SLOWER_MARGIN` is noise, not slower.
+    """
+    if mode not in EXPLICIT_MODES:
+        return ""
+    if min(latency.ratio_small, latency.ratio_large) >= 1 - SLOWER_MARGIN:
+        return ""
+    return (
+        f"{mode} is slower than the fp32 original here: {latency.ratio_small:.2f}x at batch "
+        f"{latency.batch_small}, {latency.ratio_large:.2f}x at batch {latency.batch_large}"
+    )
 
 
 def _fail(

@@ -14,7 +14,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from mserve_optimizer import sensitivity
 from mserve_optimizer.calibration import (
     OUTLIER_RATIO,
     OUTLIER_RATIO_WIDE,
@@ -65,6 +66,7 @@ class Variant:
     name: str
     note: str
     make: Callable[[Path, Path], None]  # (source model, destination)
+    mode: str = "none"  # the --quantize mode whose validation thresholds apply
 
 
 @contextmanager
@@ -194,6 +196,32 @@ def dynamic_variants(
                 lambda s, d: quantize_dynamic_int8(s, d, per_channel=True, nodes=keep),
             )
         )
+    variants += sensitivity_variants(model_path, samples, specs, workdir, len(matmuls))
+    return variants
+
+
+# How many of the most sensitive layers the candidates keep fp32: the fewest that pass win
+# on speed and size, so a few small steps are tried rather than one large cut.
+SENSITIVE_KEPT = (1, 2, 4)
+
+
+def sensitivity_variants(
+    model_path: Path, samples: dict[str, np.ndarray], specs: list[InputSpec], workdir: Path, layers: int
+) -> list[Variant]:
+    errors = sensitivity.layer_errors(model_path, samples, specs, workdir)
+    variants = []
+    for count in (c for c in SENSITIVE_KEPT if c < layers):
+        kept = sensitivity.most_sensitive(errors, count)
+        model = onnx.load(str(model_path), load_external_data=False)
+        quantized = [n.name for n in model.graph.node if n.name and n.name not in kept]
+        worst = ", ".join(f"{name} {errors[name]:.3f}" for name in kept[:4])
+        variants.append(
+            Variant(
+                f"dynamic-int8 per-channel, {count} most sensitive fp32",
+                f"simulated INT8 error per layer; kept fp32: {worst}",
+                lambda s, d, nodes=quantized: quantize_dynamic_int8(s, d, per_channel=True, nodes=nodes),
+            )
+        )
     return variants
 
 
@@ -255,19 +283,49 @@ def fp32_variants() -> list[Variant]:
     return [Variant("fp32", "graph-optimized fp32", lambda s, d: shutil.copyfile(s, d))]
 
 
+def as_given_variants(quantized: str) -> list[Variant]:
+    """A source that is already quantized: graph-optimized, never quantized a second time."""
+    note = f"already quantized ({quantized}): served as it is, graph-optimized"
+    return [Variant("as given", note, lambda s, d: shutil.copyfile(s, d))]
+
+
 def variants_for(
     mode: str,
     model_path: Path,
     samples: dict[str, np.ndarray],
-    calibration: dict[str, np.ndarray],
+    calibration: dict[str, np.ndarray] | None,
     specs: list[InputSpec],
     workdir: Path,
+    *,
+    gpu: bool = False,
 ) -> tuple[list[Variant], list[str]]:
-    """The candidates for a `--quantize` mode, and (static-int8 only) the layers with activation outliers."""
+    """The candidates for a `--quantize` mode, each tagged with the mode whose thresholds apply,
+    and the layers found with activation outliers (static INT8 only).
+
+    `auto` tries them all: the fp32 graph first (the baseline it must beat), dynamic INT8,
+    static INT8 when `calibration` holds real inputs (None: only generated ones), and FP16
+    when the target is a GPU (on a CPU onnxruntime runs most fp16 ops by casting back).
+    """
+    if mode == "auto":
+        found = _tagged("none", fp32_variants()) + _tagged(
+            "dynamic-int8", dynamic_variants(model_path, samples, specs, workdir)
+        )
+        sensitive: list[str] = []
+        if calibration is not None:
+            static, sensitive = static_variants(model_path, calibration, specs, workdir)
+            found += _tagged("static-int8", static)
+        if gpu:
+            found += _tagged("fp16", fp16_variants())
+        return found, sensitive
     if mode == "dynamic-int8":
-        return dynamic_variants(model_path, samples, specs, workdir), []
+        return _tagged(mode, dynamic_variants(model_path, samples, specs, workdir)), []
     if mode == "static-int8":
-        return static_variants(model_path, calibration, specs, workdir)
+        static, sensitive = static_variants(model_path, calibration or samples, specs, workdir)
+        return _tagged(mode, static), sensitive
     if mode == "fp16":
-        return fp16_variants(), []
+        return _tagged(mode, fp16_variants()), []
     return fp32_variants(), []
+
+
+def _tagged(mode: str, variants: list[Variant]) -> list[Variant]:
+    return [replace(variant, mode=mode) for variant in variants]

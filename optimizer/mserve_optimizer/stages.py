@@ -21,7 +21,18 @@ from mserve_contract.optimization_report import (
     SessionTrial,
 )
 
-from mserve_optimizer import graph, prune, quantize, samples, search, session_search, validate
+from mserve_optimizer import (
+    auto_select,
+    graph,
+    prune,
+    quantize,
+    quantized_graph,
+    samples,
+    search,
+    session_search,
+    validate,
+)
+from mserve_optimizer.errors import BadInputError
 from mserve_optimizer.latency import compare_latency
 from mserve_optimizer.options import InputSpec, OptimizeOptions
 from mserve_optimizer.ort_session import open_session, run_all
@@ -46,6 +57,7 @@ class Checked:
     specs: list[InputSpec]
     data: dict[str, np.ndarray]
     origin: str
+    quantized: str = ""  # the quantized ops found in the source ('' for a float graph)
 
 
 @dataclass
@@ -105,7 +117,20 @@ def check(
             )
             log.note("WARNING: " + warnings[-1])
         step.detail = f"{len(model.graph.node)} nodes; inputs {', '.join(s.text() for s in specs)}"
-    return Checked(model, specs, data, origin)
+        quantized = quantized_graph.describe(quantized_graph.quantized_nodes(model))
+        if quantized:
+            refuse_requantization(options.quantize, quantized)
+            step.detail += f"; already quantized ({quantized}): served as it is"
+    return Checked(model, specs, data, origin, quantized)
+
+
+def refuse_requantization(mode: str, quantized: str) -> None:
+    """An explicit quantization mode cannot apply to a quantized source; `auto` and `none` serve it as is."""
+    if mode not in ("auto", "none"):
+        raise BadInputError(
+            f"the source is already quantized ({quantized}): --quantize {mode} cannot quantize it again; "
+            "use quantize auto or none to serve it as it is"
+        )
 
 
 def graph_opt(
@@ -166,19 +191,19 @@ def quantize_candidates(
     """Every candidate of the requested mode, built; `given` is (--samples, --calibration)."""
     given_samples, given_calibration = given
     with log.step("quantize") as step:
-        calibration = checked.data
-        if options.quantize == "static-int8":
-            if given_calibration is not None:
-                calibration = samples.load_samples(given_calibration.path, checked.specs, "--calibration")
-            elif given_samples is None:
-                warnings.append(
-                    "static-int8 calibrated on GENERATED inputs: activation ranges may not match real data; "
-                    "pass --calibration with representative inputs"
-                )
-                log.note("WARNING: " + warnings[-1])
-        variants, sensitive = quantize.variants_for(
-            options.quantize, optimized, checked.data, calibration, checked.specs, workdir
-        )
+        calibration = _calibration(options.quantize, checked, given_samples, given_calibration, warnings, log)
+        if checked.quantized:
+            variants, sensitive = quantize.as_given_variants(checked.quantized), []
+        else:
+            variants, sensitive = quantize.variants_for(
+                options.quantize,
+                optimized,
+                checked.data,
+                calibration,
+                checked.specs,
+                workdir,
+                gpu=options.device == "cuda",
+            )
         if sensitive:
             log.note(f"{len(sensitive)} layers with activation outliers: {', '.join(sensitive[:8])}")
         built = search.build_variants(variants, optimized, workdir, log, graph_level=options.graph_level)
@@ -186,6 +211,30 @@ def quantize_candidates(
             f"{options.quantize}: {sum(b.path is not None for b in built)} of {len(built)} candidates built"
         )
     return built
+
+
+def _calibration(
+    mode: str,
+    checked: Checked,
+    given_samples: LocalSource | None,
+    given_calibration: LocalSource | None,
+    warnings: list[str],
+    log: StepLog,
+) -> dict[str, np.ndarray] | None:
+    """What static INT8 calibrates on; None under `auto` when only generated inputs exist
+    (a range calibrated on noise is no candidate worth timing)."""
+    if given_calibration is not None:
+        return samples.load_samples(given_calibration.path, checked.specs, "--calibration")
+    if given_samples is not None:
+        return checked.data
+    if mode == "static-int8":
+        warnings.append(
+            "static-int8 calibrated on GENERATED inputs: activation ranges may not match real data; "
+            "pass --calibration with representative inputs"
+        )
+        log.note("WARNING: " + warnings[-1])
+        return checked.data
+    return None
 
 
 def validate_candidates(
@@ -196,7 +245,13 @@ def validate_candidates(
     options: OptimizeOptions,
     log: StepLog,
 ) -> Validated:
-    thresholds = validate.thresholds_for(options.quantize, options.prune, options.tolerance_overrides)
+    def thresholds(variant: quantize.Variant) -> dict[str, float]:
+        mode = variant.mode if options.quantize == "auto" else options.quantize
+        return validate.thresholds_for(
+            mode, options.prune, options.tolerance_overrides, auto=options.quantize == "auto"
+        )
+
+    auto = options.quantize == "auto"
     with log.step("validate") as step:
         if loaded.torch_model is not None:
             outputs = _torch_outputs(loaded.torch_model, checked.data, checked.specs)
@@ -204,8 +259,20 @@ def validate_candidates(
             outputs = run_all(open_session(original), checked.data, checked.specs)
         names = [o.name for o in open_session(original).get_outputs()]
         reference = dict(zip(names, outputs, strict=True))
-        judged = search.judge(built, reference, checked.data, checked.specs, thresholds, log)
-        chosen, why = search.choose(judged)
+        judged = search.judge(
+            built,
+            reference,
+            checked.data,
+            checked.specs,
+            thresholds,
+            log,
+            large_batch=options.latency_batch if auto else None,
+            device=options.device,
+        )
+        if auto:
+            chosen, why = auto_select.choose_auto(judged, options.latency_batch)
+        else:
+            chosen, why = search.choose(judged)
         step.detail = f"{chosen.built.variant.name}: {why}" if chosen else why
     return Validated(judged, chosen, why)
 
@@ -226,6 +293,7 @@ def latency(
             checked.data,
             batch_large=options.latency_batch,
             threads=threads,
+            device=options.device,
         )
         step.detail = (
             f"batch {figures.batch_small}: {figures.ratio_small:.2f}x, "

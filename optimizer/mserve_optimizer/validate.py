@@ -19,6 +19,7 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
 # Pruning changes answers by design; it gets the looser of these and the mode's thresholds.
 PRUNED_THRESHOLDS: dict[str, float] = {"cosine": 0.98, "mean_rel": 0.30, "top1": 0.90}
 LOWER_BOUNDS = ("cosine", "cosine_min", "top1")
+AUTO_WORST_SAMPLE = 0.97
 
 # A rank-2 output with a modest number of columns is read as class scores, unless its name
 # says it is a vector representation, where an argmax means nothing.
@@ -26,8 +27,14 @@ _NOT_A_CLASSIFIER = re.compile(r"embed|hidden|pool|feature|vector|state", re.IGN
 MAX_CLASSES = 1000
 
 
-def thresholds_for(mode: str, prune: float, overrides: dict[str, float]) -> dict[str, float]:
+def thresholds_for(
+    mode: str, prune: float, overrides: dict[str, float], *, auto: bool = False
+) -> dict[str, float]:
+    """`auto` (a variant `--quantize auto` tried) also bounds the worst sample: an automatic
+    choice must not trade a few badly served inputs for speed nobody asked for."""
     chosen = dict(DEFAULT_THRESHOLDS[mode])
+    if auto and mode != "none":
+        chosen.setdefault("cosine_min", AUTO_WORST_SAMPLE)
     if prune > 0:
         for key, loose in PRUNED_THRESHOLDS.items():
             current = chosen.get(key)

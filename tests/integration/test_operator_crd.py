@@ -179,7 +179,7 @@ def test_valid_spec_is_stored_with_documented_defaults(installed: Kube, namespac
     spec = created["spec"]
     assert spec["model"]["format"] == "auto"
     assert spec["model"]["inputs"][0]["datatype"] == "FP32"
-    assert spec["optimization"] == {"quantize": "dynamic-int8", "prune": 0}
+    assert spec["optimization"] == {"quantize": "auto", "prune": 0}
     assert spec["serving"]["threads"] == 0
 
 

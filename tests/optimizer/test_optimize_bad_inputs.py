@@ -39,6 +39,8 @@ CASES = {
         lambda d, tmp: [d.source("onnx"), "--quantize", "int3"],
         "quantization mode",
     ),
+    "unknown device": (lambda d, tmp: [d.source("onnx"), "--quantize", "auto", "--device", "tpu"], "device"),
+    "auto in capitals": (lambda d, tmp: [d.source("onnx"), "--quantize", "AUTO"], "quantization mode"),
     "missing file": (lambda d, tmp: [tmp / "nope.onnx"], "no such file"),
     "unreachable uri": (
         lambda d, tmp: [f"http://127.0.0.1:{_free_port()}/model.onnx"],

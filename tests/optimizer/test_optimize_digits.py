@@ -208,7 +208,8 @@ def test_static_int8_with_calibration_data(digits_mlp: DigitsModel, out_dir: Pat
     )
     assert run.exit_code == 0, run.stdout + run.stderr
     report = run.report()
-    assert report["warnings"] == []
+    # Real inputs given: no generated-input warning (a slower-than-fp32 one may come, measured).
+    assert not [w for w in report["warnings"] if "generated" in w.lower()], report["warnings"]
     assert report["options"]["calibration_sha256"] == report["options"]["samples_sha256"]
     assert len(report["candidates"]) >= 3
     assert accuracy_of(run.artifact_dir() / "model.onnx", digits_mlp.x_test, digits_mlp.y_test) >= (

@@ -7,7 +7,7 @@ from mserve_operator import names
 from mserve_operator.builders import build_deployment, build_hpa, build_job, build_pdb, build_service
 from mserve_operator.builders.job import optimizer_args
 from mserve_operator.settings import OperatorSettings
-from mserve_operator.spec import parse_spec
+from mserve_operator.spec import ModelServiceSpec, parse_spec
 from mserve_operator.spec_digest import spec_digest
 from operator_fixtures import ARTIFACT, OWNER, all_containers, cpu_spec, gpu_spec, settings
 
@@ -43,6 +43,17 @@ def _owned(manifest: dict) -> None:
     assert manifest["metadata"]["labels"][names.MODELSERVICE_LABEL] == OWNER.name
 
 
+def gpu_spec_with(
+    resources: dict | None = None, threads: int = 0, batch: int = 32, quantize: str = "fp16"
+) -> ModelServiceSpec:
+    body = gpu_spec().model_dump(by_alias=True, exclude_none=True)
+    body["optimization"]["quantize"] = quantize
+    body["serving"].update(threads=threads, batching={"maxBatchSize": batch})
+    if resources:
+        body["serving"]["resources"] = resources
+    return parse_spec(body)
+
+
 def _deployment(spec=None, **overrides) -> dict:
     return build_deployment(
         spec or cpu_spec(), OWNER, ARTIFACT, settings(**overrides), store_secret="store-creds"
@@ -67,6 +78,7 @@ def test_job_is_named_by_digest_and_runs_the_optimizer_with_the_contract_args():
         "--format", "torch-export", "--quantize", "dynamic-int8", "--prune", "0",
         "--input-shape", "x=-1,64:float32",
         "--tolerance", "cosine=0.99",
+        "--latency-batch", "32",
         "--termination-message", "/dev/termination-log",
     ]  # fmt: skip
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -364,6 +376,31 @@ def test_pdb_only_with_more_than_one_replica(serving, expected):
         assert pdb["spec"]["maxUnavailable"] == 1
 
 
+def test_the_job_runs_where_and_as_the_serving_pods_run():
+    spec = gpu_spec_with(resources={"limits": {"cpu": "500m", "memory": "1Gi"}}, threads=1, batch=16)
+    served = _pod(build_deployment(spec, OWNER, ARTIFACT, settings()))
+    job_pod = _pod(build_job(spec, OWNER, spec_digest(spec), settings()))
+    assert job_pod["nodeSelector"] == served["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    assert job_pod["tolerations"] == served["tolerations"]
+    (container,) = job_pod["containers"]
+    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+    assert limits["nvidia.com/gpu"] == "1"
+    assert limits["cpu"] == "500m"  # the server's CPU limit: onnxruntime gets the server's threads
+    assert requests["cpu"] == "500m"  # never above the limit
+    assert limits["memory"] == settings().optimizer_memory_limit  # the optimizer's own memory
+    args = container["args"]
+    assert args[args.index("--latency-batch") + 1] == "16"
+    assert args[args.index("--device") + 1] == "cuda"
+    assert args[args.index("--threads") + 1] == "1"
+
+
+def test_auto_digest_follows_the_serving_batch_and_device_explicit_modes_do_not():
+    assert spec_digest(gpu_spec_with(batch=16, quantize="auto")) != spec_digest(
+        gpu_spec_with(batch=32, quantize="auto")
+    )
+    assert spec_digest(gpu_spec_with(batch=16)) == spec_digest(gpu_spec_with(batch=32))
+
+
 def test_install_wide_node_selectors_and_scheduler_reach_every_pod():
     options = {"runtime_node_selector": {"pool": "serving"}, "optimizer_node_selector": {"pool": "batch"}}
     custom = settings(scheduler_name="gpu-packer", **options)
@@ -371,6 +408,7 @@ def test_install_wide_node_selectors_and_scheduler_reach_every_pod():
     assert gpu_pod["nodeSelector"] == {"pool": "serving", "nvidia.com/gpu.product": "H100"}
     assert gpu_pod["schedulerName"] == "gpu-packer"
     job_pod = _pod(build_job(cpu_spec(), OWNER, "a" * 16, custom))
-    assert job_pod["nodeSelector"] == {"pool": "batch"}
+    # The Job measures latencies for the serving pods: their node selector wins over the batch pool's.
+    assert job_pod["nodeSelector"] == {"pool": "serving"}
     assert job_pod["schedulerName"] == "gpu-packer"
     assert "schedulerName" not in _pod(_deployment())

@@ -310,3 +310,34 @@ def test_a_report_with_hostile_session_options_is_unreadable_not_served():
     assert state.artifact is None
     assert state.reason == Reason.REPORT_UNREADABLE
     assert "intra_op_threads" in state.message
+
+
+def test_a_requested_mode_slower_than_the_original_is_served_and_said_so():
+    slower = SUMMARY.model_copy(
+        update={
+            "latency_ratio_b1": 0.58,
+            "latency_ratio_bn": 1.02,
+            "faster_mode": "none",
+            "hardware": "Intel Xeon (avx2 avx512_vnni), 2 CPUs",
+        }
+    )
+    job, pods = _job("Complete"), [_pod(0, slower.to_termination_message())]
+    state = decide_optimization(SPEC, "digits", DIGEST, {}, job, pods, PREFIX)
+    assert state.ok  # the spec asked for it: it rolls out
+    assert state.artifact.uri == SUMMARY.artifact_uri
+    assert state.reason == Reason.SLOWER_THAN_ORIGINAL
+    assert "0.58x its speed at batch 1" in state.message
+    assert "quantize none would have been faster" in state.message
+    assert "avx512_vnni" in state.message
+    assert state.record["fasterMode"] == "none"
+    assert state.record["hardware"].startswith("Intel Xeon")
+    # Recorded: after the Job is gone the condition keeps its reason.
+    status = {
+        "optimization": state.record,
+        "artifact": state.artifact.to_status(),
+        "conditions": [
+            {"type": "Optimized", "status": "True", "reason": state.reason, "message": state.message}
+        ],
+    }
+    again = decide_optimization(SPEC, "digits", DIGEST, status, None, [], PREFIX)
+    assert (again.ok, again.reason, again.message) == (True, Reason.SLOWER_THAN_ORIGINAL, state.message)

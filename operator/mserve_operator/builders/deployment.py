@@ -124,7 +124,8 @@ def gpu_resource_name(spec: ModelServiceSpec, settings: OperatorSettings) -> str
     return spec.serving.gpu.resource_name or settings.gpu_resource_name
 
 
-def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
+def serving_scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
+    """The serving pods' nodeSelector and tolerations (the optimization Job runs there too)."""
     return gpu_scheduling(spec.serving.gpu, settings)
 
 
@@ -279,7 +280,7 @@ def build_deployment(
                 "labelSelector": {"matchLabels": selector},
             }
         ],
-        **_scheduling(spec, settings),
+        **serving_scheduling(spec, settings),
     }
     deployment_spec: dict = {
         "selector": {"matchLabels": selector},

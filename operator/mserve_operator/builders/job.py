@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from kubernetes.utils.quantity import parse_quantity
 from mserve_contract.exit_codes import PERMANENT_EXITS
 
 from mserve_operator import names
+from mserve_operator.builders.deployment import gpu_resource_name, runtime_resources, serving_scheduling
 from mserve_operator.builders.pod import (
     SOURCE_ROLE,
     STORE_ROLE,
@@ -53,16 +55,51 @@ def optimizer_args(spec: ModelServiceSpec, output: str) -> list[str]:
             args += ["--tolerance", f"{TOLERANCE_KEYS[field]}={value:g}"]
     if model.sha256:
         args += ["--sha256", model.sha256.lower()]
+    # Timed at the batch the server will form, on the device and thread count it will use.
+    args += ["--latency-batch", str(spec.serving.batching.max_batch_size)]
+    if spec.serving.uses_gpu:
+        args += ["--device", "cuda"]
+    if spec.serving.threads:
+        args += ["--threads", str(spec.serving.threads)]
     return [*args, "--termination-message", TERMINATION_LOG]
 
 
-def _scheduling(settings: OperatorSettings) -> dict:
-    scheduling: dict = {}
-    if settings.optimizer_node_selector:
-        scheduling["nodeSelector"] = dict(settings.optimizer_node_selector)
+def _scheduling(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
+    """Where the serving pods run: the latencies the optimizer measures are that hardware's."""
+    serving = serving_scheduling(spec, settings)
+    node_selector = {**settings.optimizer_node_selector, **serving.get("nodeSelector", {})}
+    scheduling: dict = {"nodeSelector": node_selector} if node_selector else {}
+    if serving.get("tolerations"):
+        scheduling["tolerations"] = serving["tolerations"]
     if settings.scheduler_name:
         scheduling["schedulerName"] = settings.scheduler_name
     return scheduling
+
+
+def _resources(spec: ModelServiceSpec, settings: OperatorSettings) -> dict:
+    """The optimizer's own memory and storage; the serving pods' CPU limit and GPUs.
+
+    With the server's CPU limit, onnxruntime in the Job gets the thread count the server
+    will get (both read the cgroup limit), so the batch-1 latencies compare what will serve.
+    """
+    requests = {
+        "cpu": settings.optimizer_cpu_request,
+        "memory": settings.optimizer_memory_request,
+        "ephemeral-storage": settings.optimizer_ephemeral_storage_request,
+    }
+    limits = {
+        "cpu": settings.optimizer_cpu_limit,
+        "memory": settings.optimizer_memory_limit,
+        "ephemeral-storage": settings.optimizer_ephemeral_storage_limit,
+    }
+    serving_cpu = runtime_resources(spec, settings)["limits"].get("cpu")
+    if serving_cpu:
+        limits["cpu"] = serving_cpu
+        if parse_quantity(requests["cpu"]) > parse_quantity(serving_cpu):
+            requests["cpu"] = serving_cpu
+    if spec.serving.uses_gpu:
+        limits[gpu_resource_name(spec, settings)] = str(spec.serving.gpu.count)
+    return {"requests": requests, "limits": limits}
 
 
 def build_job(spec: ModelServiceSpec, owner: Owner, spec_digest: str, settings: OperatorSettings) -> dict:
@@ -94,18 +131,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, spec_digest: str, settings: 
             {"name": "MSERVE_FETCH_MAX_BYTES", "value": str(settings.fetch_max_bytes)},
             *access.env,
         ],
-        "resources": {
-            "requests": {
-                "cpu": settings.optimizer_cpu_request,
-                "memory": settings.optimizer_memory_request,
-                "ephemeral-storage": settings.optimizer_ephemeral_storage_request,
-            },
-            "limits": {
-                "cpu": settings.optimizer_cpu_limit,
-                "memory": settings.optimizer_memory_limit,
-                "ephemeral-storage": settings.optimizer_ephemeral_storage_limit,
-            },
-        },
+        "resources": _resources(spec, settings),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
@@ -143,7 +169,7 @@ def build_job(spec: ModelServiceSpec, owner: Owner, spec_digest: str, settings: 
                     "securityContext": pod_security_context(),
                     "containers": [container],
                     "volumes": [tmp, *access.volumes],
-                    **_scheduling(settings),
+                    **_scheduling(spec, settings),
                 },
             },
         },
