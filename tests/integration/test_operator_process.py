@@ -87,14 +87,16 @@ def test_restart_while_the_job_runs_adopts_the_running_job(
         ("create", "jobs.batch", True),
         ("patch", "jobs.batch", False),
         ("patch", "deployments.apps", True),
-        ("delete", "deployments.apps", False),
+        ("delete", "deployments.apps", True),  # a ModelService that joins a pool loses its own
         ("delete", "horizontalpodautoscalers.autoscaling", True),
         ("patch", "networkpolicies.networking.k8s.io", True),
-        ("delete", "networkpolicies.networking.k8s.io", False),
+        ("delete", "networkpolicies.networking.k8s.io", True),  # access: the policy follows the spec
         ("create", "events", True),
         ("list", "pods", True),
         ("create", "pods", False),
-        ("get", "secrets", False),
+        ("get", "secrets", True),  # whether a Secret named in spec.access/tls exists (metadata only)
+        ("list", "secrets", False),
+        ("watch", "secrets", False),
         ("list", "configmaps", False),
         ("update", "modelservices.mserve.io", False),
         ("delete", "modelservices.mserve.io", False),
