@@ -58,6 +58,7 @@ class UsageMeter:
             settings.price_cpu_hour, settings.price_memory_gib_hour, settings.price_gpu_hour
         )
         self._windows: dict[tuple[str, str], UsageWindow] = {}
+        self._written: dict[tuple[str, str], dict] = {}
 
     def observe(self, namespace: str, name: str) -> dict:
         """Scrape the pods once, write `status.usage`, and return it."""
@@ -97,10 +98,15 @@ class UsageMeter:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         window_s = self.settings.usage_window_seconds
         usage = usage_status(summary, cost, len(counts), window_s, message[:512], now)
-        self.api.patch_status(namespace, name, {"usage": usage})
+        # Unchanged figures are not written again: each status write wakes the reconcile loop.
+        figures = {k: v for k, v in usage.items() if k != "updatedAt"}
+        if self._written.get((namespace, name)) != figures:
+            self.api.patch_status(namespace, name, {"usage": usage})
+            self._written[(namespace, name)] = figures
         metrics.set_usage(namespace, name, usage["requestsPerSecond"], cost.hourly, cost.per_1k_inferences)
         return usage
 
     def forget(self, namespace: str, name: str) -> None:
         self._windows.pop((namespace, name), None)
+        self._written.pop((namespace, name), None)
         metrics.set_usage(namespace, name, None, None, None)
