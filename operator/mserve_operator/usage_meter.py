@@ -10,7 +10,6 @@ No Prometheus is needed; with one, the same figures are PromQL over the runtime'
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import UTC, datetime
 
@@ -22,7 +21,8 @@ from mserve_operator.settings import OperatorSettings
 from mserve_operator.usage_scrape import PodCounts, scrape
 from mserve_operator.usage_window import UsageSummary, UsageWindow
 
-log = logging.getLogger(__name__)
+# builders/deployment.py sets it to https when the admin port speaks TLS
+SCHEME_ANNOTATION = "prometheus.io/scheme"
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:
@@ -75,7 +75,9 @@ class UsageMeter:
             pod_name = pod["metadata"]["name"]
             try:
                 ip = pod["status"]["podIP"]
-                counts[pod_name] = scrape(ip, ADMIN_PORT, self.settings.usage_scrape_timeout_seconds)
+                scheme = (pod["metadata"].get("annotations") or {}).get(SCHEME_ANNOTATION, "http")
+                timeout_s = self.settings.usage_scrape_timeout_seconds
+                counts[pod_name] = scrape(ip, ADMIN_PORT, timeout_s, "https" if scheme == "https" else "http")
             except (OSError, ValueError) as exc:
                 failed.append(f"{pod_name}: {exc}")
         window = self._windows.setdefault((namespace, name), UsageWindow(self.settings.usage_window_seconds))

@@ -6,6 +6,7 @@ and `mserve_request_duration_seconds` (latency buckets), summed over models and 
 
 from __future__ import annotations
 
+import ssl
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -50,10 +51,24 @@ def parse_counts(text: str) -> PodCounts:
     return PodCounts(requests, failures, dict(sorted(buckets.items())))
 
 
-def scrape(ip: str, port: int, timeout_s: float) -> PodCounts:
-    """GET http://ip:port/metrics; raises OSError (or ValueError for a page that is not metrics)."""
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCounts:
+    """GET <scheme>://ip:port/metrics; raises OSError (or ValueError for a page that is not metrics).
+
+    With `https` (a model served over TLS serves its admin port over TLS too) the certificate is
+    not verified: it names the Service, not the pod's address, and its CA is the model owner's.
+    Nothing secret is sent; the worst a spoofed page can do is skew this model's usage figures.
+    """
     host = f"[{ip}]" if ":" in ip else ip
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as response:
+    context = _unverified() if scheme == "https" else None
+    url = f"{scheme}://{host}:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
         body = response.read(MAX_METRICS_BYTES + 1)
     if len(body) > MAX_METRICS_BYTES:
         raise ValueError(f"metrics page of {ip}:{port} is larger than {MAX_METRICS_BYTES} bytes")

@@ -12,6 +12,8 @@ from mserve_runtime.metrics import RuntimeMetrics
 from mserve_runtime.usage_metrics import Usage, UsageMetrics
 from prometheus_client import generate_latest, start_http_server
 
+from tests.support.tls_certs import issue
+
 
 def _runtime_page(ok: int, failed: int, seconds: float) -> str:
     metrics = RuntimeMetrics(models=frozenset({"digits"}))
@@ -37,12 +39,16 @@ def test_a_page_without_runtime_metrics_counts_nothing() -> None:
     assert parse_counts("# HELP other x\n# TYPE other counter\nother_total 5\n") == PodCounts()
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_scrape_reads_a_real_metrics_endpoint_and_names_an_unreachable_one() -> None:
     metrics = RuntimeMetrics(models=frozenset({"digits"}))
     metrics.observe_request("digits", "rest", "200", 0.01)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
     try:
         assert scrape("127.0.0.1", port, timeout_s=2.0).requests == 1
@@ -108,3 +114,26 @@ def test_quantile_of_empty_buckets_and_of_the_inf_bucket() -> None:
     assert quantile(0.99, {0.1: 0.0, math.inf: 0.0}) is None
     # every request slower than the largest finite bound: the bound is what can be said
     assert quantile(0.99, {0.1: 0.0, 1.0: 0.0, math.inf: 5.0}) == 1.0
+
+
+def test_scrape_reads_an_admin_port_that_speaks_tls_under_a_ca_the_operator_does_not_know(tmp_path) -> None:
+    issued = issue("digits.team-a.svc")
+    (tmp_path / "tls.crt").write_bytes(issued.cert_pem)
+    (tmp_path / "tls.key").write_bytes(issued.key_pem)
+    metrics = RuntimeMetrics(models=frozenset({"digits"}))
+    metrics.observe_request("digits", "grpc", "INTERNAL", 0.01)
+    port = _free_port()
+    server, thread = start_http_server(
+        port,
+        addr="127.0.0.1",
+        registry=metrics.registry,
+        certfile=str(tmp_path / "tls.crt"),
+        keyfile=str(tmp_path / "tls.key"),
+    )
+    try:
+        counts = scrape("127.0.0.1", port, timeout_s=2.0, scheme="https")
+        assert (counts.requests, counts.failures) == (1, 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
