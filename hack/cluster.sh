@@ -386,7 +386,7 @@ cmd_up() {
   step "kube-controller-manager" start_controller_manager
   if [[ "${NODE_MODE}" == full ]]; then
     step "kube-scheduler" start_scheduler
-    step "add-on images (pause, coredns, metrics-server)" addon_images
+    step "add-on images (pause, coredns, metrics-server, prometheus)" addon_images
     step "containerd" start_containerd
     step "import images into containerd" load_images
     step "kubelet" start_kubelet
