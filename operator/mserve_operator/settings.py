@@ -203,13 +203,13 @@ class OperatorSettings(BaseSettings):
     usage_scrape_timeout_seconds: float = Field(2.0, gt=0)
     """Timeout of one metrics read from a runtime pod."""
 
-    price_cpu_hour: float | None = Field(None, ge=0)
+    price_cpu_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
     """Price of one requested CPU core for an hour (any currency); unset = not priced."""
 
-    price_memory_gib_hour: float | None = Field(None, ge=0)
+    price_memory_gib_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
     """Price of one requested GiB of memory for an hour; unset = not priced."""
 
-    price_gpu_hour: float | None = Field(None, ge=0)
+    price_gpu_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
     """Price of one requested GPU for an hour; unset = not priced."""
 
     metrics_port: int = Field(9090, ge=0, le=65535)

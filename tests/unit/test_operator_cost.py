@@ -63,9 +63,10 @@ def test_a_resource_left_unpriced_is_fine_when_no_pod_requests_it() -> None:
 
 
 @pytest.mark.parametrize("field", ["price_cpu_hour", "price_memory_gib_hour", "price_gpu_hour"])
-def test_a_negative_price_is_refused_naming_it(field: str) -> None:
+@pytest.mark.parametrize("price", [-0.01, float("inf"), float("nan"), "abc"])
+def test_a_negative_infinite_or_unreadable_price_is_refused_naming_it(field: str, price: object) -> None:
     with pytest.raises(ValidationError, match=field):
-        OperatorSettings(**{field: -0.01})
+        OperatorSettings(**{field: price})
 
 
 def test_status_usage_names_every_figure_so_a_merge_patch_clears_stale_ones() -> None:
