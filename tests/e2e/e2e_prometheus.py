@@ -64,6 +64,8 @@ def config() -> dict:
             },
             {
                 "job_name": "mserve-operator",
+                # its usage gauges name the ModelService's namespace: keep it over the target's
+                "honor_labels": True,
                 "kubernetes_sd_configs": [{"role": "pod"}],
                 "relabel_configs": _keep("app_kubernetes_io_name", "mserve-operator", "metrics"),
             },

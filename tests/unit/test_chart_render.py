@@ -102,7 +102,9 @@ def test_monitoring_objects_only_when_enabled(tmp_path: Path) -> None:
     assert not by_kind(render(tmp_path), "ServiceMonitor")
     docs = render(tmp_path, NAMESPACED)
     assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+    assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
     assert one(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
     alerts = [r["alert"] for r in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]]
     assert "MserveOperatorDown" in alerts
 
