@@ -56,19 +56,21 @@ def metered(
 
 
 def _send(url: str, keys: dict[str, str], seconds: float) -> dict[str, int]:
-    """team-a twice as often as team-b, and one call in ten without a key (401: an error)."""
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 64], "data": [0.5] * 192}]}
-    callers = ["team-a", "team-a", "team-b"] * 3 + [None]
+    """team-a twice as often as team-b; one call in ten (team-b's) has a wrong shape: a 400, which
+    the runtime counts as an answered, failed request (a call refused for its key is not metered)."""
+    good = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 64], "data": [0.5] * 192}]}
+    bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 63], "data": [0.5] * 189}]}
+    calls = [("team-a", good), ("team-a", good), ("team-b", good)] * 3 + [("team-b", bad)]
     sent: dict[str, int] = {}
     deadline = time.monotonic() + seconds
     with httpx.Client(base_url=url, timeout=10) as client:
         i = 0
         while time.monotonic() < deadline:
-            caller = callers[i % len(callers)]
-            headers = {"Authorization": f"Bearer {keys[caller]}"} if caller else {}
+            caller, body = calls[i % len(calls)]
+            headers = {"Authorization": f"Bearer {keys[caller]}"}
             answer = client.post(f"/v2/models/{NAME}/infer", json=body, headers=headers)
-            assert answer.status_code == (200 if caller else 401), answer.text
-            sent[caller or "none"] = sent.get(caller or "none", 0) + 1
+            assert answer.status_code == (200 if body is good else 400), answer.text
+            sent[caller] = sent.get(caller, 0) + 1
             i += 1
             time.sleep(0.05)
     return sent
@@ -100,7 +102,7 @@ def test_status_usage_shows_rate_errors_p99_and_cost(
     usage = wait_until("status.usage with traffic and cost", measured, timeout=90)
     print("status.usage:", json.dumps(usage, indent=1))
     assert usage["pods"] == 1
-    assert 0 < usage["errorRate"] < 0.5  # the keyless tenth of the calls
+    assert 0 < usage["errorRate"] < 0.5  # the tenth of the calls with a wrong shape
     assert 0 < usage["p99Seconds"] < 10
     assert usage["hourlyCost"] > 0
     assert "costMessage" not in usage
@@ -116,12 +118,19 @@ def test_status_usage_shows_rate_errors_p99_and_cost(
 def test_prometheus_has_usage_per_caller_and_the_operator_cost(
     prometheus: str, module_namespace: str, traffic: dict
 ) -> None:
-    per_caller = e2e_prometheus.wait_for_data(
-        prometheus, f'sum by (caller) (mserve_usage_requests_total{{namespace="{module_namespace}"}})'
+    promql = f'sum by (caller) (mserve_usage_requests_total{{namespace="{module_namespace}"}})'
+    # a key is named <secret>/<entry> in metrics, never by its value
+    expected = {f"{KEYS_SECRET}/{caller}": float(count) for caller, count in traffic.items()}
+
+    def per_caller() -> dict[str, float]:
+        result = e2e_prometheus.wait_for_data(prometheus, promql)
+        return {series["metric"]["caller"]: float(series["value"][1]) for series in result}
+
+    # the last scrape after the traffic has every request
+    got = wait_until(
+        "Prometheus' count per caller", lambda: (g := per_caller()) == expected and g, timeout=60
     )
-    got = {series["metric"]["caller"]: float(series["value"][1]) for series in per_caller}
-    print("PromQL per caller:", got, "sent:", traffic)
-    assert got == {"team-a": traffic["team-a"], "team-b": traffic["team-b"]}
+    print(f"PromQL: {promql}\n  -> {got}")
     cost = e2e_prometheus.wait_for_data(
         prometheus,
         f'mserve_operator_usage_cost_per_1k_inferences{{modelservice="{NAME}",namespace="{module_namespace}"}}',
