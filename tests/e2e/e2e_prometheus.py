@@ -82,7 +82,7 @@ def manifests() -> list[dict]:
         "imagePullPolicy": "Never",
         "args": [
             "--config.file=/etc/prometheus/prometheus.yml",
-            "--storage.tsdb.path=/prometheus",
+            "--storage.tsdb.path=/data",
             f"--web.listen-address=:{PORT}",
         ],
         "ports": [{"name": "web", "containerPort": PORT}],
@@ -91,7 +91,7 @@ def manifests() -> list[dict]:
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/prometheus"},
-            {"name": "data", "mountPath": "/prometheus"},
+            {"name": "data", "mountPath": "/data"},  # /prometheus is the binary
         ],
     }
     return [
