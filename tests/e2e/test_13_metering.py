@@ -56,7 +56,7 @@ def metered(
 
 
 def _send(url: str, keys: dict[str, str], seconds: float) -> dict[str, int]:
-    """team-a twice as often as team-b; one call in ten (team-b's) has a wrong shape: a 400, which
+    """team-a makes 6 calls in 10, team-b 4, one of them with a wrong shape: a 400, which
     the runtime counts as an answered, failed request (a call refused for its key is not metered)."""
     good = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 64], "data": [0.5] * 192}]}
     bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 63], "data": [0.5] * 189}]}
