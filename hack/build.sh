@@ -8,6 +8,7 @@
 #   hack/build.sh helm
 #   hack/build.sh minio           the in-cluster artifact store (server only, not `mc`)
 #   hack/build.sh kube-router     the NetworkPolicy enforcer (kube-router's firewall only; docs/cluster.md)
+#   hack/build.sh prometheus      the e2e tier's metrics store (kubernetes service discovery only)
 #   hack/build.sh all             everything above
 #   hack/build.sh vegeta          open-loop HTTP load generator (benchmarks only; not in `all`)
 #
@@ -159,6 +160,19 @@ build_kube_router() {
     "${p}/cmd/kube-router:kube-router"
 }
 
+# Prometheus 3.x (module v0.3xx). remove_all_sd drops every service-discovery plugin but the ones
+# enabled by name (plugins/plugin_*.go); static and file SD are always built in. Without the
+# builtinassets tag the web UI is left out; the HTTP API (all the e2e tier queries) stays.
+build_prometheus() {
+  local p=github.com/prometheus/prometheus v="${PROMETHEUS_VERSION}" c=github.com/prometheus/common/version
+  pinned "${HACK_DIR}/build/prometheus" "${p}" "${v}"
+  # module v0.316.0 is Prometheus 3.16.0
+  local mp="${v#v0.}"; local release="3.$(( ${mp%%.*} - 300 )).${mp#*.}"
+  go_build "${HACK_DIR}/build/prometheus" "${v}" \
+    "-X ${c}.Version=${release} -X ${c}.Revision=${FAKE_COMMIT} -X ${c}.Branch=HEAD -X ${c}.BuildUser=mserve -X ${c}.BuildDate=${BUILD_DATE}" \
+    "remove_all_sd enable_kubernetes_sd netgo" "${p}/cmd/prometheus:prometheus"
+}
+
 build_vegeta() {
   pinned "${HACK_DIR}/build/vegeta" github.com/tsenart/vegeta/v12 "${VEGETA_VERSION}"
   go_build "${HACK_DIR}/build/vegeta" "${VEGETA_VERSION}" \
@@ -176,7 +190,8 @@ main() {
       helm) build_helm ;;
       minio) build_minio ;;
       kube-router) build_kube_router ;;
-      all) main control-plane node addons helm minio kube-router ;;
+      prometheus) build_prometheus ;;
+      all) main control-plane node addons helm minio kube-router prometheus ;;
       vegeta) build_vegeta ;;
       *) echo "unknown target ${target}" >&2; exit 2 ;;
     esac

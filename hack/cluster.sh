@@ -48,6 +48,7 @@ APISERVER_PORT=6443
 PAUSE_IMAGE="mserve.local/pause:${PAUSE_VERSION}"
 COREDNS_IMAGE="mserve.local/coredns:${COREDNS_VERSION}"
 METRICS_SERVER_IMAGE="mserve.local/metrics-server:${METRICS_SERVER_VERSION}"
+PROMETHEUS_IMAGE="mserve.local/prometheus:${PROMETHEUS_VERSION}"
 
 KUBECTL="$(bin kubectl "${K8S_VERSION}")"
 
@@ -291,7 +292,7 @@ start_containerd() {
 
 load_images() {
   local image tar
-  for image in "${PAUSE_IMAGE}" "${COREDNS_IMAGE}" "${METRICS_SERVER_IMAGE}"; do
+  for image in "${PAUSE_IMAGE}" "${COREDNS_IMAGE}" "${METRICS_SERVER_IMAGE}" "${PROMETHEUS_IMAGE}"; do
     if ctr -n k8s.io images ls -q | grep -x "${image}" >/dev/null; then continue; fi
     tar="$("${HACK_DIR}/docker-images.sh" addon-tar "${image}")"
     ctr -n k8s.io images import --local "${tar}" >/dev/null
@@ -374,7 +375,7 @@ cmd_up() {
     teardown
   fi
   if [[ "${NODE_MODE}" == full ]]; then
-    step "build binaries (cached in ${BIN_DIR})" "${HACK_DIR}/build.sh" control-plane node addons kube-router
+    step "build binaries (cached in ${BIN_DIR})" "${HACK_DIR}/build.sh" control-plane node addons kube-router prometheus
   else
     step "build binaries (cached in ${BIN_DIR})" "${HACK_DIR}/build.sh" control-plane
   fi
@@ -385,7 +386,7 @@ cmd_up() {
   step "kube-controller-manager" start_controller_manager
   if [[ "${NODE_MODE}" == full ]]; then
     step "kube-scheduler" start_scheduler
-    step "add-on images (pause, coredns, metrics-server)" addon_images
+    step "add-on images (pause, coredns, metrics-server, prometheus)" addon_images
     step "containerd" start_containerd
     step "import images into containerd" load_images
     step "kubelet" start_kubelet

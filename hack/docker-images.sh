@@ -5,7 +5,8 @@
 #   hack/docker-images.sh base           Debian bookworm base (debootstrap), named ${BASE_IMAGE}
 #   hack/docker-images.sh build NAME DOCKERFILE [CONTEXT] [--build-arg K=V ...]   docker build -t NAME
 #   hack/docker-images.sh load NAME      docker save NAME | ctr -n k8s.io images import (same name)
-#   hack/docker-images.sh addon-tars     build the pause/coredns/metrics-server image tarballs (cached)
+#   hack/docker-images.sh addon-tars     build the pause/coredns/metrics-server/prometheus image tarballs (cached)
+#   hack/docker-images.sh prometheus-tar build the e2e tier's Prometheus image tarball only; print its path
 #   hack/docker-images.sh addon-tar NAME path of one cached add-on tarball
 #
 # Pods use these images with imagePullPolicy IfNotPresent (or Never): there is nothing to pull from.
@@ -129,7 +130,7 @@ addon() {
   local image="$1" binary="$2" entrypoint="$3" user="${4:-}"
   local tar; tar="$(addon_tar_path "${image}")"
   [[ -f "${tar}" ]] && return 0
-  [[ -x "${binary}" ]] || die "missing ${binary}: run hack/build.sh addons"
+  [[ -x "${binary}" ]] || die "missing ${binary}: run hack/build.sh addons prometheus"
   ensure_docker
   local ctx; ctx="$(mktemp -d)"
   cp "${binary}" "${ctx}/$(basename "${entrypoint//[\[\]\"]/}")"
@@ -151,6 +152,14 @@ cmd_addon_tars() {
   addon "mserve.local/pause:${PAUSE_VERSION}" "${BIN_DIR}/pause-${PAUSE_VERSION}" '["/pause"]' 65535:65535
   addon "mserve.local/coredns:${COREDNS_VERSION}" "${BIN_DIR}/coredns-${COREDNS_VERSION}" '["/coredns"]'
   addon "mserve.local/metrics-server:${METRICS_SERVER_VERSION}" "${BIN_DIR}/metrics-server-${METRICS_SERVER_VERSION}" '["/metrics-server"]' 65534:65534
+  cmd_prometheus_tar >/dev/null
+}
+
+# the e2e tier's Prometheus (tests/e2e/e2e_prometheus.py deploys it); prints its tarball
+cmd_prometheus_tar() {
+  local image="mserve.local/prometheus:${PROMETHEUS_VERSION}"
+  addon "${image}" "${BIN_DIR}/prometheus-${PROMETHEUS_VERSION}" '["/prometheus"]' 65534:65534
+  addon_tar_path "${image}"
 }
 
 main() {
@@ -162,6 +171,7 @@ main() {
     docker) ensure_docker ;;
     addon-tars) cmd_addon_tars ;;
     addon-tar) addon_tar_path "${1:?image}" ;;
+    prometheus-tar) cmd_prometheus_tar ;;
     *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 }

@@ -41,6 +41,9 @@ cmd_up() {
     docker build -t "${spec%%=*}" -f "${spec#*=}" --build-arg "MSERVE_BASE=${BASE}" .
     kind load docker-image --name "${CLUSTER}" "${spec%%=*}"
   done
+  # the e2e tier's Prometheus (tests/e2e/e2e_prometheus.py), built from its Go module as here
+  "${HACK_DIR}/build.sh" prometheus
+  kind load image-archive --name "${CLUSTER}" "$("${HACK_DIR}/docker-images.sh" prometheus-tar)"
   echo "kind cluster ${CLUSTER} ready: export KUBECONFIG=${KUBECONFIG_FILE}"
 }
 

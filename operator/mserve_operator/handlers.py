@@ -20,6 +20,7 @@ from mserve_operator.kube_api import KubeApi, load_client_config
 from mserve_operator.reconcile import Reconciler
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import API_GROUP, API_VERSION, PLURAL
+from mserve_operator.usage_meter import UsageMeter
 from mserve_operator.wakeups import Wakeups
 
 FINALIZER = "mserve.io/finalizer"
@@ -58,6 +59,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.scanning.disabled = True
     memo.settings = operator_settings
     memo.reconciler = Reconciler(KubeApi(), operator_settings, _emit)
+    memo.usage = UsageMeter(memo.reconciler.api, operator_settings)
     metrics.serve(operator_settings.metrics_port)
 
 
@@ -124,6 +126,26 @@ async def reconcile_loop(
     finally:
         _set_phase(namespace, name, None)
         WAKEUPS.forget(namespace, name)
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="usage", cancellation_polling=1.0)
+async def usage_loop(
+    name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger, **_: Any
+) -> None:
+    """status.usage every `usage_interval_seconds` (usage_meter.py); off when that is 0."""
+    interval = memo.settings.usage_interval_seconds
+    if not interval:
+        return
+    meter: UsageMeter = memo.usage
+    try:
+        while not stopped:
+            try:
+                await asyncio.to_thread(meter.observe, namespace, name)
+            except Exception as exc:  # a failed round is retried on the next one
+                logger.warning(f"usage metering failed ({exc!r})")
+            await stopped.wait(interval)
+    finally:
+        meter.forget(namespace, name)
 
 
 async def _pause(namespace: str, name: str, seconds: float, stopped: kopf.DaemonStopped) -> bool:

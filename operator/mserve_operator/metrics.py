@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter(
@@ -26,3 +28,38 @@ MODELSERVICES = Gauge(
 def serve(port: int) -> None:
     if port:
         start_http_server(port)
+
+
+# Per ModelService this replica meters (usage_meter.py); a series goes when its figure or its
+# ModelService does, so the label sets are the existing ModelServices only.
+_USAGE_LABELS = ["namespace", "modelservice"]
+USAGE_REQUESTS_PER_SECOND = Gauge(
+    "mserve_operator_usage_requests_per_second",
+    "Requests/s a ModelService's runtime pods answered over the usage window.",
+    _USAGE_LABELS,
+)
+USAGE_HOURLY_COST = Gauge(
+    "mserve_operator_usage_hourly_cost",
+    "Price per hour of a ModelService's runtime pods' resource requests (the chart's usage.prices).",
+    _USAGE_LABELS,
+)
+USAGE_COST_PER_1K = Gauge(
+    "mserve_operator_usage_cost_per_1k_inferences",
+    "Hourly cost / successful inferences per hour x 1000, over the usage window.",
+    _USAGE_LABELS,
+)
+
+
+def set_usage(
+    namespace: str, name: str, requests_per_second: float | None, hourly: float | None, per_1k: float | None
+) -> None:
+    for gauge, value in (
+        (USAGE_REQUESTS_PER_SECOND, requests_per_second),
+        (USAGE_HOURLY_COST, hourly),
+        (USAGE_COST_PER_1K, per_1k),
+    ):
+        if value is None:
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+        else:
+            gauge.labels(namespace, name).set(value)

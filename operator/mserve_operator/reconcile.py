@@ -277,6 +277,8 @@ class Reconciler:
         self, body: dict, status: dict, observation: Observation, *, job_created: bool
     ) -> ReconcileResult:
         fields, current = compute(observation)
+        # status.usage is written by the usage meter (usage_meter.py), not by the reconcile.
+        status = {k: v for k, v in status.items() if k != "usage"}
         previous_conditions = status.get("conditions") or []
         merged = conditions.merge_conditions(previous_conditions, current, _now(), observation.generation)
         new_status = {**fields, "conditions": merged}

@@ -193,6 +193,25 @@ class OperatorSettings(BaseSettings):
     Unset picks a random priority so that replicas of one Deployment never tie (kopf freezes
     all replicas that share the top priority)."""
 
+    usage_interval_seconds: float = Field(30.0, ge=0)
+    """How often the operator reads each runtime pod's metrics for `status.usage`; 0 turns
+    usage metering off (the runtime NetworkPolicy must let the operator's pods reach the admin port)."""
+
+    usage_window_seconds: float = Field(300.0, gt=0)
+    """The window `status.usage` summarises (requests/s, error rate, p99, cost)."""
+
+    usage_scrape_timeout_seconds: float = Field(2.0, gt=0)
+    """Timeout of one metrics read from a runtime pod."""
+
+    price_cpu_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Price of one requested CPU core for an hour (any currency); unset = not priced."""
+
+    price_memory_gib_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Price of one requested GiB of memory for an hour; unset = not priced."""
+
+    price_gpu_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Price of one requested GPU for an hour; unset = not priced."""
+
     metrics_port: int = Field(9090, ge=0, le=65535)
     """Port of the Prometheus `/metrics` endpoint; 0 disables it."""
 

@@ -119,6 +119,9 @@ def helm_install(cluster: Cluster, *extra: str) -> None:
         "--set", "artifactStore.uri=s3://mserve-artifacts/",
         "--set", f"artifactStore.s3.endpoint={S3_ENDPOINT}",
         "--set", f"artifactStore.s3.credentialsSecret={STORE_SECRET}",
+        # status.usage soon after traffic, and a price sheet so that it carries a cost (test_13)
+        "--set", "usage.intervalSeconds=5",
+        "--set-json", 'usage.prices={"cpuHour": 0.04, "memoryGiBHour": 0.005, "gpuHour": 2.5}',
         *extra,
     )  # fmt: skip
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.chart_helm import CHART, by_kind, container_env, one, render
+from tests.support.chart_helm import CHART, by_kind, container_env, one, render, run_helm
 
 NAMESPACED = {
     "operator": {"replicas": 2, "watchNamespaces": ["team-a", "team-b"]},
@@ -102,7 +102,9 @@ def test_monitoring_objects_only_when_enabled(tmp_path: Path) -> None:
     assert not by_kind(render(tmp_path), "ServiceMonitor")
     docs = render(tmp_path, NAMESPACED)
     assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+    assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
     assert one(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
     alerts = [r["alert"] for r in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]]
     assert "MserveOperatorDown" in alerts
 
@@ -153,13 +155,55 @@ def test_network_policies_on_by_default_with_the_scraper_peers(tmp_path: Path) -
     env = container_env(one(docs, "Deployment"))
     assert env["MSERVE_OPERATOR_NETWORK_POLICY"] == "true"
     scraper = json.loads(env["MSERVE_OPERATOR_NETWORK_POLICY_SCRAPER"])
-    assert scraper == [
-        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
-    ]
+    prometheus = {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    # the operator's own pods read the runtime's metrics for status.usage
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mserve-system"}},
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/instance": "mserve",
+                "app.kubernetes.io/name": "mserve-operator",
+            }
+        },
+    }
+    assert scraper == [prometheus, operator]
     assert env["MSERVE_OPERATOR_RUNTIME_DOCS_UI"] == "true"
     (policy,) = by_kind(docs, "NetworkPolicy")
     metrics_rule = next(r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": "metrics"}])
-    assert metrics_rule["from"] == scraper
+    assert metrics_rule["from"] == [prometheus]
+
+
+def test_usage_metering_values_reach_the_operator(tmp_path: Path) -> None:
+    priced = render(tmp_path, {"usage": {"windowSeconds": 120, "prices": {"cpuHour": 0.04, "gpuHour": 0}}})
+    env = container_env(one(priced, "Deployment"))
+    assert env["MSERVE_OPERATOR_USAGE_INTERVAL_SECONDS"] == "30"
+    assert env["MSERVE_OPERATOR_USAGE_WINDOW_SECONDS"] == "120"
+    assert (env["MSERVE_OPERATOR_PRICE_CPU_HOUR"], env["MSERVE_OPERATOR_PRICE_GPU_HOUR"]) == ("0.04", "0")
+    assert "MSERVE_OPERATOR_PRICE_MEMORY_GIB_HOUR" not in env  # null: unpriced
+    off = container_env(one(render(tmp_path, {"usage": {"intervalSeconds": 0}}), "Deployment"))
+    assert len(json.loads(off["MSERVE_OPERATOR_NETWORK_POLICY_SCRAPER"])) == 1  # no operator peer
+
+
+def test_a_negative_price_or_window_is_refused_naming_it(tmp_path: Path) -> None:
+    for values, where in (
+        ({"usage": {"prices": {"memoryGiBHour": -1}}}, "/usage/prices/memoryGiBHour"),
+        ({"usage": {"windowSeconds": 0}}, "/usage/windowSeconds"),
+    ):
+        result = run_helm("template", "mserve", str(CHART), values=values, tmp_path=tmp_path)
+        assert result.returncode != 0
+        assert where in result.stderr
+
+
+def test_the_dashboard_configmap_carries_the_chart_dashboard(tmp_path: Path) -> None:
+    assert not by_kind(render(tmp_path), "ConfigMap")
+    (configmap,) = by_kind(render(tmp_path, {"dashboard": {"enabled": True}}), "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(configmap["data"]["mserve.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "mserve.json").read_text())
+    assert all(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
 
 
 def test_network_policies_off_and_no_scraper(tmp_path: Path) -> None:

@@ -49,3 +49,14 @@ install's own runtime images at its tag. The operator and the admission policy g
 {{- $own := list (printf "%s:%s" .Values.images.runtime $tag) (printf "%s:%s" .Values.images.runtimeGpu $tag) -}}
 {{- default $own .Values.images.runtimeAllowlist | toJson -}}
 {{- end -}}
+
+{{/* NetworkPolicy peers allowed to the runtime pods' admin port (JSON): the scraper, and the
+operator's own pods when it meters usage (usage.intervalSeconds > 0). */}}
+{{- define "mserve.runtimeScrapers" -}}
+{{- $peers := .Values.networkPolicy.scraper | default list -}}
+{{- if gt (float64 .Values.usage.intervalSeconds) 0.0 -}}
+{{- $operator := dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace)) "podSelector" (dict "matchLabels" (include "mserve.selectorLabels" . | fromYaml)) -}}
+{{- $peers = append $peers $operator -}}
+{{- end -}}
+{{- $peers | toJson -}}
+{{- end -}}
