@@ -195,12 +195,13 @@ def _fresh_namespace(installed: Kube, request) -> Iterator[str]:
     if failed is not None and failed.failed:
         operator = request.node.funcargs.get("operator")
         print(f"\n===== evidence from namespace {name} =====\n{dump(installed, name, operator)}")
-    # The operator under test has stopped by now: ModelServices it left (a second tenant's, a
+    # The operator under test has stopped by now: ModelServices (and ModelPools) it left (a second tenant's, a
     # test's last state) keep its finalizer and would hold the namespace in Terminating for good.
-    with contextlib.suppress(ApiException):
-        for msvc in installed.list(f"{GROUP_PATH}/namespaces/{name}/modelservices"):
-            path = f"{GROUP_PATH}/namespaces/{name}/modelservices/{msvc['metadata']['name']}"
-            installed.merge_patch(path, {"metadata": {"finalizers": None}})
+    for plural in ("modelservices", "modelpools"):
+        with contextlib.suppress(ApiException):
+            for obj in installed.list(f"{GROUP_PATH}/namespaces/{name}/{plural}"):
+                path = f"{GROUP_PATH}/namespaces/{name}/{plural}/{obj['metadata']['name']}"
+                installed.merge_patch(path, {"metadata": {"finalizers": None}})
     with contextlib.suppress(ApiException):
         installed.delete(f"/api/v1/namespaces/{name}")
 
