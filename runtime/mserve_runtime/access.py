@@ -107,8 +107,9 @@ class Access:
         caller = keys.match(credential(authorization, api_key, "API key"))
         if caller is None:
             if not keys.table:
-                raise Unauthenticated("invalid API key: this server has no API keys configured")
-            raise Unauthenticated("invalid API key")
+                raise PermissionDenied("invalid API key: this server has no API keys configured")
+            # A key was presented and is not one of ours: refused (403), not missing (401).
+            raise PermissionDenied("invalid API key")
         return self._limit(caller) if self.limiter is not None else caller
 
     def _limit(self, caller: str) -> str:

@@ -159,10 +159,10 @@ def test_status_url_is_https_and_the_service_has_no_admin_port(mserve: Cluster, 
     assert ports == {"http": 8080, "grpc": 8081}
 
 
-def test_rest_no_key_401_wrong_key_401_right_key_200(guarded: Guarded) -> None:
+def test_rest_no_key_401_wrong_key_403_right_key_200(guarded: Guarded) -> None:
     assert _rest(guarded, {}).status_code == 401
     wrong = _rest(guarded, {"Authorization": "Bearer not-a-key"})
-    assert wrong.status_code == 401, wrong.text
+    assert wrong.status_code == 403, wrong.text
     assert wrong.json()["error"] == "invalid API key"
     right = _rest(guarded, {"Authorization": f"Bearer {guarded.keys['ci']}"})
     assert right.status_code == 200, right.text
@@ -176,7 +176,7 @@ def test_tritonclient_over_tls_with_the_key_on_rest_and_grpc(guarded: Guarded) -
     assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
     with pytest.raises(InferenceServerException) as refused:
         _triton_grpc(guarded, {"x-api-key": "not-a-key"})
-    assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    assert refused.value.status() == "StatusCode.PERMISSION_DENIED"
 
 
 def test_burst_past_the_rate_limit_is_429_with_retry_after(guarded: Guarded) -> None:
@@ -262,7 +262,7 @@ def test_rotated_key_and_renewed_certificate_arrive_without_a_restart(
     mserve.apply(_secret(KEYS_SECRET, {**guarded.keys, "ci": new_key}), guarded.namespace)
 
     def rotated() -> bool | None:
-        return _rest(guarded, {"Authorization": f"Bearer {old_key}"}).status_code == 401 or None
+        return _rest(guarded, {"Authorization": f"Bearer {old_key}"}).status_code == 403 or None
 
     # The kubelet refreshes Secret volumes on its sync period (about a minute).
     wait_until("the old key refused", rotated, timeout=180, interval=5)

@@ -74,10 +74,11 @@ def test_rest_without_a_key_is_401_with_www_authenticate(server: Server) -> None
     assert "no credential" in answer.json()["error"]
 
 
-def test_rest_with_a_wrong_key_is_401(server: Server) -> None:
+def test_rest_with_a_wrong_key_is_403(server: Server) -> None:
     for headers in ({"Authorization": "Bearer nope"}, {"X-API-Key": KEY_A + "x"}):
         answer = httpx.post(f"{server.url}/v2/models/digits/infer", json=GOOD, headers=headers)
-        assert answer.status_code == 401, headers
+        assert answer.status_code == 403, headers
+        assert "www-authenticate" not in answer.headers
         assert answer.json()["error"] == "invalid API key"
 
 
@@ -98,10 +99,14 @@ def test_tritonclient_http_with_headers(server: Server) -> None:
 def test_tritonclient_grpc_with_headers(server: Server) -> None:
     assert _grpc_infer(server, {"authorization": f"Bearer {KEY_B}"}).shape == (2, 10)
     assert _grpc_infer(server, {"x-api-key": KEY_A}).shape == (2, 10)
-    for headers in (None, {"authorization": "Bearer wrong"}, {"x-api-key": ""}):
+    for headers, status in (
+        (None, "UNAUTHENTICATED"),
+        ({"authorization": "Bearer wrong"}, "PERMISSION_DENIED"),
+        ({"x-api-key": ""}, "UNAUTHENTICATED"),
+    ):
         with pytest.raises(InferenceServerException) as refused:
             _grpc_infer(server, headers)
-        assert refused.value.status() == "StatusCode.UNAUTHENTICATED", headers
+        assert refused.value.status() == f"StatusCode.{status}", headers
 
 
 def test_grpc_metadata_rpcs_need_a_key_too(server: Server) -> None:
@@ -146,6 +151,7 @@ def _raw_post(server: Server, header: bytes) -> tuple[int, dict]:
     return int(head.split(b" ", 2)[1]), json.loads(payload)
 
 
+# Each gets 401 (no usable credential) except a well-formed key that is not ours: 403.
 HOSTILE: list[tuple[bytes, str]] = [
     (b"Authorization:", "'Bearer <API key>'"),
     (b"Authorization: Bearer", "no API key"),
@@ -161,9 +167,11 @@ HOSTILE: list[tuple[bytes, str]] = [
 
 
 @pytest.mark.parametrize(("header", "said"), HOSTILE, ids=range(len(HOSTILE)))
-def test_careless_credentials_get_401_naming_the_problem(server: Server, header: bytes, said: str) -> None:
+def test_careless_credentials_get_401_or_403_naming_the_problem(
+    server: Server, header: bytes, said: str
+) -> None:
     status, answer = _raw_post(server, header)
-    assert status == 401, answer
+    assert status == (403 if said == "invalid API key" else 401), answer
     assert said in answer["error"]
     assert server.alive()
 
@@ -228,7 +236,7 @@ def test_a_rotated_key_works_and_the_old_one_stops_without_a_restart(server: Ser
         ).status_code
 
     wait_until("the rotated key to be accepted", lambda: status(rotated) == 200, timeout=15, interval=0.3)
-    assert status(KEY_A) == 401
+    assert status(KEY_A) == 403
     assert _grpc_infer(server, {"authorization": f"Bearer {rotated}"}).shape == (2, 10)
     assert server.proc.pid == pid
     assert server.alive()
@@ -243,7 +251,7 @@ def test_a_missing_key_directory_refuses_everything_until_it_appears(
     args = ("--auth", "apiKey", "--api-keys-dir", str(keys))
     with serving(digits.path, "digits", tmp_path / "mserve.log", *args) as served:
         answer = httpx.post(f"{served.url}/v2/models/digits/infer", json=GOOD, headers={"X-API-Key": KEY_A})
-        assert answer.status_code == 401
+        assert answer.status_code == 403
         assert "no API keys configured" in answer.json()["error"]
         assert f"MSERVE_API_KEYS_DIR '{keys}' does not exist" in served.logs()
         write_secret(keys / "late", {"key": KEY_A})
@@ -268,7 +276,7 @@ def test_a_key_directory_that_is_a_file_is_named_and_refuses_everything(
     args = ("--auth", "apiKey", "--api-keys-dir", str(keys))
     with serving(digits.path, "digits", tmp_path / "mserve.log", *args) as served:
         answer = httpx.post(f"{served.url}/v2/models/digits/infer", json=GOOD, headers={"X-API-Key": KEY_A})
-        assert answer.status_code == 401
+        assert answer.status_code == 403
         assert f"MSERVE_API_KEYS_DIR '{keys}' cannot be read" in served.logs()
 
 
@@ -317,6 +325,7 @@ def test_refused_credentials_give_back_their_admission_slot(
     with serving(digits.path, "digits", tmp_path / "mserve.log", *args) as served:
         with httpx.Client(base_url=served.url) as client:
             for headers in ({}, {"Authorization": "Bearer nope"}) * 50:
-                assert client.post("/v2/models/digits/infer", json=GOOD, headers=headers).status_code == 401
+                refused = client.post("/v2/models/digits/infer", json=GOOD, headers=headers)
+                assert refused.status_code == (403 if headers else 401)
             answer = client.post("/v2/models/digits/infer", json=GOOD, headers={"X-API-Key": KEY_A})
         assert answer.status_code == 200, answer.text
