@@ -2,7 +2,7 @@
 kubernetes.io/tls Secret, a rate limit, and the NetworkPolicy the operator writes.
 
 One ModelService (the digits ONNX model served as it is, so no optimization Job) carries it all:
-no key is 401, a wrong key 401, the right key 200 over REST and gRPC with tritonclient's ssl
+no key is 401, a wrong key 403, the right key 200 over REST and gRPC with tritonclient's ssl
 options; a rotated key and a renewed certificate arrive without a restart; a pod in a namespace
 the policy does not allow cannot connect while one in an allowed namespace can; a burst past the
 limit gets 429; a second ModelService takes ServiceAccount tokens, checked with a TokenReview.
