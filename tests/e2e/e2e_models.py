@@ -111,23 +111,29 @@ def infer_http(url: str, model: str, x: np.ndarray, timeout: float = 10) -> np.n
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
 
 
-def infer_from_pod(cluster: Cluster, namespace: str, image: str, url: str, body: dict[str, Any]) -> dict:
-    """Run a one-shot pod (restricted security context) that POSTs `body` to `url`; its answer."""
-    pod = f"client-{uuid.uuid4().hex[:6]}"
-    # A NetworkPolicy agent learns a new pod's address only after the pod has started: until
-    # then the pod's first connections are refused, so it retries those for a while.
-    script = (
-        "import json, sys, time, urllib.error, urllib.request\n"
-        "headers = {'Content-Type': 'application/json'}\n"
-        f"r = urllib.request.Request({url!r}, data=sys.argv[1].encode(), headers=headers)\n"
-        "deadline = time.monotonic() + 20\n"
-        "while True:\n"
-        "    try:\n"
-        "        print(urllib.request.urlopen(r, timeout=20).read().decode()); break\n"
-        "    except urllib.error.URLError as error:\n"
-        "        if isinstance(error, urllib.error.HTTPError) or time.monotonic() > deadline: raise\n"
-        "        time.sleep(1)\n"
-    )
+def run_python_pod(
+    cluster: Cluster,
+    namespace: str,
+    image: str,
+    prefix: str,
+    args: list[str],
+    timeout: float = 120,
+    account: str = "",
+) -> tuple[str, str]:
+    """A one-shot pod (restricted security context) running `python -c *args` from `image`
+    (an mserve image, which has a Python): its final phase and its log. With `account`, the pod
+    runs as that ServiceAccount with a token for audience `mserve` at /var/run/secrets/mserve/token."""
+    pod = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    identity: dict[str, Any] = {}
+    mounts: dict[str, Any] = {}
+    if account:
+        token = {"serviceAccountToken": {"audience": "mserve", "expirationSeconds": 600, "path": "token"}}
+        identity = {
+            "serviceAccountName": account,
+            "automountServiceAccountToken": False,
+            "volumes": [{"name": "token", "projected": {"sources": [token]}}],
+        }
+        mounts = {"volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/mserve"}]}
     cluster.apply(
         {
             "apiVersion": "v1",
@@ -135,13 +141,15 @@ def infer_from_pod(cluster: Cluster, namespace: str, image: str, url: str, body:
             "metadata": {"name": pod},
             "spec": {
                 "restartPolicy": "Never",
+                **identity,
                 "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [
                     {
                         "name": "client",
                         "image": image,
                         "imagePullPolicy": "IfNotPresent",
-                        "command": ["/opt/mserve/bin/python", "-c", script, json.dumps(body)],
+                        "command": ["/opt/mserve/bin/python", "-c", *args],
+                        **mounts,
                         "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
@@ -158,8 +166,27 @@ def infer_from_pod(cluster: Cluster, namespace: str, image: str, url: str, body:
         phase = cluster.get("-n", namespace, "pod", pod).get("status", {}).get("phase")
         return phase if phase in ("Succeeded", "Failed") else None
 
-    phase = wait_until(f"client pod {pod}", finished, timeout=120)
-    logs = cluster.kubectl("-n", namespace, "logs", pod)
+    phase = wait_until(f"pod {pod}", finished, timeout=timeout)
+    return phase, cluster.kubectl("-n", namespace, "logs", pod)
+
+
+def infer_from_pod(cluster: Cluster, namespace: str, image: str, url: str, body: dict[str, Any]) -> dict:
+    """Run a one-shot pod that POSTs `body` to `url`; its answer."""
+    # A NetworkPolicy agent learns a new pod's address only after the pod has started: until
+    # then the pod's first connections are refused, so it retries those for a while.
+    script = (
+        "import json, sys, time, urllib.error, urllib.request\n"
+        "headers = {'Content-Type': 'application/json'}\n"
+        f"r = urllib.request.Request({url!r}, data=sys.argv[1].encode(), headers=headers)\n"
+        "deadline = time.monotonic() + 20\n"
+        "while True:\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen(r, timeout=20).read().decode()); break\n"
+        "    except urllib.error.URLError as error:\n"
+        "        if isinstance(error, urllib.error.HTTPError) or time.monotonic() > deadline: raise\n"
+        "        time.sleep(1)\n"
+    )
+    phase, logs = run_python_pod(cluster, namespace, image, "client", [script, json.dumps(body)])
     assert phase == "Succeeded", logs
     return json.loads(logs)
 

@@ -28,7 +28,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from conftest import Forward, port_forward
 from e2e_kube import Cluster, wait_until
-from e2e_models import DigitsModel, modelservice, wait_for_phase
+from e2e_models import DigitsModel, modelservice, run_python_pod, wait_for_phase
 from tritonclient.utils import InferenceServerException
 
 from tests.support.tls_certs import Issued, issue
@@ -189,42 +189,10 @@ def test_burst_past_the_rate_limit_is_429_with_retry_after(guarded: Guarded) -> 
 
 def _reach(mserve: Cluster, guarded: Guarded, namespace: str, seconds: int) -> tuple[str, str]:
     """A one-shot pod in `namespace` tries the model's health endpoint for `seconds`: its phase and log."""
-    pod = f"reach-{uuid.uuid4().hex[:6]}"
     url = f"https://{NAME}.{guarded.namespace}.svc:8080/v2/health/ready"
     deployment = mserve.get("-n", guarded.namespace, "deployment", NAME)
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]  # the runtime's: it has a Python
-    mserve.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod},
-            "spec": {
-                "restartPolicy": "Never",
-                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [
-                    {
-                        "name": "client",
-                        "image": image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["/opt/mserve/bin/python", "-c", REACH, url, str(seconds)],
-                        "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                    }
-                ],
-            },
-        },
-        namespace,
-    )
-
-    def finished() -> str | None:
-        phase = mserve.get("-n", namespace, "pod", pod).get("status", {}).get("phase")
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    phase = wait_until(f"pod {pod}", finished, timeout=120)
-    return phase, mserve.kubectl("-n", namespace, "logs", pod)
+    return run_python_pod(mserve, namespace, image, "reach", [REACH, url, str(seconds)])
 
 
 def test_a_namespace_the_policy_does_not_allow_cannot_connect(mserve: Cluster, guarded: Guarded) -> None:
@@ -312,45 +280,9 @@ KUBE_NAME = "kube-guarded"
 
 
 def _call_as(mserve: Cluster, namespace: str, account: str, image: str) -> str:
-    pod = f"caller-{uuid.uuid4().hex[:6]}"
     url = f"http://{KUBE_NAME}.{namespace}.svc:8080/v2/models/{KUBE_NAME}/infer"
-    token = {"serviceAccountToken": {"audience": "mserve", "expirationSeconds": 600, "path": "token"}}
-    mserve.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod},
-            "spec": {
-                "restartPolicy": "Never",
-                "serviceAccountName": account,
-                "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                "volumes": [{"name": "token", "projected": {"sources": [token]}}],
-                "containers": [
-                    {
-                        "name": "caller",
-                        "image": image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["/opt/mserve/bin/python", "-c", CALL_WITH_TOKEN, url],
-                        "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/mserve"}],
-                        "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}},
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                    }
-                ],
-            },
-        },
-        namespace,
-    )
-
-    def finished() -> str | None:
-        phase = mserve.get("-n", namespace, "pod", pod).get("status", {}).get("phase")
-        return phase if phase in ("Succeeded", "Failed") else None
-
-    wait_until(f"pod {pod}", finished, timeout=120)
-    return mserve.kubectl("-n", namespace, "logs", pod).strip()
+    _, log = run_python_pod(mserve, namespace, image, "caller", [CALL_WITH_TOKEN, url], account=account)
+    return log.strip()
 
 
 def test_kubernetes_tokens_checked_by_token_review(
