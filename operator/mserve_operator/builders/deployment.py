@@ -119,6 +119,38 @@ def _probe(path: str, period: int, failures: int, *, tls: bool) -> dict:
     }
 
 
+def server_container(
+    image: str, args: list[str], env: list[dict], resources: dict, settings: OperatorSettings, *, tls: bool
+) -> dict:
+    """The runtime's `server` container as a dedicated Deployment and a pool share it: ports,
+    probes, drain and security context (volume mounts are the caller's)."""
+    return {
+        "name": "server",
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mserve"],
+        "args": args,
+        "env": env,
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "resources": resources,
+        # Start-up ends when the model is loaded and warm (5 min at most), not when the port
+        # opens: the kubelet probes readiness at once when start-up succeeds, so a new pod
+        # (a rollout, a rollback) takes traffic within a second of being ready instead of
+        # waiting out a readiness period. Liveness waits for start-up.
+        "startupProbe": _probe("/v2/health/ready", period=1, failures=300, tls=tls),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3, tls=tls),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=2, tls=tls),
+        # Endpoints drop the pod during this pause, before the server starts draining.
+        "lifecycle": {"preStop": {"sleep": {"seconds": settings.prestop_sleep_seconds}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(),
+    }
+
+
 def gpu_resource_name(spec: ModelServiceSpec, settings: OperatorSettings) -> str:
     """The GPU resource a runtime pod asks for: the ModelService's, else the install's default."""
     return spec.serving.gpu.resource_name or settings.gpu_resource_name
@@ -222,29 +254,14 @@ def build_deployment(
     if spec.serving.uses_gpu:
         server_resources["limits"][gpu_resource_name(spec, settings)] = str(spec.serving.gpu.count)
     server = {
-        "name": "server",
-        "image": runtime_image(spec, settings),
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["mserve"],
-        "args": ["serve", MODEL_PATH, "--name", owner.name],
-        "env": _runtime_env(spec, owner, artifact, settings, serving_access, revision),
-        "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
-        ],
-        "resources": server_resources,
-        # Start-up ends when the model is loaded and warm (5 min at most), not when the port
-        # opens: the kubelet probes readiness at once when start-up succeeds, so a new pod
-        # (a rollout, a rollback) takes traffic within a second of being ready instead of
-        # waiting out a readiness period. Liveness waits for start-up.
-        "startupProbe": _probe("/v2/health/ready", period=1, failures=300, tls=tls),
-        "livenessProbe": _probe("/v2/health/live", period=10, failures=3, tls=tls),
-        "readinessProbe": _probe("/v2/health/ready", period=5, failures=2, tls=tls),
-        # Endpoints drop the pod during this pause, before the server starts draining.
-        "lifecycle": {"preStop": {"sleep": {"seconds": settings.prestop_sleep_seconds}}},
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": container_security_context(),
+        **server_container(
+            runtime_image(spec, settings),
+            ["serve", MODEL_PATH, "--name", owner.name],
+            _runtime_env(spec, owner, artifact, settings, serving_access, revision),
+            server_resources,
+            settings,
+            tls=tls,
+        ),
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
             tmp_mount,

@@ -16,10 +16,10 @@ from mserve_operator import names
 from mserve_operator.artifact import Artifact
 from mserve_operator.builders.deployment import (
     MODEL_DIR,
-    _probe,
     fetch_image,
     gpu_scheduling,
     resources_with_defaults,
+    server_container,
     shutdown_budget,
 )
 from mserve_operator.builders.pod import (
@@ -141,24 +141,14 @@ def build_pool_deployment(
     if spec.uses_gpu:
         server_resources["limits"][spec.gpu.resource_name or settings.gpu_resource_name] = str(spec.gpu.count)
     server = {
-        "name": "server",
-        "image": pool_image(spec, settings),
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["mserve"],
-        "args": ["serve", "--pool", MODEL_DIR],
-        "env": [{"name": k, "value": str(v)} for k, v in env.items()],
-        "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
-        ],
-        "resources": server_resources,
-        "startupProbe": _probe("/v2/health/live", period=2, failures=150, tls=False),
-        "livenessProbe": _probe("/v2/health/live", period=10, failures=3, tls=False),
-        "readinessProbe": _probe("/v2/health/ready", period=5, failures=2, tls=False),
-        "lifecycle": {"preStop": {"sleep": {"seconds": settings.prestop_sleep_seconds}}},
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": container_security_context(),
+        **server_container(
+            pool_image(spec, settings),
+            ["serve", "--pool", MODEL_DIR],
+            [{"name": k, "value": str(v)} for k, v in env.items()],
+            server_resources,
+            settings,
+            tls=False,
+        ),
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True}, tmp_mount],
     }
     selector = pool_selector(pool.name)
