@@ -11,7 +11,9 @@ measured in turn (baseline first) for `--rounds`, from a separate closed-loop cl
 - rollout file present, `weight: 0` (the wrapped handler's one attribute check);
 - `weight: 10` (a tenth of requests take the hop to the canary and back);
 - `mirrorPercent: 20` (a fifth also go to the canary off the response path, and are compared).
-Prints the medians of req/s, p50 and p99 and their ratios to the baseline of the same round.
+Prints the medians of req/s, p50, p99 and the stable's CPU time per request (/proc; requests
+from its own counters), and their ratios to the baseline of the same round: CPU per request
+is what neighbours on a shared machine move least.
 Not a timed test: on a shared machine compare the ratios of one run, not absolute numbers.
 """
 
@@ -31,6 +33,7 @@ import httpx
 import numpy as np
 
 from benchmarks.http_load import json_body, run_load
+from benchmarks.load_process import cpu_s
 from tests.support.models import build_tiny_mlp
 from tests.support.serving import Server, serving
 
@@ -53,6 +56,18 @@ def _apply(stable: Server, path: Path, generation: int, canary: dict | None) -> 
 
 def _counter(server: Server, pattern: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{pattern} (\S+)$", server.metrics(), re.MULTILINE))
+
+
+def _requests(server: Server) -> float:
+    """Inference requests the stable answered: served here, or forwarded and answered there."""
+    served = _counter(server, r'mserve_requests_total\{model="tiny",protocol="rest",status="\d+"\}')
+    return served + _counter(server, r'mserve_canary_forwarded_total\{outcome="answered"\}')
+
+
+def _requests(server: Server) -> float:
+    """Inference requests the stable answered: served here, or forwarded and answered there."""
+    served = _counter(server, r'mserve_requests_total\{model="tiny",protocol="rest",status="\d+"\}')
+    return served + _counter(server, r'mserve_canary_forwarded_total\{outcome="answered"\}')
 
 
 def main() -> None:
@@ -91,11 +106,17 @@ def main() -> None:
                 if split is not None:
                     generation += 1
                     _apply(server, rollout, generation, {"url": canary.url, "revision": 2, **split})
+                cpu, done = cpu_s(server.proc.pid), _requests(server)
                 result = run_load(
                     server.port, PATH, body, args.connections, args.duration, 10**7, warmup_s=0.5
                 )
+                result["cpu_us"] = 1e6 * (cpu_s(server.proc.pid) - cpu) / max(1.0, _requests(server) - done)
                 runs[label].append(result)
-                print(f"# {label}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.2f} ms", flush=True)
+                print(
+                    f"# {label}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.2f} ms, "
+                    f"stable CPU {result['cpu_us']:.0f} us/req",
+                    flush=True,
+                )
         forwarded = _counter(stable, r'mserve_canary_forwarded_total\{outcome="\w+"\}')
         compared = _counter(stable, r'mserve_shadow_comparisons_total\{result="\w+"\}')
         dropped = _counter(stable, "mserve_shadow_dropped_total")
@@ -104,16 +125,21 @@ def main() -> None:
     base = runs[cells[0][0]]
     print(f"# load average after {os.getloadavg()[0]:.1f}")
     print(f"\n{args.connections} connections, {args.duration:g} s per run, {args.rounds} rounds (medians)\n")
-    print("| configuration | req/s | p50 ms | p99 ms | req/s vs alone | p99 vs alone |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| configuration | req/s | p50 ms | p99 ms | stable CPU us/req "
+        "| req/s vs alone | p99 vs alone | CPU/req vs alone |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, _, _ in cells:
         rs = runs[label]
         rps = statistics.median(r["rps"] / b["rps"] for r, b in zip(rs, base, strict=True))
         p99 = statistics.median(r["p99_ms"] / b["p99_ms"] for r, b in zip(rs, base, strict=True))
+        cpu = statistics.median(r["cpu_us"] / b["cpu_us"] for r, b in zip(rs, base, strict=True))
         print(
             f"| {label} | {statistics.median(r['rps'] for r in rs):.0f} "
             f"| {statistics.median(r['p50_ms'] for r in rs):.2f} "
-            f"| {statistics.median(r['p99_ms'] for r in rs):.2f} | {rps:.3f} | {p99:.3f} |"
+            f"| {statistics.median(r['p99_ms'] for r in rs):.2f} "
+            f"| {statistics.median(r['cpu_us'] for r in rs):.0f} | {rps:.3f} | {p99:.3f} | {cpu:.3f} |"
         )
     mean_ms = 1000 * forward_s / forwarded if forwarded else float("nan")
     print(

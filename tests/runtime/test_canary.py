@@ -384,3 +384,24 @@ def test_the_callers_credential_goes_with_the_forward(
         assert refused.status_code == 401
         assert metric(canary_, "mserve_requests_total", served) == 10
         assert metric(stable_, "mserve_canary_forwarded_total", 'outcome="answered"') == 10
+
+
+def test_v1_predict_is_split_and_mirrored_too(stable: Server, canary: Server, rollout_file: Path) -> None:
+    instances = {"instances": X.tolist()}
+    v1 = 'model="tiny",protocol="rest_v1",status="200"'
+    apply(stable, rollout_file, split(canary.url, 100))
+    before = metric(canary, "mserve_requests_total", v1)
+    forwarded = httpx.post(f"{stable.url}/v1/models/tiny:predict", json=instances, timeout=10)
+    assert forwarded.status_code == 200
+    assert metric(canary, "mserve_requests_total", v1) == before + 1
+    agree = metric(stable, "mserve_shadow_comparisons_total", 'result="agree"')
+    apply(stable, rollout_file, split(canary.url, 0, 100))
+    local = httpx.post(f"{stable.url}/v1/models/tiny:predict", json=instances, timeout=10)
+    assert local.json() == forwarded.json()
+    wait_until(
+        "the V1 answer compared",
+        lambda: metric(stable, "mserve_shadow_comparisons_total", 'result="agree"') == agree + 1,
+        timeout=10,
+        interval=0.1,
+    )
+    apply(stable, rollout_file, None)
