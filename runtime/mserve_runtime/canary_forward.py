@@ -43,6 +43,9 @@ FORWARDED_HEADERS = (
     b"x-request-id",
 )
 _RETURNED_HEADERS = ("inference-header-content-length",)
+# Set on what this pod sends to the canary; a request carrying it is never passed on again, so
+# that a rollout file naming this pod's own Service cannot make requests go round in circles.
+FORWARDED_MARK = (b"x-mserve-forwarded", b"1")
 CONNECT_TIMEOUT_S = 1.0
 
 
@@ -95,7 +98,7 @@ class CanarySplit:
     def wrap(self, handler: Handler, v1: bool = False) -> Handler:
         async def split(request: RestRequest) -> RestResponse:
             canary = self.rollout.config.canary
-            if canary is None:
+            if canary is None or FORWARDED_MARK[0] in request.headers:
                 return await handler(request)
             if self.forward_share.take(canary.weight):
                 answer = await self.forward(canary, request)
@@ -111,7 +114,9 @@ class CanarySplit:
 
     @staticmethod
     def _headers(request: RestRequest) -> list[tuple[bytes, bytes]]:
-        return [(name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers]
+        headers = [(name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers]
+        headers.append(FORWARDED_MARK)
+        return headers
 
     async def forward(self, canary: CanaryConfig, request: RestRequest) -> RestResponse | None:
         """The canary's answer (status < 500) to `request`, or None when it gave none in time."""

@@ -405,3 +405,12 @@ def test_v1_predict_is_split_and_mirrored_too(stable: Server, canary: Server, ro
         interval=0.1,
     )
     apply(stable, rollout_file, None)
+
+
+def test_a_rollout_file_naming_the_stable_itself_does_not_loop(stable: Server, rollout_file: Path) -> None:
+    answered = metric(stable, "mserve_canary_forwarded_total", 'outcome="answered"')
+    apply(stable, rollout_file, split(stable.url, 100, 100))
+    assert set(versions(stable, 5)) == {"1"}
+    # Each request went round once: forwarded to itself, served there, never passed on again.
+    assert metric(stable, "mserve_canary_forwarded_total", 'outcome="answered"') == answered + 5
+    apply(stable, rollout_file, None)
