@@ -16,10 +16,10 @@ import dataclasses
 import logging
 import time
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from mserve_runtime.admission import TIMEOUT_HEADER, current_scope
+from mserve_runtime.canary_client import CanaryClient, CanaryUnansweredError, header_text, wire_bytes
 from mserve_runtime.canary_metrics import CanaryMetrics
 from mserve_runtime.canary_split import CreditShare
 from mserve_runtime.request_limits import RequestLimits
@@ -42,11 +42,13 @@ FORWARDED_HEADERS = (
     TIMEOUT_HEADER.lower().encode(),
     b"x-request-id",
 )
-_RETURNED_HEADERS = ("inference-header-content-length",)
+_FORWARDED = tuple((name, name.decode()) for name in FORWARDED_HEADERS)
+# The canary is asked for `identity`; one that encodes anyway is passed on with its encoding.
+_RETURNED_HEADERS = ("inference-header-content-length", "content-encoding")
 # Set on what this pod sends to the canary; a request carrying it is never passed on again, so
 # that a rollout file naming this pod's own Service cannot make requests go round in circles.
 FORWARDED_MARK = (b"x-mserve-forwarded", b"1")
-CONNECT_TIMEOUT_S = 1.0
+_MARK = (FORWARDED_MARK[0].decode(), FORWARDED_MARK[1].decode())
 
 
 def _target(request: RestRequest) -> str:
@@ -55,10 +57,6 @@ def _target(request: RestRequest) -> str:
     path = scope.get("raw_path") or scope.get("path", "").encode()
     query = scope.get("query_string") or b""
     return (path + b"?" + query if query else path).decode("latin-1")
-
-
-def _timeout(seconds: float) -> httpx.Timeout:
-    return httpx.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT_S))
 
 
 class CanarySplit:
@@ -78,11 +76,8 @@ class CanarySplit:
         self.request_timeout_s = request_timeout_s
         self.forward_share = CreditShare()
         self.mirror_share = CreditShare()
-        self.client = httpx.AsyncClient(
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        # An answer is held whole, as a request is: the same bound.
+        self.client = CanaryClient(limits.max_request_bytes, "MSERVE_MAX_REQUEST_BYTES")
         self.mirror = ShadowMirror(self.client, self.metrics, limits, shadow_max_in_flight, request_timeout_s)
         self._poll: asyncio.Task[None] | None = None
 
@@ -113,9 +108,11 @@ class CanarySplit:
         return split
 
     @staticmethod
-    def _headers(request: RestRequest) -> list[tuple[bytes, bytes]]:
-        headers = [(name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers]
-        headers.append(FORWARDED_MARK)
+    def _headers(request: RestRequest) -> list[tuple[str, str]]:
+        headers = [
+            (text, header_text(request.headers[name])) for name, text in _FORWARDED if name in request.headers
+        ]
+        headers.append(_MARK)
         return headers
 
     async def forward(self, canary: CanaryConfig, request: RestRequest) -> RestResponse | None:
@@ -129,15 +126,12 @@ class CanarySplit:
         started = time.perf_counter()
         try:
             answer = await self.client.post(
-                canary.url + _target(request),
-                content=bytes(request.body),
-                headers=self._headers(request),
-                timeout=_timeout(remaining),
+                canary.url + _target(request), bytes(request.body), self._headers(request), remaining
             )
-        except httpx.HTTPError as exc:
-            failure = f"{type(exc).__name__}: {exc}"
+        except CanaryUnansweredError as exc:
+            failure = str(exc)
         else:
-            failure = f"status {answer.status_code}" if answer.status_code >= 500 else None
+            failure = f"status {answer.status}" if answer.status >= 500 else None
         self.metrics.forward_duration.observe(time.perf_counter() - started)
         if failure is not None:
             self.metrics.failed.inc()
@@ -148,15 +142,15 @@ class CanarySplit:
         if usage is not None:
             usage.forwarded = True  # metered by the canary that served it
         headers = [
-            (name.encode(), answer.headers[name].encode("latin-1"))
+            (name.encode(), wire_bytes(answer.headers[name]))
             for name in _RETURNED_HEADERS
             if name in answer.headers
         ]
         content_type = answer.headers.get("content-type")
         return RestResponse(
-            answer.content,
-            answer.status_code,
-            content_type=content_type.encode("latin-1") if content_type else JSON,
+            answer.body,
+            answer.status,
+            content_type=wire_bytes(content_type) if content_type else JSON,
             headers=headers,
         )
 
@@ -171,10 +165,11 @@ class CanarySplit:
                 except Exception:
                     log.exception("re-reading the rollout file failed")
 
+        self.client.open()
         self._poll = asyncio.get_running_loop().create_task(poll())
 
     async def close(self) -> None:
         if self._poll is not None:
             self._poll.cancel()
         await self.mirror.close()
-        await self.client.aclose()
+        await self.client.close()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import httpx
 import numpy as np
 import orjson
 
+from mserve_runtime.canary_client import CanaryClient
 from mserve_runtime.canary_metrics import CanaryMetrics
 from mserve_runtime.request_limits import RequestLimits
+from mserve_runtime.rest_body import undo_content_encoding
 from mserve_runtime.rest_codec import decode_infer_outputs, parse_header_length
 from mserve_runtime.rest_infer import OFF_LOOP_BYTES
 from mserve_runtime.rest_routes import RestResponse
@@ -58,7 +59,7 @@ class ShadowMirror:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: CanaryClient,
         metrics: CanaryMetrics,
         limits: RequestLimits,
         max_in_flight: int,
@@ -76,7 +77,7 @@ class ShadowMirror:
         canary: CanaryConfig,
         target: str,
         body: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[str, str]],
         served: RestResponse,
         v1: bool,
     ) -> None:
@@ -93,21 +94,20 @@ class ShadowMirror:
         canary: CanaryConfig,
         target: str,
         body: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[str, str]],
         served: RestResponse,
         v1: bool,
     ) -> None:
         try:
-            answer = await self.client.post(
-                canary.url + target,
-                content=body,
-                headers=headers,
-                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 1.0)),
+            answer = await self.client.post(canary.url + target, body, headers, self.timeout_s)
+            if answer.status != 200:
+                raise ValueError(f"the canary answered {answer.status}: {answer.body[:200]!r}")
+            encoding = answer.headers.get("content-encoding")
+            content = undo_content_encoding(
+                answer.body, encoding, self.limits.max_request_bytes, "MSERVE_MAX_REQUEST_BYTES"
             )
-            if answer.status_code != 200:
-                raise ValueError(f"the canary answered {answer.status_code}: {answer.text[:200]}")
-            args = (canary, served, answer.content, answer.headers.get(_HEADER_LENGTH.decode()), v1)
-            if len(answer.content) + len(served.body) < OFF_LOOP_BYTES:
+            args = (canary, served, bytes(content), answer.headers.get(_HEADER_LENGTH.decode()), v1)
+            if len(content) + len(served.body) < OFF_LOOP_BYTES:
                 agreement = self._compare(*args)
             else:
                 agreement = await asyncio.to_thread(self._compare, *args)
