@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -28,7 +28,6 @@ from mserve_runtime.access import POLL_S, Access
 from mserve_runtime.access_middleware import AccessMiddleware
 from mserve_runtime.admission import AdmissionMiddleware
 from mserve_runtime.asgi_middleware import AccessLogMiddleware
-from mserve_runtime.canary_forward import CanarySplit
 from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ConfigError, ModelLoadError
 from mserve_runtime.logs import configure_logging
@@ -42,6 +41,9 @@ from mserve_runtime.rest_routes import HEALTH_ROUTES, build_admin_routes, build_
 from mserve_runtime.rest_shedding import shedding_protocol
 from mserve_runtime.settings import RuntimeSettings
 from mserve_runtime.tls_reload import TlsFiles
+
+if TYPE_CHECKING:
+    from mserve_runtime.canary_forward import CanarySplit
 
 log = logging.getLogger("mserve.server")
 
@@ -314,6 +316,9 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
     )
     canary = None
     if settings.rollout_file and pool is None:
+        # Imported here: its HTTP client (aiohttp) costs a pod without a canary nothing at start.
+        from mserve_runtime.canary_forward import CanarySplit
+
         limits = RequestLimits.from_settings(settings)
         canary = CanarySplit(
             settings.rollout_file,
