@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mserve_runtime.admission import Admission, default_max_in_flight
+from mserve_runtime.admission import Admission, default_max_in_flight, queue_wait_bound
 from mserve_runtime.cpu_limit import concurrent_runs
 from mserve_runtime.dataplane import EXTENSIONS, SERVER_NAME, DataPlane, _quoted, server_version
 from mserve_runtime.errors import ModelLoadError, ModelNotFound, ModelNotReady
@@ -34,6 +34,7 @@ from mserve_runtime.model_repository import (
 )
 from mserve_runtime.model_residency import ModelState, ModelUnavailable, NoRoom, Residency, held_bytes
 from mserve_runtime.onnx_model import session_config
+from mserve_runtime.pool_admission import ModelAdmissions, model_cap
 from mserve_runtime.pool_metrics import PoolMetrics
 from mserve_runtime.pool_settings import PoolSettings
 from mserve_runtime.settings import RuntimeSettings
@@ -62,8 +63,16 @@ class PoolDataPlane:
         self.max_in_flight = settings.max_in_flight or default_max_in_flight(
             self.workers, settings.max_batch_size
         )
-        # One cap on requests for the whole process (each model's own DataPlane queues its work).
+        # One cap on requests for the whole process, and one per model within it (pool_admission.py).
         self.admission = Admission(self.max_in_flight)
+        batch_delay_s = settings.max_batch_delay_ms / 1000 if settings.max_batch_size > 1 else 0.0
+        self.admissions = ModelAdmissions(
+            model_cap(pool.model_max_in_flight, self.max_in_flight),
+            max(1, self.workers * settings.max_batch_size),
+            queue_wait_bound(settings.max_queue_delay_ms, batch_delay_s),
+            self.listed,
+            lambda name, protocol: self.metrics.shed.labels(name, protocol).inc(),
+        )
         self.entries: dict[str, RepositoryEntry] = {}
         self.planes: dict[str, DataPlane] = {}
         self._metadata: dict[str, ModelMetadata] = {}
@@ -89,7 +98,9 @@ class PoolDataPlane:
                 self.metrics.serve(name)
                 record = self.residency.record(name)
                 self.pool_metrics.set_state(name, record.state, 0)
-                self.metrics.in_flight.labels(name).set_function(lambda r=record: r.active)
+                # Requests holding one of the model's slots (pool_admission.py): read, loading, queued, run.
+                admission = self.admissions.of(name)
+                self.metrics.in_flight.labels(name).set_function(lambda a=admission: a.in_flight)
         for name in [n for n in self.planes if n not in self.entries]:
             if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
                 plane = self._take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
@@ -206,8 +217,14 @@ class PoolDataPlane:
     async def infer(
         self, name: str, request: InferenceRequest, version: str | None = None
     ) -> InferenceResponse:
-        async with self.holding(name) as plane:
-            return await plane.infer(name, request, version)
+        self._entry(name)
+        with self.admissions.holding(name):
+            async with self.holding(name) as plane:
+                return await plane.infer(name, request, version)
+
+    def listed(self, name: str) -> bool:
+        """Whether the repository's listing (as last read) holds `name`."""
+        return name in self.entries
 
     @contextlib.asynccontextmanager
     async def holding(self, name: str) -> AsyncIterator[DataPlane]:
@@ -286,7 +303,7 @@ class PoolDataPlane:
             started = time.perf_counter()
             try:
                 plane, grown = await asyncio.get_running_loop().run_in_executor(
-                    self._loader, self._load_blocking, settings
+                    self._loader, self._load_blocking, settings, self.admissions.of(name)
                 )
             except Exception as exc:
                 reason = f"model '{name}' failed to load: {exc}"
@@ -316,13 +333,10 @@ class PoolDataPlane:
                 await self._make_room(name, 0)
             return plane
 
-    def _load_blocking(self, settings: RuntimeSettings) -> tuple[DataPlane, int]:
+    def _load_blocking(self, settings: RuntimeSettings, admission: Admission) -> tuple[DataPlane, int]:
         before = held_bytes()
-        plane = DataPlane(settings, self.metrics, self.usage)
+        plane = DataPlane(settings, self.metrics, self.usage, admission)
         plane.load()
-        record = self.residency.record(settings.model_name)
-        # DataPlane counts its own admissions; in a pool the requests holding the model count.
-        self.metrics.in_flight.labels(settings.model_name).set_function(lambda: record.active)
         return plane, held_bytes() - before
 
     async def _make_room(self, name: str, need: int) -> None:
