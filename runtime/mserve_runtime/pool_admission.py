@@ -61,9 +61,13 @@ class ModelAdmissions:
         max_wait_s: float,
         listed: Callable[[str], bool],
         on_shed: Callable[[str, str], None],
+        on_busy: Callable[[str, bool], None] | None = None,
     ) -> None:
+        """`on_busy(name, True)` when a model's first request in flight enters, `(name, False)`
+        when its last one leaves (the crash report's list)."""
         self.cap = cap
         self.listed = listed
+        self.on_busy = on_busy
         self.floor = min(floor, cap)
         self.max_wait_s = max_wait_s
         self.on_shed = on_shed
@@ -88,13 +92,21 @@ class ModelAdmissions:
             "delay); other models are still served; retry later"
         )
 
-    def enter(self, name: str, protocol: str) -> Admission:
+    def enter(self, name: str, protocol: str) -> None:
         """Take a slot of `name` (a listed model), or Overloaded naming it and the setting."""
         admission = self.of(name)
         if not admission.try_enter():
             self.on_shed(name, protocol)
             raise Overloaded(self.refusal(name, admission))
-        return admission
+        if admission.in_flight == 1 and self.on_busy is not None:
+            self.on_busy(name, True)
+
+    def leave(self, name: str) -> None:
+        """Give back a slot `enter` took."""
+        admission = self._by_model[name]
+        admission.leave()
+        if admission.in_flight == 0 and self.on_busy is not None:
+            self.on_busy(name, False)
 
     def enter_url(self, method: bytes, url: bytes, scope: dict[str, Any]) -> str | None:
         """For the HTTP protocol, once a request's headers are parsed: take the slot of the model
@@ -119,7 +131,7 @@ class ModelAdmissions:
         """Give back the slot `enter_url` took for this request, if it took one."""
         name = scope.pop(MODEL_ADMITTED_KEY, None)
         if name is not None:
-            self._by_model[name].leave()
+            self.leave(name)
 
     @contextlib.contextmanager
     def holding(self, name: str) -> Iterator[None]:
@@ -128,11 +140,11 @@ class ModelAdmissions:
         if held == name:
             yield
             return
-        admission = self.enter(name, "grpc" if held is None else "rest")
+        self.enter(name, "grpc" if held is None else "rest")
         try:
             yield
         finally:
-            admission.leave()
+            self.leave(name)
 
 
 def model_of_inference(method: str, path: str) -> str | None:
@@ -164,7 +176,7 @@ class PoolAdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         if scope.get(MODEL_ADMITTED_KEY) == name:
-            admission = self.admissions.of(name)
+            pass  # the protocol took the model's slot (rest_shedding.py)
         elif scope.get(ADMITTED_KEY) or not self.admissions.listed(name):
             # The protocol decided without a model slot (the name was not listed then): the
             # data plane takes it, if the name is listed by then.
@@ -176,7 +188,7 @@ class PoolAdmissionMiddleware:
             return
         else:
             try:
-                admission = self.admissions.enter(name, "rest")
+                self.admissions.enter(name, "rest")
             except Overloaded as exc:
                 await send_error(send, 503, exc.message, [(b"retry-after", str(RETRY_AFTER_S).encode())])
                 return
@@ -185,4 +197,4 @@ class PoolAdmissionMiddleware:
             await self.app(scope, receive, send)
         finally:
             _held.reset(token)
-            admission.leave()
+            self.admissions.leave(name)

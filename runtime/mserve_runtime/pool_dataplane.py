@@ -21,6 +21,7 @@ from typing import Any
 
 from mserve_runtime.admission import Admission, default_max_in_flight, queue_wait_bound
 from mserve_runtime.cpu_limit import concurrent_runs
+from mserve_runtime.crash_report import CrashReport, frame_named
 from mserve_runtime.dataplane import EXTENSIONS, SERVER_NAME, DataPlane, _quoted, server_version
 from mserve_runtime.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from mserve_runtime.inference_types import InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata
@@ -47,9 +48,14 @@ class PoolDataPlane:
     """Serves every model of a repository directory within one memory budget."""
 
     def __init__(
-        self, settings: RuntimeSettings, pool: PoolSettings, metrics: RuntimeMetrics | None = None
+        self,
+        settings: RuntimeSettings,
+        pool: PoolSettings,
+        metrics: RuntimeMetrics | None = None,
+        crash_report: CrashReport | None = None,
     ) -> None:
         self.settings = settings
+        self.crash_report = crash_report
         self.pool = pool
         self.directory = Path(pool.dir)
         self.metrics = metrics or RuntimeMetrics()
@@ -72,6 +78,7 @@ class PoolDataPlane:
             queue_wait_bound(settings.max_queue_delay_ms, batch_delay_s),
             self.listed,
             lambda name, protocol: self.metrics.shed.labels(name, protocol).inc(),
+            crash_report.busy if crash_report is not None else None,
         )
         self.entries: dict[str, RepositoryEntry] = {}
         self.planes: dict[str, DataPlane] = {}
@@ -301,6 +308,8 @@ class PoolDataPlane:
             self._set_state(name)
             settings = self.settings.model_copy(update={"model_name": name, "model_path": str(entry.path)})
             started = time.perf_counter()
+            if self.crash_report is not None:
+                self.crash_report.load(name)
             try:
                 plane, grown = await asyncio.get_running_loop().run_in_executor(
                     self._loader, self._load_blocking, settings, self.admissions.of(name)
@@ -311,6 +320,9 @@ class PoolDataPlane:
                 self.pool_metrics.load_failures.labels(name).inc()
                 self._fail(name, reason, _file_id(entry.path))
                 raise ModelUnavailable(reason) from None
+            finally:
+                if self.crash_report is not None:
+                    self.crash_report.load(None)
             seconds = time.perf_counter() - started
             self.pool_metrics.load_seconds.labels(name).observe(seconds)
             footprint = max(entry.size_bytes, grown)
@@ -337,6 +349,9 @@ class PoolDataPlane:
         before = held_bytes()
         plane = DataPlane(settings, self.metrics, self.usage, admission)
         plane.load()
+        assert plane.model is not None
+        # A crash inside a run then names the model in the stack the crash report holds.
+        plane.model.run = frame_named(plane.model.run, f"model '{settings.model_name}'")  # type: ignore[method-assign]
         return plane, held_bytes() - before
 
     async def _make_room(self, name: str, need: int) -> None:

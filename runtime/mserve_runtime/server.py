@@ -28,6 +28,7 @@ from mserve_runtime.access import POLL_S, Access
 from mserve_runtime.access_middleware import AccessMiddleware
 from mserve_runtime.admission import AdmissionMiddleware
 from mserve_runtime.asgi_middleware import AccessLogMiddleware
+from mserve_runtime.crash_report import CrashReport
 from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ConfigError, ModelLoadError
 from mserve_runtime.logs import configure_logging
@@ -254,13 +255,23 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
 
     With `pool`, serve every model of `pool.dir` (pool_dataplane.py) instead of one."""
     configure_logging(settings.log_level, settings.json_logs)
+    crash_report: CrashReport | None = None
     try:
-        dataplane = PoolDataPlane(settings, pool) if pool is not None else DataPlane(settings)
+        serving = f"pool {pool.dir}" if pool is not None else f"model '{settings.model_name}'"
+        crash_report = CrashReport.from_setting(settings.crash_report_file, serving)
+        log.info("crash report (the termination message): %s", crash_report.path if crash_report else "off")
+        dataplane = (
+            PoolDataPlane(settings, pool, crash_report=crash_report)
+            if pool is not None
+            else DataPlane(settings)
+        )
         access = Access(settings, dataplane.usage)
         tls = TlsFiles(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         admin_socket = _listen(settings.host, settings.admin_port, "MSERVE_ADMIN_PORT")
     except ConfigError as exc:
         log.error("cannot start: %s", exc)
+        if crash_report is not None:
+            crash_report.close()
         return 2
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
@@ -320,6 +331,8 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     server.run()
+    if crash_report is not None:
+        crash_report.close()
     if server.exit_code == 0 and not server.started:
         return 1
     return server.exit_code
