@@ -35,9 +35,11 @@ from mserve_runtime.model_repository import (
 )
 from mserve_runtime.model_residency import ModelState, ModelUnavailable, NoRoom, Residency, held_bytes
 from mserve_runtime.onnx_model import session_config
+from mserve_runtime.output_bound import OutputBound
 from mserve_runtime.pool_admission import ModelAdmissions, model_cap
 from mserve_runtime.pool_metrics import PoolMetrics
 from mserve_runtime.pool_settings import PoolSettings
+from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.settings import RuntimeSettings
 from mserve_runtime.usage_metrics import UsageMetrics
 
@@ -82,6 +84,8 @@ class PoolDataPlane:
         )
         self.entries: dict[str, RepositoryEntry] = {}
         self.planes: dict[str, DataPlane] = {}
+        self.max_elements = RequestLimits.from_settings(settings).max_elements
+        self._bounds: dict[str, OutputBound] = {}
         self._metadata: dict[str, ModelMetadata] = {}
         self._loads: dict[str, asyncio.Task[DataPlane]] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -227,6 +231,8 @@ class PoolDataPlane:
         self._entry(name)
         with self.admissions.holding(name):
             async with self.holding(name) as plane:
+                shapes = {tensor.name: tensor.shape for tensor in request.inputs}
+                self._bounds[name].check(name, shapes, self.max_elements)
                 return await plane.infer(name, request, version)
 
     def listed(self, name: str) -> bool:
@@ -329,6 +335,7 @@ class PoolDataPlane:
             self.residency.loaded(name, footprint)
             self.planes[name] = plane
             assert plane.model is not None
+            self._bounds[name] = OutputBound.of(plane.model.session)
             self._metadata[name] = plane.model_metadata(name)
             self._set_state(name)
             log.info("model '%s' loaded in %.3f s, %d bytes accounted", name, seconds, footprint)
