@@ -49,7 +49,8 @@ def frame_named(call: F, label: str) -> F:
 class CrashReport:
     """The termination log, kept up to date (see the module's docstring)."""
 
-    def __init__(self, path: str, serving: str) -> None:
+    def __init__(self, path: str, serving: str, per_model: bool = True) -> None:
+        """`serving` says what the process serves; `per_model`: the block lists models (a pool)."""
         try:
             self._block_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             self._append_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -59,18 +60,19 @@ class CrashReport:
             ) from None
         self.path = path
         self.serving = serving
+        self.per_model = per_model
         self.in_flight: set[str] = set()
         self.loading: str | None = None
         self._write()
         faulthandler.enable(self._append_fd, all_threads=False)
 
     @classmethod
-    def from_setting(cls, path: str, serving: str) -> CrashReport | None:
+    def from_setting(cls, path: str, serving: str, per_model: bool = True) -> CrashReport | None:
         """None when `path` is empty, or is Kubernetes' default path outside Kubernetes (where
         the kubelet has not created it); ConfigError naming the setting if it cannot be written."""
         if not path or (path == KUBERNETES_PATH and not os.path.exists(path)):
             return None
-        return cls(path, serving)
+        return cls(path, serving, per_model)
 
     def busy(self, name: str, now: bool) -> None:
         """`name` has requests in flight (`now`) or no longer has any."""
@@ -86,11 +88,10 @@ class CrashReport:
         self._write()
 
     def _write(self) -> None:
-        names = ", ".join(sorted(self.in_flight)) or "none"
-        text = (
-            f"mserve ({self.serving}) ended while serving, not by a clean shutdown.\n"
-            f"models with requests in flight: {names}\nmodel loading: {self.loading or 'none'}\n"
-        )
+        text = f"mserve ({self.serving}) ended while serving, not by a clean shutdown.\n"
+        if self.per_model:
+            names = ", ".join(sorted(self.in_flight)) or "none"
+            text += f"models with requests in flight: {names}\nmodel loading: {self.loading or 'none'}\n"
         if len(text) > BLOCK_BYTES - 1:
             text = text[: BLOCK_BYTES - 5] + "...\n"
         os.pwrite(self._block_fd, text.encode().ljust(BLOCK_BYTES - 1) + b"\n", 0)

@@ -258,7 +258,7 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
     crash_report: CrashReport | None = None
     try:
         serving = f"pool {pool.dir}" if pool is not None else f"model '{settings.model_name}'"
-        crash_report = CrashReport.from_setting(settings.crash_report_file, serving)
+        crash_report = CrashReport.from_setting(settings.crash_report_file, serving, pool is not None)
         log.info("crash report (the termination message): %s", crash_report.path if crash_report else "off")
         dataplane = (
             PoolDataPlane(settings, pool, crash_report=crash_report)

@@ -19,7 +19,7 @@ import pytest
 from tests.support.crashing_serve import CRASH_VALUE
 from tests.support.models import build_tiny_mlp
 from tests.support.pool_serving import metric, serving_pool, start_pool
-from tests.support.serving import Server
+from tests.support.serving import Server, start
 
 LAUNCHER = [sys.executable, "-m", "tests.support.crashing_serve"]
 BODY = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
@@ -114,3 +114,17 @@ def test_an_unwritable_report_path_stops_start_up_naming_the_setting(
     assert server.proc.wait(60) == 2
     assert "MSERVE_CRASH_REPORT_FILE" in server.logs()
     assert "Traceback" not in server.logs()
+
+
+def test_a_single_model_server_reports_its_model(repository: Path, tmp_path: Path) -> None:
+    report = tmp_path / "termination-log"
+    env = {"MSERVE_CRASH_REPORT_FILE": str(report)}
+    server = start(repository / "other.onnx", "other", tmp_path / "mserve.log", env=env)
+    try:
+        server.proc.send_signal(signal.SIGKILL)
+        assert server.proc.wait(30) == -signal.SIGKILL
+    finally:
+        server.stop()
+    message = _kept_by_kubelet(report)
+    assert message.startswith("mserve (model 'other') ended while serving, not by a clean shutdown.\n")
+    assert "models with requests in flight" not in message
