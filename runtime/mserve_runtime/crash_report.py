@@ -18,6 +18,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import stat
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -51,18 +52,24 @@ class CrashReport:
 
     def __init__(self, path: str, serving: str, per_model: bool = True) -> None:
         """`serving` says what the process serves; `per_model`: the block lists models (a pool)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            self._block_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            self._append_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            self._block_fd = os.open(path, flags, 0o644)
         except OSError as exc:
             raise ConfigError(
                 f"cannot write the crash report to {path!r} ({SETTING}): {exc.strerror}"
             ) from None
+        if not stat.S_ISREG(os.fstat(self._block_fd).st_mode):
+            os.close(self._block_fd)
+            raise ConfigError(f"the crash report {path!r} ({SETTING}) is not a regular file")
+        os.ftruncate(self._block_fd, 0)
+        self._append_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.path = path
         self.serving = serving
         self.per_model = per_model
         self.in_flight: set[str] = set()
         self.loading: str | None = None
+        self._failed = False
         self._write()
         faulthandler.enable(self._append_fd, all_threads=False)
 
@@ -72,7 +79,13 @@ class CrashReport:
         the kubelet has not created it); ConfigError naming the setting if it cannot be written."""
         if not path or (path == KUBERNETES_PATH and not os.path.exists(path)):
             return None
-        return cls(path, serving, per_model)
+        try:
+            return cls(path, serving, per_model)
+        except ConfigError as exc:
+            if path != KUBERNETES_PATH:
+                raise
+            log.warning("crash report off: %s", exc)  # the default must never stop a pod
+            return None
 
     def busy(self, name: str, now: bool) -> None:
         """`name` has requests in flight (`now`) or no longer has any."""
@@ -94,7 +107,12 @@ class CrashReport:
             text += f"models with requests in flight: {names}\nmodel loading: {self.loading or 'none'}\n"
         if len(text) > BLOCK_BYTES - 1:
             text = text[: BLOCK_BYTES - 5] + "...\n"
-        os.pwrite(self._block_fd, text.encode().ljust(BLOCK_BYTES - 1) + b"\n", 0)
+        try:
+            os.pwrite(self._block_fd, text.encode().ljust(BLOCK_BYTES - 1) + b"\n", 0)
+        except OSError as exc:  # a full disk must not fail the request that changed the list
+            if not self._failed:
+                log.warning("cannot update the crash report %s: %s", self.path, exc.strerror)
+            self._failed = True
 
     def close(self) -> None:
         """A clean exit: the fault handler off, the file emptied."""

@@ -7,6 +7,7 @@ reached only through a test launcher (tests/support/crashing_serve.py), never by
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -105,10 +106,11 @@ def test_a_clean_exit_empties_the_report(repository: Path, tmp_path: Path) -> No
     assert report.read_bytes() == b""
 
 
-@pytest.mark.parametrize("where", ["missing-dir/termination-log", "."])
+@pytest.mark.parametrize("where", ["missing-dir/termination-log", ".", "fifo"])
 def test_an_unwritable_report_path_stops_start_up_naming_the_setting(
     repository: Path, tmp_path: Path, where: str
 ) -> None:
+    os.mkfifo(tmp_path / "fifo")
     env = {"MSERVE_CRASH_REPORT_FILE": str(tmp_path / where)}
     server = start_pool(repository, tmp_path / "mserve.log", env=env, wait_ready=False)
     assert server.proc.wait(60) == 2
