@@ -90,15 +90,17 @@ def shedding_protocol(
             if not idle or self.parser.get_method() in _NEVER_SHED_METHODS or self.parser.should_upgrade():
                 super().on_headers_complete()
                 return
-            method = self.parser.get_method()
-            message = None if model_gate is None else model_gate.enter_url(method, self.url, self.scope)  # type: ignore[arg-type]
+            message = None
+            if model_gate is not None:
+                scope: Any = self.scope
+                message = model_gate.enter_url(self.parser.get_method(), self.url, scope)
             if message is None:
                 if admission.try_enter():
                     self.scope[ADMITTED_KEY] = True  # type: ignore[literal-required]
                     super().on_headers_complete()
                     return
                 if model_gate is not None:
-                    model_gate.leave_scope(self.scope)  # type: ignore[arg-type]
+                    model_gate.leave_scope(scope)
                 on_shed()
                 message = admission.refusal()
             keep_alive = self.parser.should_keep_alive()
