@@ -106,6 +106,7 @@ def test_a_model_at_its_cap_is_refused_naming_it_while_another_serves(capped: Se
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "model 'heavy'" in caught.value.details()
         assert SETTING in caught.value.details()
+        assert ("grpc-retry-pushback-ms", "1000") in tuple(caught.value.trailing_metadata())
         # The versioned and V1 routes count against the same cap.
         versioned = httpx.post(f"{capped.url}/v2/models/heavy/versions/1/infer", json=LIGHT, timeout=10)
         assert versioned.status_code == 503
