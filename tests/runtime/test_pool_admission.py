@@ -86,7 +86,15 @@ def capped(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     log = tmp_path_factory.mktemp("pool-admission-capped") / "mserve.log"
     env = {SETTING: "2"}
     with serving_pool(
-        repository, log, "--max-in-flight", "8", "--pool-preload", "heavy,light", env=env, grpc=True
+        repository,
+        log,
+        "--max-in-flight",
+        "8",
+        "--pool-preload",
+        "heavy,light",
+        env=env,
+        grpc=True,
+        timeout=120,
     ) as server:
         yield server
 
