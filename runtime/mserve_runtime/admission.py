@@ -57,6 +57,12 @@ def delay_floor(workers: int, max_batch_size: int) -> int:
     return max(32, workers * max_batch_size)
 
 
+def queue_wait_bound(max_queue_delay_ms: float, batch_delay_s: float) -> float:
+    """The queue wait past which requests are refused (`MSERVE_MAX_QUEUE_DELAY_MS` plus the
+    batching delay; inf when the setting is 0)."""
+    return max_queue_delay_ms / 1000 + batch_delay_s if max_queue_delay_ms else math.inf
+
+
 class Admission:
     """Counts inference requests in flight and refuses the one beyond `limit`, or beyond
     `floor` while the latest model run to start had waited more than `max_wait_s` for it;

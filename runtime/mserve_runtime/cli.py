@@ -89,9 +89,9 @@ def fetch(
     )
 
 
-def settings_error(exc: Any) -> str:
-    """A pydantic ValidationError of RuntimeSettings as one line per setting, each named
-    by its field and its variable."""
+def settings_error(exc: Any, prefix: str = "MSERVE_") -> str:
+    """A pydantic ValidationError of RuntimeSettings (or, with its `prefix`, PoolSettings) as
+    one line per setting, each named by its field and its variable."""
     lines = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
@@ -101,7 +101,7 @@ def settings_error(exc: Any) -> str:
         field = ".".join(str(part) for part in error["loc"])
         received = repr(error.get("input"))
         received = received if len(received) <= 80 else received[:80] + "..."
-        variable = f"MSERVE_{str(error['loc'][0]).upper()}"
+        variable = f"{prefix}{str(error['loc'][0]).upper()}"
         lines.append(f"{field} ({variable}): {message}; received {received}")
     return "\n".join(lines)
 
@@ -191,9 +191,12 @@ def serve(
     pool_overrides = {"dir": pool_dir, "memory_bytes": pool_memory_bytes, "preload": pool_preload}
     try:
         settings = RuntimeSettings(**overrides)
-        pool = PoolSettings(**{k: v for k, v in pool_overrides.items() if v is not None})
     except ValidationError as exc:
         raise click.UsageError(settings_error(exc)) from None
+    try:
+        pool = PoolSettings(**{k: v for k, v in pool_overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise click.UsageError(settings_error(exc, "MSERVE_POOL_")) from None
     if pool.dir:
         if model_path is not None:
             raise click.UsageError("give MODEL_PATH or --pool DIR, not both")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +20,7 @@ from mserve_runtime.admission import (
     current_scope,
     default_max_in_flight,
     delay_floor,
+    queue_wait_bound,
 )
 from mserve_runtime.batching import DynamicBatcher
 from mserve_runtime.concurrency_limit import GradientLimit
@@ -66,7 +66,9 @@ class DataPlane:
         settings: RuntimeSettings,
         metrics: RuntimeMetrics | None = None,
         usage: UsageMetrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        """`admission`: one the caller keeps (a pool's per-model one); else built from `settings`."""
         self.settings = settings
         self.metrics = metrics or RuntimeMetrics()
         # A pool's models share one registry, so they share its usage counters too.
@@ -89,10 +91,10 @@ class DataPlane:
                 settings.latency_tolerance,
                 settings.latency_slack_ms / 1000 + batch_delay_s,
             )
-        self.admission = Admission(
+        self.admission = admission or Admission(
             self.max_in_flight,
             delay_floor(self.workers, settings.max_batch_size),
-            settings.max_queue_delay_ms / 1000 + batch_delay_s if settings.max_queue_delay_ms else math.inf,
+            queue_wait_bound(settings.max_queue_delay_ms, batch_delay_s),
             adaptive,
         )
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mserve-infer")

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mserve_runtime.admission import Admission, default_max_in_flight
+from mserve_runtime.admission import Admission, default_max_in_flight, queue_wait_bound
 from mserve_runtime.cpu_limit import concurrent_runs
+from mserve_runtime.crash_report import CrashReport, frame_named
 from mserve_runtime.dataplane import EXTENSIONS, SERVER_NAME, DataPlane, _quoted, server_version
 from mserve_runtime.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from mserve_runtime.inference_types import InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata
@@ -34,8 +35,11 @@ from mserve_runtime.model_repository import (
 )
 from mserve_runtime.model_residency import ModelState, ModelUnavailable, NoRoom, Residency, held_bytes
 from mserve_runtime.onnx_model import session_config
+from mserve_runtime.output_bound import OutputBound
+from mserve_runtime.pool_admission import ModelAdmissions, model_cap
 from mserve_runtime.pool_metrics import PoolMetrics
 from mserve_runtime.pool_settings import PoolSettings
+from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.settings import RuntimeSettings
 from mserve_runtime.usage_metrics import UsageMetrics
 
@@ -46,9 +50,14 @@ class PoolDataPlane:
     """Serves every model of a repository directory within one memory budget."""
 
     def __init__(
-        self, settings: RuntimeSettings, pool: PoolSettings, metrics: RuntimeMetrics | None = None
+        self,
+        settings: RuntimeSettings,
+        pool: PoolSettings,
+        metrics: RuntimeMetrics | None = None,
+        crash_report: CrashReport | None = None,
     ) -> None:
         self.settings = settings
+        self.crash_report = crash_report
         self.pool = pool
         self.directory = Path(pool.dir)
         self.metrics = metrics or RuntimeMetrics()
@@ -62,10 +71,21 @@ class PoolDataPlane:
         self.max_in_flight = settings.max_in_flight or default_max_in_flight(
             self.workers, settings.max_batch_size
         )
-        # One cap on requests for the whole process (each model's own DataPlane queues its work).
+        # One cap on requests for the whole process, and one per model within it (pool_admission.py).
         self.admission = Admission(self.max_in_flight)
+        batch_delay_s = settings.max_batch_delay_ms / 1000 if settings.max_batch_size > 1 else 0.0
+        self.admissions = ModelAdmissions(
+            model_cap(pool.model_max_in_flight, self.max_in_flight),
+            max(1, self.workers * settings.max_batch_size),
+            queue_wait_bound(settings.max_queue_delay_ms, batch_delay_s),
+            self.listed,
+            lambda name, protocol: self.metrics.shed.labels(name, protocol).inc(),
+            crash_report.busy if crash_report is not None else None,
+        )
         self.entries: dict[str, RepositoryEntry] = {}
         self.planes: dict[str, DataPlane] = {}
+        self.max_elements = RequestLimits.from_settings(settings).max_elements
+        self._bounds: dict[str, OutputBound] = {}
         self._metadata: dict[str, ModelMetadata] = {}
         self._loads: dict[str, asyncio.Task[DataPlane]] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -89,7 +109,9 @@ class PoolDataPlane:
                 self.metrics.serve(name)
                 record = self.residency.record(name)
                 self.pool_metrics.set_state(name, record.state, 0)
-                self.metrics.in_flight.labels(name).set_function(lambda r=record: r.active)
+                # Requests holding one of the model's slots (pool_admission.py): read, loading, queued, run.
+                admission = self.admissions.of(name)
+                self.metrics.in_flight.labels(name).set_function(lambda a=admission: a.in_flight)
         for name in [n for n in self.planes if n not in self.entries]:
             if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
                 plane = self._take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
@@ -206,8 +228,16 @@ class PoolDataPlane:
     async def infer(
         self, name: str, request: InferenceRequest, version: str | None = None
     ) -> InferenceResponse:
-        async with self.holding(name) as plane:
-            return await plane.infer(name, request, version)
+        self._entry(name)
+        with self.admissions.holding(name):
+            async with self.holding(name) as plane:
+                shapes = {tensor.name: tensor.shape for tensor in request.inputs}
+                self._bounds[name].check(name, shapes, self.max_elements)
+                return await plane.infer(name, request, version)
+
+    def listed(self, name: str) -> bool:
+        """Whether the repository's listing (as last read) holds `name`."""
+        return name in self.entries
 
     @contextlib.asynccontextmanager
     async def holding(self, name: str) -> AsyncIterator[DataPlane]:
@@ -284,9 +314,11 @@ class PoolDataPlane:
             self._set_state(name)
             settings = self.settings.model_copy(update={"model_name": name, "model_path": str(entry.path)})
             started = time.perf_counter()
+            if self.crash_report is not None:
+                self.crash_report.load(name)
             try:
                 plane, grown = await asyncio.get_running_loop().run_in_executor(
-                    self._loader, self._load_blocking, settings
+                    self._loader, self._load_blocking, settings, self.admissions.of(name)
                 )
             except Exception as exc:
                 reason = f"model '{name}' failed to load: {exc}"
@@ -294,12 +326,16 @@ class PoolDataPlane:
                 self.pool_metrics.load_failures.labels(name).inc()
                 self._fail(name, reason, _file_id(entry.path))
                 raise ModelUnavailable(reason) from None
+            finally:
+                if self.crash_report is not None:
+                    self.crash_report.load(None)
             seconds = time.perf_counter() - started
             self.pool_metrics.load_seconds.labels(name).observe(seconds)
             footprint = max(entry.size_bytes, grown)
             self.residency.loaded(name, footprint)
             self.planes[name] = plane
             assert plane.model is not None
+            self._bounds[name] = OutputBound.of(plane.model.session)
             self._metadata[name] = plane.model_metadata(name)
             self._set_state(name)
             log.info("model '%s' loaded in %.3f s, %d bytes accounted", name, seconds, footprint)
@@ -316,13 +352,13 @@ class PoolDataPlane:
                 await self._make_room(name, 0)
             return plane
 
-    def _load_blocking(self, settings: RuntimeSettings) -> tuple[DataPlane, int]:
+    def _load_blocking(self, settings: RuntimeSettings, admission: Admission) -> tuple[DataPlane, int]:
         before = held_bytes()
-        plane = DataPlane(settings, self.metrics, self.usage)
+        plane = DataPlane(settings, self.metrics, self.usage, admission)
         plane.load()
-        record = self.residency.record(settings.model_name)
-        # DataPlane counts its own admissions; in a pool the requests holding the model count.
-        self.metrics.in_flight.labels(settings.model_name).set_function(lambda: record.active)
+        assert plane.model is not None
+        # A crash inside a run then names the model in the stack the crash report holds.
+        plane.model.run = frame_named(plane.model.run, f"model '{settings.model_name}'")  # type: ignore[method-assign]
         return plane, held_bytes() - before
 
     async def _make_room(self, name: str, need: int) -> None:

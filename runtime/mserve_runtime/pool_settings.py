@@ -29,6 +29,12 @@ class PoolSettings(BaseSettings):
     load_wait_s: float = Field(30.0, gt=0, le=3600)
     """How long a request waits for its model to load before it gets 503 naming the model."""
 
+    model_max_in_flight: int = Field(0, ge=0, le=1_000_000)
+    """Most inference requests one model may hold at once (being read, waiting for its load,
+    queued or run); one more gets 503 with Retry-After (gRPC UNAVAILABLE) naming the model, so
+    that a flooded model leaves the rest of `MSERVE_MAX_IN_FLIGHT` to the others. 0: half of
+    `MSERVE_MAX_IN_FLIGHT` (at least 1); above it is refused at start-up."""
+
     rescan_interval_s: float = Field(1.0, ge=0)
     """A request for a name not in the index re-reads the directory at most this often."""
 

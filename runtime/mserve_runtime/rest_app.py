@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import Route, Router, compile_path
 
-from mserve_runtime.errors import MethodNotAllowed, MServeError, PayloadTooLarge, RouteNotFound
+from mserve_runtime.admission import RETRY_AFTER_S
+from mserve_runtime.errors import MethodNotAllowed, MServeError, Overloaded, PayloadTooLarge, RouteNotFound
 from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.rest_body import declared_length, read_body
 from mserve_runtime.rest_routes import RestRequest, RestResponse, RestRoute
@@ -35,6 +36,8 @@ def error_response(exc: Exception) -> RestResponse:
         headers = [(b"connection", b"close")] if isinstance(exc, PayloadTooLarge) else []
         if isinstance(exc, MethodNotAllowed):
             headers.append((b"allow", exc.allowed.encode()))
+        elif isinstance(exc, Overloaded):
+            headers.append((b"retry-after", b"%d" % RETRY_AFTER_S))
         return RestResponse(orjson.dumps({"error": exc.message}), exc.status_code, headers=headers)
     return RestResponse(orjson.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}), 500)
 

@@ -9,6 +9,9 @@ parser, the connection stays open. An admitted request has its slot taken here t
 burst read in one event-loop iteration cannot all pass before any of it counts) and carries it
 in its scope to the middleware, which keeps the deadline, header and access-log duties.
 
+In a pool (`model_gate`), the slot of the model the URL names is taken first
+(pool_admission.py): a model past its share is refused without touching the process's slots.
+
 Only when a connection has no request in progress (HTTP pipelining keeps order through
 uvicorn's own queue, where the middleware decides), and only with the httptools protocol;
 with any other the middleware alone sheds, as before.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -48,6 +51,14 @@ class _Answered:
 _ANSWERED = _Answered()
 
 
+class ModelGate(Protocol):
+    """Admission per model (pool_admission.ModelAdmissions)."""
+
+    def enter_url(self, method: bytes, url: bytes, scope: dict[str, Any]) -> str | None: ...
+
+    def leave_scope(self, scope: dict[str, Any]) -> None: ...
+
+
 def refusal_bytes(message: str, keep_alive: bool, default_headers: bytes = b"") -> bytes:
     """A whole 503 response with Retry-After and a JSON error body, as written to the socket;
     `default_headers` (uvicorn's: the date) as header lines."""
@@ -60,7 +71,10 @@ def refusal_bytes(message: str, keep_alive: bool, default_headers: bytes = b"") 
 
 
 def shedding_protocol(
-    admission: Admission, on_shed: Callable[[], None], access_log: logging.Logger | None
+    admission: Admission,
+    on_shed: Callable[[], None],
+    access_log: logging.Logger | None,
+    model_gate: ModelGate | None = None,
 ) -> type[Any] | None:
     """uvicorn's httptools protocol class that refuses past `admission` before ASGI (None
     without httptools: the middleware then sheds alone)."""
@@ -76,13 +90,20 @@ def shedding_protocol(
             if not idle or self.parser.get_method() in _NEVER_SHED_METHODS or self.parser.should_upgrade():
                 super().on_headers_complete()
                 return
-            if admission.try_enter():
-                self.scope[ADMITTED_KEY] = True  # type: ignore[literal-required]
-                super().on_headers_complete()
-                return
-            on_shed()
+            message = None
+            if model_gate is not None:
+                scope: Any = self.scope
+                message = model_gate.enter_url(self.parser.get_method(), self.url, scope)
+            if message is None:
+                if admission.try_enter():
+                    self.scope[ADMITTED_KEY] = True  # type: ignore[literal-required]
+                    super().on_headers_complete()
+                    return
+                if model_gate is not None:
+                    model_gate.leave_scope(scope)
+                on_shed()
+                message = admission.refusal()
             keep_alive = self.parser.should_keep_alive()
-            message = admission.refusal()
             # uvicorn replaces its default headers (the date) with a new list every second.
             defaults = self.server_state.default_headers
             cached = encoded.get((message, keep_alive))

@@ -28,9 +28,11 @@ from mserve_runtime.access import POLL_S, Access
 from mserve_runtime.access_middleware import AccessMiddleware
 from mserve_runtime.admission import AdmissionMiddleware
 from mserve_runtime.asgi_middleware import AccessLogMiddleware
+from mserve_runtime.crash_report import CrashReport
 from mserve_runtime.dataplane import DataPlane, server_version
 from mserve_runtime.errors import ConfigError, ModelLoadError
 from mserve_runtime.logs import configure_logging
+from mserve_runtime.pool_admission import PoolAdmissionMiddleware
 from mserve_runtime.pool_dataplane import PoolDataPlane
 from mserve_runtime.pool_routes import PoolLoadMiddleware, build_repository_routes
 from mserve_runtime.pool_settings import PoolSettings
@@ -81,6 +83,10 @@ def build_asgi_app(
     # Outside access control: the slot the HTTP protocol takes before the app runs
     # (rest_shedding.py) is given back by this middleware whatever answers the request.
     asgi = AdmissionMiddleware(asgi, dataplane.admission, settings.request_timeout_s, shed.inc)
+    if isinstance(dataplane, PoolDataPlane):
+        # Outermost, as the protocol takes a model's slot before the process's (pool_admission.py):
+        # the slot is given back whatever answers the request.
+        asgi = PoolAdmissionMiddleware(asgi, dataplane.admissions)
     if settings.access_log:
         asgi = AccessLogMiddleware(asgi)
     return asgi
@@ -261,13 +267,23 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
 
     With `pool`, serve every model of `pool.dir` (pool_dataplane.py) instead of one."""
     configure_logging(settings.log_level, settings.json_logs)
-    dataplane = PoolDataPlane(settings, pool) if pool is not None else DataPlane(settings)
+    crash_report: CrashReport | None = None
     try:
+        serving = f"pool {pool.dir}" if pool is not None else f"model '{settings.model_name}'"
+        crash_report = CrashReport.from_setting(settings.crash_report_file, serving, pool is not None)
+        log.info("crash report (the termination message): %s", crash_report.path if crash_report else "off")
+        dataplane = (
+            PoolDataPlane(settings, pool, crash_report=crash_report)
+            if pool is not None
+            else DataPlane(settings)
+        )
         access = Access(settings, dataplane.usage)
         tls = TlsFiles(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         admin_socket = _listen(settings.host, settings.admin_port, "MSERVE_ADMIN_PORT")
     except ConfigError as exc:
         log.error("cannot start: %s", exc)
+        if crash_report is not None:
+            crash_report.close()
         return 2
     log.info(
         "serving %s as '%s' on :%d (gRPC :%s), device=%s intra_op_threads=%d inference_workers=%d "
@@ -330,7 +346,8 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
     extras = _Extras(access, _AdminServer(admin_config), admin_socket, tls, canary)
     shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
     access_log = logging.getLogger("mserve.access") if settings.access_log else None
-    config.http = shedding_protocol(dataplane.admission, shed.inc, access_log) or config.http
+    gate = dataplane.admissions if isinstance(dataplane, PoolDataPlane) else None
+    config.http = shedding_protocol(dataplane.admission, shed.inc, access_log, gate) or config.http
     server = _DrainingServer(config, dataplane, settings.drain_delay_s)
     lifespan = _lifespan(settings, dataplane, server, extras)
     config.app = build_asgi_app(settings, dataplane, lifespan=lifespan, access=access, canary=canary)
@@ -339,6 +356,8 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     server.run()
+    if crash_report is not None:
+        crash_report.close()
     if server.exit_code == 0 and not server.started:
         return 1
     return server.exit_code

@@ -120,6 +120,12 @@ class RuntimeSettings(BaseSettings):
     log_level: str = "info"
     """Python logging level name (debug, info, warning, error)."""
 
+    crash_report_file: str = "/dev/termination-log"
+    """Where a dying process leaves which models had requests in flight or were loading, and on
+    a fatal signal (SIGSEGV, SIGABRT, ...) the crashing thread's stack naming its model; the
+    kubelet shows it as the container's termination message. Emptied on a clean exit; the
+    default is used only where it exists (Kubernetes creates it); empty turns it off."""
+
     drain_delay_s: float = Field(0.0, ge=0)
     """On SIGTERM, how long to keep accepting requests while not ready, so that endpoints
     controllers stop routing here before the listener closes (0 closes it at once)."""

@@ -24,9 +24,20 @@ def start_pool(
     grpc: bool = False,
     wait_ready: bool = True,
     timeout: float = 60.0,
+    program: list[str] | None = None,
 ) -> Server:
+    """`program`: the command standing for `mserve` (a test's launcher), default the real one."""
     port, grpc_port, admin_port = free_port(), free_port() if grpc else 0, free_port()
-    cmd = [str(MSERVE), "serve", "--pool", str(directory), "--port", str(port), "--host", "127.0.0.1"]
+    cmd = [
+        *(program or [str(MSERVE)]),
+        "serve",
+        "--pool",
+        str(directory),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     cmd += ["--grpc-port", str(grpc_port), "--admin-port", str(admin_port), *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:

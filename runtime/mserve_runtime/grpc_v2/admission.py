@@ -13,7 +13,7 @@ from mserve_runtime.admission import RETRY_AFTER_S, Admission, current_scope, ne
 
 _INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 # gRFC A6: a retrying client waits this long before its next attempt.
-_PUSHBACK = (("grpc-retry-pushback-ms", str(RETRY_AFTER_S * 1000)),)
+PUSHBACK = (("grpc-retry-pushback-ms", str(RETRY_AFTER_S * 1000)),)
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
@@ -39,7 +39,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             if not admission.try_enter():
                 self.on_shed()
                 await context.abort(
-                    grpc.StatusCode.UNAVAILABLE, admission.refusal(), trailing_metadata=_PUSHBACK
+                    grpc.StatusCode.UNAVAILABLE, admission.refusal(), trailing_metadata=PUSHBACK
                 )
             try:
                 token = current_scope.set(

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, NoReturn
 import grpc
 from typing_extensions import override  # typing.override from Python 3.12
 
-from mserve_runtime.errors import MServeError
+from mserve_runtime.errors import MServeError, Overloaded
 from mserve_runtime.grpc_v2 import codec
 from mserve_runtime.grpc_v2.access import AccessInterceptor
 from mserve_runtime.grpc_v2.access_log import AccessLogInterceptor
-from mserve_runtime.grpc_v2.admission import AdmissionInterceptor
+from mserve_runtime.grpc_v2.admission import PUSHBACK, AdmissionInterceptor
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2 as pb
 from mserve_runtime.grpc_v2.generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from mserve_runtime.pool_dataplane import PoolDataPlane
@@ -53,6 +53,8 @@ def status_code_of(error: MServeError) -> grpc.StatusCode:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> NoReturn:
+    if isinstance(error, Overloaded):  # gRFC A6's pushback, as the admission interceptor sends
+        await context.abort(status_code_of(error), error.message, trailing_metadata=PUSHBACK)
     if isinstance(error, MServeError):
         await context.abort(status_code_of(error), error.message)
     log.exception("gRPC request failed", exc_info=error)
