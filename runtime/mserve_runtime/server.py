@@ -274,7 +274,7 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
         dataplane.workers,
         dataplane.max_in_flight,
         settings.max_queue_delay_ms,
-        settings.latency_tolerance,
+        0.0 if isinstance(dataplane, PoolDataPlane) else dataplane.latency_tolerance,
         settings.request_timeout_s,
     )
     log.info(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mserve_runtime.admission import Admission
+from mserve_runtime.admission import Admission, adaptive_floor
 from mserve_runtime.batching import DynamicBatcher
 from mserve_runtime.concurrency_limit import MIN_SAMPLES, WINDOW_S, GradientLimit
 from mserve_runtime.dataplane import DataPlane
@@ -110,13 +110,23 @@ def _settings(tmp_path: Path, **values: object) -> RuntimeSettings:
     return RuntimeSettings(model_path=str(model), model_name="scale", threads=1, **values)
 
 
-def test_the_setting_turns_it_on_with_a_floor_of_two_per_worker(tmp_path: Path) -> None:
-    plane = DataPlane(_settings(tmp_path, latency_tolerance=3, latency_slack_ms=4, max_batch_size=8))
+def test_with_batching_it_is_on_by_default_with_a_floor_of_eight_and_two_per_worker(tmp_path: Path) -> None:
+    plane = DataPlane(_settings(tmp_path, latency_slack_ms=4, max_batch_size=8))
     assert plane.admission.adaptive is not None
-    assert plane.admission.adaptive.floor == 2 * plane.workers
+    assert plane.admission.adaptive.tolerance == 3
+    assert plane.admission.adaptive.floor == max(8, 2 * plane.workers)
     assert plane.admission.adaptive.ceiling == plane.max_in_flight
     assert plane.admission.adaptive.slack_s == pytest.approx(0.004 + 0.002)  # plus the batching delay
+    assert DataPlane(_settings(tmp_path, latency_tolerance=0, max_batch_size=8)).admission.adaptive is None
+    # Without dynamic batching it is off unless set.
     assert DataPlane(_settings(tmp_path)).admission.adaptive is None
+    assert DataPlane(_settings(tmp_path, latency_tolerance=2)).admission.adaptive is not None
+
+
+def test_the_floor_never_exceeds_the_cap() -> None:
+    assert adaptive_floor(workers=1, max_in_flight=3) == 3
+    assert adaptive_floor(workers=1, max_in_flight=64) == 8
+    assert adaptive_floor(workers=6, max_in_flight=64) == 12
 
 
 @pytest.mark.parametrize("batch", [1, 8])
@@ -144,6 +154,7 @@ def test_a_served_request_feeds_the_adaptive_limit(tmp_path: Path, batch: int) -
         ("latency_tolerance", float("nan")),
         ("latency_tolerance", 1e6),
         ("latency_tolerance", "fast"),
+        ("latency_tolerance", ""),
         ("latency_slack_ms", -1),
         ("latency_slack_ms", float("inf")),
         ("latency_slack_ms", ""),
