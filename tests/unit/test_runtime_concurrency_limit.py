@@ -63,6 +63,19 @@ def test_the_minimum_ages_out_so_a_slower_machine_is_not_held_to_an_old_lucky_ru
     assert limit.limit == 64
 
 
+def test_under_sustained_shedding_the_minimum_is_kept_so_the_limit_does_not_drift_to_the_cap() -> None:
+    """Runs that take the queue the limit admits (1 ms per 8 in flight): the limit settles
+    between floor and cap, and 30 s of it neither forgets the unloaded 1 ms nor grows back."""
+    limit = GradientLimit(floor=2, ceiling=64, tolerance=2.0, slack_s=0.0)
+    now = _feed(limit, 0.001, windows=1)
+    for _ in range(300):
+        for _ in range(MIN_SAMPLES):
+            limit.observe(0.001 * max(1.0, limit.limit / 8), now)
+        now += WINDOW_S
+    assert limit.min_s == pytest.approx(0.001)
+    assert 2 < limit.limit < 32
+
+
 @pytest.mark.parametrize(
     ("floor", "ceiling", "tolerance", "match"),
     [
