@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.http_load import json_body
-from benchmarks.load_process import cpu_s, pinned, run_vegeta
+from benchmarks.load_process import add_priority_option, cpu_s, pinned, run_at_priority, run_vegeta
 from benchmarks.overload import LOAD_CPU, SERVER_CPU, export_baseline
 from tests.support.models import build_tiny_mlp
 from tests.support.serving import serving
@@ -62,9 +62,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per configuration and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--config", action="append", metavar="LABEL=SERVER_ARGS")
+    add_priority_option(parser)
     args = parser.parse_args()
+    priority = run_at_priority(args.nice)
     configs = [c.partition("=") for c in args.config or ["this tree="]]
-    print(f"# {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"# {os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}, {priority}", flush=True)
     results: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
     with tempfile.TemporaryDirectory(prefix="mserve-refusal-") as tmp:
         work = Path(tmp)

@@ -37,6 +37,10 @@ WATCH_AFTER_S = 0.02
 
 # Methods that never carry inference (health, metadata, metrics, docs): never shed.
 NEVER_SHED = frozenset({"GET", "HEAD", "OPTIONS"})
+# The adaptive limit's tolerance when the setting is unset and dynamic batching is on.
+DEFAULT_TOLERANCE = 3.0
+# The adaptive limit never goes below this many requests in flight (adaptive_floor).
+ADAPTIVE_FLOOR = 8
 # Set in a request's ASGI scope by rest_shedding.py when it took the request's slot already.
 ADMITTED_KEY = "mserve.admitted"
 
@@ -61,6 +65,23 @@ def queue_wait_bound(max_queue_delay_ms: float, batch_delay_s: float) -> float:
     """The queue wait past which requests are refused (`MSERVE_MAX_QUEUE_DELAY_MS` plus the
     batching delay; inf when the setting is 0)."""
     return max_queue_delay_ms / 1000 + batch_delay_s if max_queue_delay_ms else math.inf
+
+
+def latency_tolerance(setting: float | None, batching: bool) -> float:
+    """The adaptive limit's tolerance (0 = off): the setting, or unset DEFAULT_TOLERANCE with
+    dynamic batching on and off without it. Without batching a run's sojourn is its wait in the
+    executor's queue, mostly GIL hand-offs with the event loop for a small model, and the limit
+    shed 32 closed-loop connections of the tiny MLP (docs/runtime.md)."""
+    if setting is not None:
+        return setting
+    return DEFAULT_TOLERANCE if batching else 0.0
+
+
+def adaptive_floor(workers: int, max_in_flight: int) -> int:
+    """The least the adaptive limit admits: two requests per inference worker (one running, one
+    queued), and at least ADAPTIVE_FLOOR, so that a handful of closed-loop clients (8 connections
+    on a model with one worker, as served-vs-raw measures) are never refused; at most the cap."""
+    return min(max_in_flight, max(ADAPTIVE_FLOOR, 2 * workers))
 
 
 class Admission:

@@ -23,8 +23,9 @@ import math
 # A window closes after this long and at least MIN_SAMPLES runs, whichever is later.
 WINDOW_S = 0.1
 MIN_SAMPLES = 3
-# The minimum is that of the current and the previous period: an old, lucky minimum ages out,
-# and under sustained overload the small batches at a low limit become the new minimum.
+# The minimum is that of the current and the previous period: an old, lucky minimum ages out
+# while the limit is at its cap or its floor (there the small batches at the least concurrency
+# become the new minimum); between them, while it sheds, the old one is kept.
 MIN_PERIOD_S = 10.0
 
 
@@ -49,7 +50,15 @@ class GradientLimit:
     def observe(self, sojourn_s: float, now: float) -> int:
         """One run's sojourn, ending at `now` (a monotonic clock); the limit after it."""
         if now >= self._period_end:
-            self._previous_min_s, self._period_min_s = self._period_min_s, math.inf
+            if self.floor < self.limit < self.ceiling:
+                # Shedding: runs now take the queue the limit holds, not the unloaded time, and
+                # adopting them as the minimum let the limit drift back to the cap within 20 s
+                # of a sustained overload. Keep the old one; it ages at the floor (the least
+                # concurrency, where Envoy re-measures its minimum too) or at the cap.
+                self._previous_min_s = min(self._previous_min_s, self._period_min_s)
+            else:
+                self._previous_min_s = self._period_min_s
+            self._period_min_s = math.inf
             self._period_end = now + MIN_PERIOD_S
         if sojourn_s < self._period_min_s:
             self._period_min_s = sojourn_s

@@ -17,9 +17,11 @@ import numpy as np
 from mserve_runtime.admission import (
     Admission,
     RequestScope,
+    adaptive_floor,
     current_scope,
     default_max_in_flight,
     delay_floor,
+    latency_tolerance,
     queue_wait_bound,
 )
 from mserve_runtime.batching import DynamicBatcher
@@ -84,11 +86,12 @@ class DataPlane:
         )
         batch_delay_s = settings.max_batch_delay_ms / 1000 if settings.max_batch_size > 1 else 0.0
         adaptive = None
-        if settings.latency_tolerance:
+        self.latency_tolerance = latency_tolerance(settings.latency_tolerance, settings.max_batch_size > 1)
+        if self.latency_tolerance:
             adaptive = GradientLimit(
-                min(self.max_in_flight, 2 * self.workers),
+                adaptive_floor(self.workers, self.max_in_flight),
                 self.max_in_flight,
-                settings.latency_tolerance,
+                self.latency_tolerance,
                 settings.latency_slack_ms / 1000 + batch_delay_s,
             )
         self.admission = admission or Admission(

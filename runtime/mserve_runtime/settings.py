@@ -163,13 +163,16 @@ class RuntimeSettings(BaseSettings):
     (plus `max_batch_delay_ms`) in the queue: admitted requests then wait about this long,
     not as long as `max_in_flight` requests take. 0 turns it off (the count alone bounds)."""
 
-    latency_tolerance: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False)
-    """Adaptive limit on requests in flight (at most `max_in_flight`, at least two per inference
-    worker): every 0.1 s it shrinks while model runs, counted from their oldest request's arrival,
-    take longer than this multiple of the fastest recent run plus `latency_slack_ms` and the
-    batching delay, and grows back while they do not. 0 turns it off (the default: where the
-    pod's cores are shared, run times follow the neighbours and it sheds load the server could
-    serve, see docs/runtime.md); otherwise at least 1."""
+    latency_tolerance: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
+    """Adaptive limit on requests in flight (at most `max_in_flight`, at least 8 and two per
+    inference worker): every 0.1 s it shrinks while model runs, counted from their oldest
+    request's arrival, take longer than this multiple of the fastest recent run plus
+    `latency_slack_ms` and the batching delay, and grows back while they do not. 0 turns it off
+    (the count alone bounds); otherwise at least 1. Unset: 3 with dynamic batching on, off
+    without it (a run's wait in the executor's queue is then mostly GIL hand-offs with the
+    event loop, not the model, and the limit shed a tiny model's 32 connections; see
+    docs/runtime.md). Where the pod's cores are shared with work that starves it, run times
+    follow the neighbours: consider 0."""
 
     latency_slack_ms: float = Field(5.0, ge=0, le=99_999_999, allow_inf_nan=False)
     """What `latency_tolerance` allows on top of its multiple, so that a model whose runs take
@@ -221,8 +224,8 @@ class RuntimeSettings(BaseSettings):
 
     @field_validator("latency_tolerance")
     @classmethod
-    def _tolerance_off_or_at_least_one(cls, value: float) -> float:
-        if 0 < value < 1:
+    def _tolerance_off_or_at_least_one(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < 1:
             raise ValueError(
                 f"latency_tolerance must be 0 (off) or at least 1 (a multiple of the fastest run), "
                 f"got {value}"

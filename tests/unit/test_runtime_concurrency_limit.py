@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mserve_runtime.admission import Admission
+from mserve_runtime.admission import Admission, adaptive_floor
 from mserve_runtime.batching import DynamicBatcher
 from mserve_runtime.concurrency_limit import MIN_SAMPLES, WINDOW_S, GradientLimit
 from mserve_runtime.dataplane import DataPlane
@@ -63,6 +63,19 @@ def test_the_minimum_ages_out_so_a_slower_machine_is_not_held_to_an_old_lucky_ru
     assert limit.limit == 64
 
 
+def test_under_sustained_shedding_the_minimum_is_kept_so_the_limit_does_not_drift_to_the_cap() -> None:
+    """Runs that take the queue the limit admits (1 ms per 8 in flight): the limit settles
+    between floor and cap, and 30 s of it neither forgets the unloaded 1 ms nor grows back."""
+    limit = GradientLimit(floor=2, ceiling=64, tolerance=2.0, slack_s=0.0)
+    now = _feed(limit, 0.001, windows=1)
+    for _ in range(300):
+        for _ in range(MIN_SAMPLES):
+            limit.observe(0.001 * max(1.0, limit.limit / 8), now)
+        now += WINDOW_S
+    assert limit.min_s == pytest.approx(0.001)
+    assert 2 < limit.limit < 32
+
+
 @pytest.mark.parametrize(
     ("floor", "ceiling", "tolerance", "match"),
     [
@@ -110,13 +123,23 @@ def _settings(tmp_path: Path, **values: object) -> RuntimeSettings:
     return RuntimeSettings(model_path=str(model), model_name="scale", threads=1, **values)
 
 
-def test_the_setting_turns_it_on_with_a_floor_of_two_per_worker(tmp_path: Path) -> None:
-    plane = DataPlane(_settings(tmp_path, latency_tolerance=3, latency_slack_ms=4, max_batch_size=8))
+def test_with_batching_it_is_on_by_default_with_a_floor_of_eight_and_two_per_worker(tmp_path: Path) -> None:
+    plane = DataPlane(_settings(tmp_path, latency_slack_ms=4, max_batch_size=8))
     assert plane.admission.adaptive is not None
-    assert plane.admission.adaptive.floor == 2 * plane.workers
+    assert plane.admission.adaptive.tolerance == 3
+    assert plane.admission.adaptive.floor == max(8, 2 * plane.workers)
     assert plane.admission.adaptive.ceiling == plane.max_in_flight
     assert plane.admission.adaptive.slack_s == pytest.approx(0.004 + 0.002)  # plus the batching delay
+    assert DataPlane(_settings(tmp_path, latency_tolerance=0, max_batch_size=8)).admission.adaptive is None
+    # Without dynamic batching it is off unless set.
     assert DataPlane(_settings(tmp_path)).admission.adaptive is None
+    assert DataPlane(_settings(tmp_path, latency_tolerance=2)).admission.adaptive is not None
+
+
+def test_the_floor_never_exceeds_the_cap() -> None:
+    assert adaptive_floor(workers=1, max_in_flight=3) == 3
+    assert adaptive_floor(workers=1, max_in_flight=64) == 8
+    assert adaptive_floor(workers=6, max_in_flight=64) == 12
 
 
 @pytest.mark.parametrize("batch", [1, 8])
@@ -144,6 +167,7 @@ def test_a_served_request_feeds_the_adaptive_limit(tmp_path: Path, batch: int) -
         ("latency_tolerance", float("nan")),
         ("latency_tolerance", 1e6),
         ("latency_tolerance", "fast"),
+        ("latency_tolerance", ""),
         ("latency_slack_ms", -1),
         ("latency_slack_ms", float("inf")),
         ("latency_slack_ms", ""),
