@@ -65,6 +65,11 @@ def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCou
     not verified: it names the Service, not the pod's address, and its CA is the model owner's.
     Nothing secret is sent; the worst a spoofed page can do is skew this model's usage figures.
     """
+    return parse_counts(fetch_metrics(ip, port, timeout_s, scheme))
+
+
+def fetch_metrics(ip: str, port: int, timeout_s: float, scheme: str = "http") -> str:
+    """The text of <scheme>://ip:port/metrics (see `scrape` on TLS); OSError or ValueError."""
     host = f"[{ip}]" if ":" in ip else ip
     context = _unverified() if scheme == "https" else None
     url = f"{scheme}://{host}:{port}/metrics"
@@ -72,4 +77,4 @@ def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCou
         body = response.read(MAX_METRICS_BYTES + 1)
     if len(body) > MAX_METRICS_BYTES:
         raise ValueError(f"metrics page of {ip}:{port} is larger than {MAX_METRICS_BYTES} bytes")
-    return parse_counts(body.decode("utf-8", errors="replace"))
+    return body.decode("utf-8", errors="replace")
