@@ -87,9 +87,14 @@ def _since(text: str | None, now: datetime.datetime) -> float:
     return (now - moment).total_seconds() if moment else 0.0
 
 
-def judge(figures: GateFigures, gates: CanaryGates, *, mirrored: bool) -> Verdict:
-    """Each gate with enough samples either passes or fails; the others are missing."""
+def judge(figures: GateFigures, gates: CanaryGates, *, mirrored: bool, stable_serves: bool = True) -> Verdict:
+    """Each gate with enough samples either passes or fails; the others are missing.
+
+    At weight 100 the stable serves nothing itself (`stable_serves` False): nothing to mirror and
+    no stable p99 to compare with, so only the error rate is judged there.
+    """
     need, missing = gates.min_comparisons, []
+    mirrored = mirrored and stable_serves
     if figures.canary_requests >= need:
         rate = figures.error_rate or 0.0
         if rate > gates.max_error_rate:
@@ -109,7 +114,7 @@ def judge(figures: GateFigures, gates: CanaryGates, *, mirrored: bool) -> Verdic
                     f"(stable {stable * 1000:.3g} ms x {gates.max_latency_ratio:g}, "
                     f"at least +{gates.latency_slack_ms:g} ms)"
                 )
-    elif figures.stable_requests < need:
+    elif figures.stable_requests < need and stable_serves:
         missing.append(f"stable requests {figures.stable_requests:.0f}/{need}")
     if mirrored:
         if figures.comparisons >= need:
@@ -216,7 +221,12 @@ def _progress(status: dict, situation: Situation) -> Plan:
         return _plan({**status, "message": message}, weight=status["weight"], **running)
     figures = situation.figures
     status = {**status, "gates": figures.to_status()}
-    verdict = judge(figures, situation.rollout.gates, mirrored=situation.rollout.mirror_percent > 0)
+    verdict = judge(
+        figures,
+        situation.rollout.gates,
+        mirrored=situation.rollout.mirror_percent > 0,
+        stable_serves=step.weight < 100,
+    )
     if verdict.failed:
         return _rolled_back(status, situation, verdict.failed)
     elapsed = _since(status.get("stepStartedAt"), now)

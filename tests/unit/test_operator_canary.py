@@ -132,6 +132,12 @@ def test_latency_within_the_slack_passes_whatever_the_ratio() -> None:
     assert "p99 latency 200 ms > 150 ms" in canary.judge(slow, CanaryGates(), mirrored=False).failed
 
 
+def test_at_weight_100_only_the_error_rate_is_judged() -> None:
+    all_canary = GateFigures(canary_requests=100, canary_p99=0.3, stable_requests=0)
+    verdict = canary.judge(all_canary, CanaryGates(), mirrored=True, stable_serves=False)
+    assert verdict == canary.Verdict()
+
+
 def test_too_few_samples_judge_nothing_and_say_what_is_missing() -> None:
     few = GateFigures(canary_requests=10, stable_requests=40, agreements=0, comparisons=3)
     verdict = canary.judge(few, CanaryGates(), mirrored=True)
