@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 from mserve_contract.optimization_report import OutputValidation
+from mserve_runtime.shadow_compare import abs_errors, row_cosines, top1_matches
 
 # Lower bounds for cosine/cosine_min/top1, upper bounds for max_abs/mean_rel.
 # Cosine is the main criterion; mean_rel is a sanity bound (relative L1 runs high on
@@ -55,23 +56,6 @@ def is_classifier_output(name: str, array: np.ndarray) -> bool:
     )
 
 
-def _rows(array: np.ndarray) -> np.ndarray:
-    values = np.asarray(array, dtype=np.float64)
-    if values.ndim == 0:
-        return values.reshape(1, 1)
-    return values.reshape(values.shape[0], -1)
-
-
-def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    a, b = _rows(reference), _rows(candidate)
-    dot = (a * b).sum(axis=1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
-    return np.where(both_zero, 1.0, cosine)
-
-
 def compare_output(
     name: str, reference: np.ndarray, candidate: np.ndarray, thresholds: dict[str, float]
 ) -> OutputValidation:
@@ -93,14 +77,15 @@ def compare_output(
     if not np.isfinite(cand).all() and np.isfinite(ref).all():
         failures.append("produces NaN or infinite values where the original does not")
     # A NaN or infinite answer is infinitely wrong, and agrees with nothing.
-    diff = np.nan_to_num(np.abs(cand - ref), nan=np.inf)
+    diff = abs_errors(ref, cand)
     max_abs = float(diff.max()) if diff.size else 0.0
     scale = float(np.abs(ref).sum())
     mean_rel = float(diff.sum() / scale) if scale > 0 else float(diff.sum() > 0)
     cosines = np.nan_to_num(row_cosines(ref, cand), nan=0.0)
     top1 = None
     if is_classifier_output(name, reference):
-        top1 = float((reference.argmax(axis=1) == candidate.argmax(axis=1)).mean())
+        matches = top1_matches(reference, candidate)
+        top1 = None if matches is None else float(matches.mean())
     figures = {
         "max_abs": max_abs,
         "mean_rel": mean_rel,

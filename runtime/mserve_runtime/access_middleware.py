@@ -63,5 +63,5 @@ class AccessMiddleware:
             current_usage.reset(token)
             # The router wrote the matched route's parameters into the scope.
             model = scope.get("path_params", {}).get("model_name")
-            if model is not None:
+            if model is not None and not usage.forwarded:
                 access.usage.record(model, caller, usage, counted[0], counted[1])

@@ -149,6 +149,10 @@ def settings_error(exc: Any) -> str:
 @click.option("--rate-limit-burst", type=int, help="Per caller, 0 = the rate. [MSERVE_RATE_LIMIT_BURST]")
 @click.option("--tls-cert-file", help="PEM chain: serve TLS. [MSERVE_TLS_CERT_FILE]")
 @click.option("--tls-key-file", help="PEM key. [MSERVE_TLS_KEY_FILE]")
+@click.option("--rollout-file", help="Canary rollout (JSON), re-read each second. [MSERVE_ROLLOUT_FILE]")
+@click.option(
+    "--shadow-max-in-flight", type=int, help="Mirrored requests at once. [MSERVE_SHADOW_MAX_IN_FLIGHT; 4]"
+)
 @click.option("--json-logs/--text-logs", default=None, help="Log format. [MSERVE_JSON_LOGS]")
 @click.option("--access-log/--no-access-log", default=None, help="A line per request. [MSERVE_ACCESS_LOG]")
 @click.option("--log-level", help="debug, info, warning, error. [MSERVE_LOG_LEVEL]")

@@ -70,7 +70,7 @@ class PathEndpoint:
                 message = f"method {scope['method']} not allowed here (allowed: {self.allowed})"
                 raise MethodNotAllowed(message, self.allowed)
             headers = dict(scope["headers"])
-            request = RestRequest(scope["path_params"], headers)
+            request = RestRequest(scope["path_params"], headers, scope=scope)
             if route.request_body is not None:
                 limit, setting = self._limit(route, headers)
                 declared = declared_length(headers.get(b"content-length"))

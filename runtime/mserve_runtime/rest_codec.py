@@ -194,6 +194,27 @@ def decode_infer_request(
     return InferenceRequest(request_id, inputs, _parameters("request", doc.get("parameters")), outputs)
 
 
+def decode_infer_outputs(
+    body: bytes | bytearray, header_length: int | None, limits: RequestLimits
+) -> dict[str, np.ndarray]:
+    """The output tensors of a V2 REST infer response (JSON, or JSON + binary), by name, within
+    `limits` (the shadow comparison reads both answers with it); InvalidInput if malformed."""
+    view = memoryview(body)
+    header = view if header_length is None else view[:header_length]
+    binary = None if header_length is None else view[header_length:]
+    doc = _loads(header)
+    entries = doc.get("outputs") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise InvalidInput("the response has no 'outputs' list")
+    outputs: dict[str, np.ndarray] = {}
+    offset = counted = 0
+    for item in entries:
+        tensor, offset, count = _decode_input(item, binary, offset, limits, counted)
+        counted += count
+        outputs[tensor.name] = tensor.data
+    return outputs
+
+
 def _json_data(array: np.ndarray, datatype: str) -> Any:
     if datatype == "BYTES":
         return [

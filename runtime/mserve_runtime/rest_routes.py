@@ -43,6 +43,8 @@ class RestRequest:
     params: dict[str, str]
     headers: dict[bytes, bytes]
     body: bytes | bytearray = b""
+    scope: dict[str, Any] | None = None
+    """The ASGI scope (path and query as received), for a handler that passes the request on."""
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -42,6 +42,9 @@ from mserve_runtime.rest_shedding import shedding_protocol
 from mserve_runtime.settings import RuntimeSettings
 from mserve_runtime.tls_reload import TlsFiles
 
+if TYPE_CHECKING:
+    from mserve_runtime.canary_forward import CanarySplit
+
 log = logging.getLogger("mserve.server")
 
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
@@ -52,10 +55,12 @@ def build_asgi_app(
     dataplane: DataPlane | PoolDataPlane,
     lifespan: Lifespan | None = None,
     access: Access | None = None,
+    canary: CanarySplit | None = None,
 ) -> Any:
     """What uvicorn serves on the serving port: the REST route table (rest_routes.py) as one
     ASGI app, behind access control (access.py), admission control (admission.py) and the
-    access log. `access` defaults to one built from `settings`."""
+    access log. `access` defaults to one built from `settings`; with `canary`, the inference
+    routes split traffic with a canary (canary_forward.py)."""
     limits = RequestLimits.from_settings(settings)
     log.info(
         "request limits: body %d bytes, JSON part %d bytes, %d tensor elements",
@@ -64,6 +69,8 @@ def build_asgi_app(
         limits.max_elements,
     )
     routes = build_routes(dataplane, RestInference(dataplane, limits))
+    if canary is not None:
+        routes = canary.wrap_routes(routes)
     if isinstance(dataplane, PoolDataPlane):
         routes += build_repository_routes(dataplane)
     asgi: Any = build_rest_app(routes, limits, server_version(), lifespan)
@@ -188,6 +195,7 @@ class _Extras:
     admin: _AdminServer
     admin_socket: socket.socket
     tls: TlsFiles | None
+    canary: CanarySplit | None = None
 
 
 def _lifespan(
@@ -197,6 +205,8 @@ def _lifespan(
     async def lifespan(app: Any) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         extras.access.start()
+        if extras.canary is not None:
+            extras.canary.start()
         admin_task = loop.create_task(extras.admin.serve(sockets=[extras.admin_socket]))
         tls_poll = loop.create_task(_poll("TLS files", extras.tls.reload)) if extras.tls else None
 
@@ -238,6 +248,8 @@ def _lifespan(
             with contextlib.suppress(Exception):
                 await admin_task
             await extras.access.close()
+            if extras.canary is not None:
+                await extras.canary.close()
             await dataplane.close()
             log.info("stopped")
 
@@ -302,13 +314,26 @@ def run(settings: RuntimeSettings, pool: PoolSettings | None = None) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=2,
     )
-    extras = _Extras(access, _AdminServer(admin_config), admin_socket, tls)
+    canary = None
+    if settings.rollout_file and pool is None:
+        # Imported here: its HTTP client (aiohttp) costs a pod without a canary nothing at start.
+        from mserve_runtime.canary_forward import CanarySplit
+
+        limits = RequestLimits.from_settings(settings)
+        canary = CanarySplit(
+            settings.rollout_file,
+            dataplane.metrics.registry,
+            limits,
+            settings.shadow_max_in_flight,
+            settings.request_timeout_s,
+        )
+    extras = _Extras(access, _AdminServer(admin_config), admin_socket, tls, canary)
     shed = dataplane.metrics.shed.labels(settings.model_name, "rest")
     access_log = logging.getLogger("mserve.access") if settings.access_log else None
     config.http = shedding_protocol(dataplane.admission, shed.inc, access_log) or config.http
     server = _DrainingServer(config, dataplane, settings.drain_delay_s)
     lifespan = _lifespan(settings, dataplane, server, extras)
-    config.app = build_asgi_app(settings, dataplane, lifespan=lifespan, access=access)
+    config.app = build_asgi_app(settings, dataplane, lifespan=lifespan, access=access, canary=canary)
     # uvicorn re-raises the signal it caught after shutting down; ignoring it here lets the
     # process finish with our exit code instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal, Self
 
@@ -172,6 +173,26 @@ class RuntimeSettings(BaseSettings):
     """Deadline of an inference request, counted from its arrival: a request still queued then
     gets 504 (gRPC DEADLINE_EXCEEDED) and its work is dropped. A client may ask for less with the
     `Inference-Timeout-Ms` header or its gRPC deadline, never for more."""
+
+    # -- canary rollouts (canary_forward.py) --
+
+    rollout_file: str = Field("", max_length=4096)
+    """The rollout file the operator mounts during a canary rollout (JSON: the canary's URL, its
+    weight and mirror share); re-read every second. Unset, or the file missing or empty: no
+    canary, and the inference routes are not wrapped at all."""
+
+    shadow_max_in_flight: int = Field(4, ge=1, le=1024)
+    """Mirrored requests (shadow comparison with the canary) in flight at most; a request due
+    for mirroring beyond that is not mirrored (counted in `mserve_shadow_dropped_total`)."""
+
+    @field_validator("rollout_file")
+    @classmethod
+    def _rollout_file(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must be a file path (it holds a NUL character)")
+        if value and os.path.isdir(value):
+            raise ValueError("is a directory; give the file in it (e.g. /etc/mserve/rollout/rollout.json)")
+        return value
 
     @field_validator("allowed_service_accounts")
     @classmethod

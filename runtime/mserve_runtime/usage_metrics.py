@@ -30,6 +30,8 @@ class Usage:
 
     rows: int = 0
     compute_s: float = 0.0
+    forwarded: bool = False
+    """Answered by a canary (canary_forward.py), which meters it: not recorded here."""
 
 
 current_usage: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("mserve_usage", default=None)

@@ -95,13 +95,21 @@ def build_digits_mlp(path: Path) -> DigitsModel:
     return DigitsModel(path, x_test, y_test)
 
 
-def build_tiny_mlp(path: Path, sizes: tuple[int, ...] = (16, 64, 4), seed: int = 0) -> Path:
-    """A random-weight MLP x FP32 [-1, sizes[0]] -> y FP32 [-1, sizes[-1]] (for batching and speed work)."""
+def build_tiny_mlp(
+    path: Path, sizes: tuple[int, ...] = (16, 64, 4), seed: int = 0, label_order: list[int] | None = None
+) -> Path:
+    """A random-weight MLP x FP32 [-1, sizes[0]] -> y FP32 [-1, sizes[-1]] (for batching and speed work).
+
+    `label_order`: the same model answering its output columns in this order (as one trained
+    with another label order would)."""
     rng = np.random.default_rng(seed)
     layers = [
         (rng.standard_normal((a, b)) / np.sqrt(a), rng.standard_normal(b) * 0.1)
         for a, b in itertools.pairwise(sizes)
     ]
+    if label_order is not None:
+        w, b = layers[-1]
+        layers[-1] = (w[:, label_order], b[label_order])
     nodes, inits = _dense_layers(layers, "x", "y")
     graph = helper.make_graph(
         nodes,
