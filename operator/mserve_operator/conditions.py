@@ -7,7 +7,10 @@ from dataclasses import dataclass
 OPTIMIZED = "Optimized"
 DEPLOYED = "Deployed"
 READY = "Ready"
-CONDITION_TYPES = (OPTIMIZED, DEPLOYED, READY)
+# Present once a canary ran: Unknown while one is under way, True once promoted, False when
+# rolled back (a gate failed: a Warning Event names it and its figures) or aborted.
+CANARY = "Canary"
+CONDITION_TYPES = (OPTIMIZED, DEPLOYED, READY, CANARY)
 
 
 class Reason:
@@ -45,6 +48,11 @@ class Reason:
     ALL_REPLICAS_READY = "AllReplicasReady"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     NOT_DEPLOYED = "NotDeployed"
+    # Canary
+    CANARY_PROGRESSING = "CanaryProgressing"
+    CANARY_PROMOTED = "CanaryPromoted"
+    CANARY_ROLLED_BACK = "CanaryRolledBack"
+    CANARY_ABORTED = "CanaryAborted"
 
 
 # Optimization outcomes that no retry changes: only a new spec (a new spec digest) runs again.
@@ -74,6 +82,7 @@ FAILURE_REASONS = TERMINAL_OPTIMIZATION_FAILURES | {
     Reason.INIT_CONTAINER_FAILED,
     Reason.CONTAINER_CONFIG_ERROR,
     Reason.SECRET_NOT_FOUND,
+    Reason.CANARY_ROLLED_BACK,
 }
 
 

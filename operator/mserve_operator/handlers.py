@@ -16,6 +16,7 @@ import kopf
 
 from mserve_operator import metrics, names
 from mserve_operator.builders.pod import Owner
+from mserve_operator.canary import EVALUATE_EVERY_SECONDS
 from mserve_operator.kube_api import KubeApi, load_client_config
 from mserve_operator.reconcile import Reconciler
 from mserve_operator.settings import OperatorSettings
@@ -121,7 +122,11 @@ async def reconcile_loop(
             _set_phase(namespace, name, result.phase)
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
             metrics.RECONCILES.labels("changed" if result.status_changed else "unchanged").inc()
-            if await _pause(namespace, name, resync, stopped):
+            if result.canary_active:
+                # Gates are judged every few seconds; pokes (our own status writes among them,
+                # as the figures move) wait for the next round rather than spin the loop.
+                await stopped.wait(EVALUATE_EVERY_SECONDS)
+            elif await _pause(namespace, name, resync, stopped):
                 await asyncio.sleep(DEBOUNCE_SECONDS)
     finally:
         _set_phase(namespace, name, None)

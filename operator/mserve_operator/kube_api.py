@@ -26,6 +26,7 @@ PLURALS = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "ConfigMap"): "configmaps",
     ("v1", "Secret"): "secrets",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "clusterrolebindings",
     (f"{API_GROUP}/{API_VERSION}", "ModelService"): PLURAL,
@@ -156,6 +157,15 @@ class KubeApi:
             if exc.status == 404:
                 return False
             raise
+
+    def annotate(self, api_version: str, kind: str, namespace: str, name: str, annotations: dict) -> dict:
+        """Merge-patch annotations onto one object (no field manager: they are not kept in shape)."""
+        return self._call(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body={"metadata": {"annotations": annotations}},
+            content_type="application/merge-patch+json",
+        )
 
     def patch_status(self, namespace: str, name: str, status: dict, kind: str = "ModelService") -> dict:
         path = resource_path(f"{API_GROUP}/{API_VERSION}", kind, namespace, name) + "/status"

@@ -12,6 +12,8 @@ SPEC_DIGEST_LABEL = "mserve.io/optimization-digest"
 ARTIFACT_ANNOTATION = "mserve.io/artifact-sha256"
 COMPONENT_RUNTIME = "runtime"
 COMPONENT_OPTIMIZER = "optimizer"
+# A canary's pods: never selected by the stable Service, whose selector names COMPONENT_RUNTIME.
+COMPONENT_CANARY = "canary"
 
 # A Job's name ends up in its pods' `job-name` label, which allows 63 characters.
 _MAX_LABEL_VALUE = 63
@@ -47,3 +49,17 @@ def egress_policy_name(modelservice: str) -> str:
 
 def ingress_policy_name(modelservice: str) -> str:
     return f"{modelservice}-ingress"
+
+
+def canary_name(modelservice: str) -> str:
+    """The canary's Deployment and Service."""
+    return f"{modelservice}-canary"
+
+
+def rollout_config_name(modelservice: str) -> str:
+    """The ConfigMap holding the rollout file the stable pods read."""
+    return f"{modelservice}-rollout"
+
+
+def canary_ingress_policy_name(modelservice: str) -> str:
+    return f"{modelservice}-canary-ingress"

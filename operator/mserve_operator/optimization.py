@@ -167,8 +167,19 @@ def _recorded(spec_digest: str, status: dict) -> OptimizationState | None:
     optimized = conditions.find(status.get("conditions"), conditions.OPTIMIZED) or {}
     job_name = record.get("jobName", "")
     if record["verdict"] == "passed":
-        served = Artifact.from_status(status.get("artifact") or {})
-        if served is None or served.spec_digest != spec_digest:
+        # The served artifact, or a canary's (served beside it, on trial, while the Job may be gone).
+        served = next(
+            (
+                a
+                for a in (
+                    Artifact.from_status(status.get("artifact") or {}),
+                    Artifact.from_status((status.get("canary") or {}).get("artifact") or {}),
+                )
+                if a is not None and a.spec_digest == spec_digest
+            ),
+            None,
+        )
+        if served is None:
             return None
         if served.artifact_digest:
             record.setdefault("artifactDigest", served.artifact_digest)

@@ -7,13 +7,14 @@ written only when it changed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from mserve_operator import conditions, names, revisions
+from mserve_operator import canary, canary_rollout, conditions, names, revisions
 from mserve_operator.artifact import Artifact
 from mserve_operator.builders import (
     build_deployment,
@@ -28,6 +29,7 @@ from mserve_operator.builders import (
     service_url,
 )
 from mserve_operator.builders.access import binding_labels, service_account_name, token_review_binding_name
+from mserve_operator.builders.canary import mount_rollout_file
 from mserve_operator.builders.pod import Owner
 from mserve_operator.builders.store import artifact_store
 from mserve_operator.conditions import Reason
@@ -52,6 +54,7 @@ class ReconcileResult:
     phase: str
     status_changed: bool
     job_created: bool
+    canary_active: bool = False  # a canary is under way: reconcile again within seconds
 
 
 def _now() -> str:
@@ -70,6 +73,7 @@ class Reconciler:
         self.api = api
         self.settings = settings
         self.emit = emit
+        self.canary = canary_rollout.CanaryRollout(api, settings, self._apply_owned, self._delete_owned)
 
     def reconcile(self, body: dict) -> ReconcileResult:
         owner = Owner.from_body(body)
@@ -99,14 +103,26 @@ class Reconciler:
 
         digest = spec_digest(spec)
         state, job_created = self._optimize(spec, owner, digest, status)
-        served = state.artifact or Artifact.from_status(status.get("artifact") or {})
+        served_before = Artifact.from_status(status.get("artifact") or {})
+        served = state.artifact or served_before
         wanted = revisions.Wanted(
             digest, revisions.source_of(body.get("spec") or {}), state.terminal_failure, state.record
         )
-        history = revisions.record_revisions(status.get("revisions") or [], wanted, served, _now())
-        deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
         # A loop still running while the ModelService goes must not re-create what `forget` deleted.
         deleting = bool(body["metadata"].get("deletionTimestamp"))
+        plan = None
+        if not deleting and not spec.serving.pool and (spec.rollout.canary or status.get("canary")):
+            history = status.get("revisions") or []
+            numbered = revisions.record_revisions(history, wanted, served_before, _now())
+            plan = self._canary_plan(spec, owner, status, state, served_before, numbered, generation)
+            if spec.rollout.canary and served_before is not None:
+                served = state.artifact if plan.promote and state.artifact is not None else served_before
+            failed = (plan.status or {}).get("phase") == canary.ROLLED_BACK
+            wanted = dataclasses.replace(wanted, canary_failed=failed and plan.status["specDigest"] == digest)
+            if plan.event is not None:
+                self.emit(body, *plan.event)
+        history = revisions.record_revisions(status.get("revisions") or [], wanted, served, _now())
+        deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
         binding = None if deleting else build_token_review_binding(spec, owner)
         if binding is not None:
             self.api.apply(binding)  # before the pods, whose first TokenReview needs it
@@ -125,6 +141,8 @@ class Reconciler:
         elif served is not None:
             number = revisions.number_of(history, served.spec_digest)
             deployment, conflicts = self._serve(spec, owner, served, number)
+        if plan is not None and deployment is not None:
+            plan = dataclasses.replace(plan, status=self.canary.apply(spec, owner, plan))
         if deployment is not None and not spec.serving.pool:
             pods = self.api.list(
                 "v1", "Pod", owner.namespace, _RUNTIME_SELECTOR(owner.name, names.COMPONENT_RUNTIME)
@@ -143,8 +161,35 @@ class Reconciler:
             conflict=conflicts[0] if conflicts else "",
             missing_secret=missing,
             revisions=history,
+            canary=plan.status if plan is not None else status.get("canary"),
         )
-        return self._report(body, status, observation, job_created=job_created)
+        result = self._report(body, status, observation, job_created=job_created)
+        return dataclasses.replace(result, canary_active=plan is not None and plan.active)
+
+    def _canary_plan(
+        self,
+        spec: ModelServiceSpec,
+        owner: Owner,
+        status: dict,
+        state: OptimizationState,
+        stable: Artifact | None,
+        history: list[dict],
+        generation: int,
+    ) -> canary.Plan:
+        candidate = state.artifact
+        if stable is None or (candidate is not None and candidate.spec_digest == stable.spec_digest):
+            candidate = None
+        situation = canary.Situation(
+            rollout=spec.rollout,
+            generation=generation,
+            stable_digest=stable.spec_digest if stable else "",
+            stable_revision=revisions.number_of(history, stable.spec_digest) if stable else None,
+            wanted_digest=state.spec_digest,
+            wanted_revision=revisions.number_of(history, state.spec_digest),
+            candidate=candidate,
+            now=canary_rollout.now(),
+        )
+        return self.canary.plan(spec, owner, status.get("canary"), situation)
 
     def _optimize(
         self, spec: ModelServiceSpec, owner: Owner, digest: str, status: dict
@@ -245,6 +290,8 @@ class Reconciler:
             ),
             build_service(owner),
         ]
+        if spec.rollout.canary:
+            children[0] = mount_rollout_file(children[0], owner)
         for kind, api_version, name, manifest in (
             ("HorizontalPodAutoscaler", "autoscaling/v2", owner.name, build_hpa(spec, owner)),
             ("PodDisruptionBudget", "policy/v1", owner.name, build_pdb(spec, owner)),

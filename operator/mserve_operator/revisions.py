@@ -7,7 +7,8 @@ the history: going back to an earlier spec makes its revision serve again, under
 A revision's role is what it does now: `Serving` (the Deployment serves its artifact),
 `Candidate` (the spec asks for it, it is not served yet: its Job runs) or `Retired`, with
 `outcome` saying how it ended: `Superseded` (a newer revision took its place), `RolledBack`
-(an older one did) or `Failed` (its optimization failed, it never served).
+(an older one did), `Failed` (its optimization failed, it never served) or `CanaryFailed` (a
+canary gate rolled it back: it answered a share of live traffic, never all of it).
 
 Pure: the history, what the spec asks for and what the Deployment serves in; the next history
 out. Timestamps move only on a transition, so an unchanged world rewrites nothing.
@@ -32,6 +33,7 @@ class Outcome:
     SUPERSEDED = "Superseded"
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
+    CANARY_FAILED = "CanaryFailed"
 
 
 # The optimization record's fields that describe the model a revision is; the rest (Job name,
@@ -57,6 +59,7 @@ class Wanted:
     source: dict
     failed: bool = False  # its optimization failed for good
     optimization: dict = field(default_factory=dict)  # status.optimization for this spec digest
+    canary_failed: bool = False  # a canary gate rolled it back (canary.py)
 
 
 def source_of(spec: dict) -> dict:
@@ -112,6 +115,8 @@ def record_revisions(history: list[dict], wanted: Wanted, served: Artifact | Non
         elif entry is target:
             if wanted.failed:
                 _retire(entry, Outcome.FAILED, now)
+            elif wanted.canary_failed:
+                _retire(entry, Outcome.CANARY_FAILED, now)
             elif entry.get("role") != Role.CANDIDATE:
                 entry.pop("outcome", None)
                 entry["role"] = Role.CANDIDATE

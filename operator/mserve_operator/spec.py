@@ -184,12 +184,71 @@ class Access(_Spec):
         return self.allowed_namespaces or (own,)
 
 
+# A step's pause: whole seconds, minutes or hours ("30s", "2m", "1h"); at most MAX_PAUSE_SECONDS.
+_DURATION = re.compile(r"^([0-9]{1,5})(s|m|h)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+MAX_PAUSE_SECONDS = 24 * 3600
+MAX_CANARY_STEPS = 10
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds of a pause string; ValueError naming the accepted forms otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 2m or 1h")
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_PAUSE_SECONDS:
+        raise ValueError(f"{text!r} is longer than {MAX_PAUSE_SECONDS // 3600}h")
+    return seconds
+
+
+class CanaryStep(_Spec):
+    weight: int = Field(ge=1, le=100)
+    pause: str = "30s"
+
+    @field_validator("pause")
+    @classmethod
+    def _duration(cls, pause: str) -> str:
+        duration_seconds(pause)
+        return pause
+
+    @property
+    def pause_seconds(self) -> int:
+        return duration_seconds(self.pause)
+
+
+class CanaryGates(_Spec):
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_latency_ratio: float = Field(1.5, ge=1, le=100)
+    # Tiny models answer in a millisecond or two and the runtime's latency buckets step by 2-2.5x
+    # there: a ratio alone would fail a canary for one bucket of noise. Within this much of the
+    # stable's p99 the canary passes whatever the ratio.
+    latency_slack_ms: float = Field(25.0, ge=0, le=60000)
+    min_agreement: float = Field(0.95, ge=0, le=1)
+    min_comparisons: int = Field(50, ge=1, le=1_000_000)
+
+
+_DEFAULT_STEPS = (CanaryStep(weight=10, pause="30s"), CanaryStep(weight=50, pause="30s"))
+
+
+class Rollout(_Spec):
+    strategy: Literal["Rolling", "Canary"] = "Rolling"
+    steps: tuple[CanaryStep, ...] = Field(_DEFAULT_STEPS, min_length=1, max_length=MAX_CANARY_STEPS)
+    mirror_percent: float = Field(20.0, ge=0, le=100)
+    gates: CanaryGates = CanaryGates()
+
+    @property
+    def canary(self) -> bool:
+        return self.strategy == "Canary"
+
+
 class ModelServiceSpec(_Spec):
     model: ModelSource
     optimization: Optimization = Optimization()
     serving: Serving = Serving()
     artifact_store: ArtifactStore = ArtifactStore()
     access: Access = Access()
+    rollout: Rollout = Rollout()
 
     @model_validator(mode="after")
     def _pool_members_share_the_pools_endpoint(self) -> ModelServiceSpec:
@@ -197,6 +256,22 @@ class ModelServiceSpec(_Spec):
             raise ValueError(
                 "spec.serving.pool: a pool member cannot set spec.serving.tls or spec.access.authentication "
                 "(the pool's pods serve every member with one configuration)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _canary_needs_a_dedicated_plain_http_deployment(self) -> ModelServiceSpec:
+        if not self.rollout.canary:
+            return self
+        if self.serving.pool:
+            raise ValueError(
+                "spec.rollout.strategy: Canary cannot be used with spec.serving.pool "
+                "(a pool's pods serve many models; the split lives in a dedicated Deployment's pods)"
+            )
+        if self.serving.tls is not None:
+            raise ValueError(
+                "spec.rollout.strategy: Canary cannot be used with spec.serving.tls "
+                "(the stable pods forward to the canary over plain HTTP)"
             )
         return self
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from mserve_operator import revisions
 from mserve_operator.artifact import Artifact
-from mserve_operator.conditions import DEPLOYED, FAILURE_REASONS, OPTIMIZED, READY, Condition, Reason
+from mserve_operator.conditions import CANARY, DEPLOYED, FAILURE_REASONS, OPTIMIZED, READY, Condition, Reason
 from mserve_operator.diagnosis import pod_problems
 from mserve_operator.optimization import OptimizationState
 
@@ -38,6 +38,7 @@ class Observation:
     conflict: str = ""  # a child the operator may not write (ownership.OwnershipConflictError)
     missing_secret: str = ""  # a Secret the spec names that does not exist, naming it and the field
     revisions: list[dict] | None = None  # status.revisions as revisions.record_revisions made it
+    canary: dict | None = None  # status.canary as canary.py decided it
 
 
 def _int(obj: dict | None, *path: str) -> int:
@@ -120,6 +121,22 @@ def _phase(obs: Observation, optimized: Condition, deployed: Condition, ready: C
     return DEPLOYING
 
 
+_CANARY_CONDITIONS = {
+    "Progressing": (None, Reason.CANARY_PROGRESSING),
+    "Promoting": (None, Reason.CANARY_PROGRESSING),
+    "Succeeded": (True, Reason.CANARY_PROMOTED),
+    "RolledBack": (False, Reason.CANARY_ROLLED_BACK),
+    "Aborted": (False, Reason.CANARY_ABORTED),
+}
+
+
+def _canary(canary: dict) -> Condition | None:
+    ok, reason = _CANARY_CONDITIONS.get(canary.get("phase", ""), (None, ""))
+    if not reason:
+        return None
+    return Condition.of(CANARY, ok, reason, canary.get("message", ""))
+
+
 def compute(obs: Observation) -> tuple[dict, list[Condition]]:
     """Status fields (without conditions) and the conditions, for `merge_conditions`."""
     optimized, deployed, ready = _optimized(obs), _deployed(obs), _ready(obs)
@@ -146,4 +163,11 @@ def compute(obs: Observation) -> tuple[dict, list[Condition]]:
         serving = revisions.serving_number(obs.revisions)
         if serving is not None:
             status["revision"] = serving
-    return status, [optimized, deployed, ready]
+    found = [optimized, deployed, ready]
+    if obs.canary:
+        # Absent keys, not nulls: an unchanged canary then compares equal to the written status.
+        status["canary"] = {k: v for k, v in obs.canary.items() if v is not None}
+        condition = _canary(obs.canary)
+        if condition is not None:
+            found.append(condition)
+    return status, found

@@ -62,11 +62,15 @@ class UsageMeter:
 
     def observe(self, namespace: str, name: str) -> dict:
         """Scrape the pods once, write `status.usage`, and return it."""
+        # A canary's pods answer part of the traffic (forwarded by the stable pods): theirs counts too.
+        listed = [
+            pod
+            for component in (names.COMPONENT_RUNTIME, names.COMPONENT_CANARY)
+            for pod in self.api.list("v1", "Pod", namespace, names.selector_labels(name, component))
+        ]
         pods = [
             pod
-            for pod in self.api.list(
-                "v1", "Pod", namespace, names.selector_labels(name, names.COMPONENT_RUNTIME)
-            )
+            for pod in listed
             if (pod.get("status") or {}).get("phase") == "Running" and (pod.get("status") or {}).get("podIP")
         ]
         counts: dict[str, PodCounts] = {}

@@ -1,7 +1,8 @@
 """Reading one runtime pod's `/metrics` (admin port) into the counts `status.usage` summarises.
 
 Only the runtime's own families are read: `mserve_requests_total` (answered requests by status)
-and `mserve_request_duration_seconds` (latency buckets), summed over models and protocols.
+and `mserve_request_duration_seconds` (latency buckets), summed over models and protocols, less
+`mserve_shadow_comparisons_total` (requests mirrored to a canary, which counts them too).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REQUESTS_FAMILY = "mserve_requests"
 LATENCY_FAMILY = "mserve_request_duration_seconds"
+# On a stable pod during a canary: requests it also sent to the canary to compare the answers.
+MIRRORED_FAMILY = "mserve_shadow_comparisons"
 # Bodies larger than this are not a runtime's metrics page: stop reading rather than fill memory.
 MAX_METRICS_BYTES = 4 * 1024 * 1024
 
@@ -34,7 +37,7 @@ def is_success(status: str) -> bool:
 
 
 def parse_counts(text: str) -> PodCounts:
-    requests = failures = 0.0
+    requests = failures = mirrored = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name == REQUESTS_FAMILY:
@@ -48,7 +51,11 @@ def parse_counts(text: str) -> PodCounts:
                 if sample.name.endswith("_bucket"):
                     bound = float(sample.labels["le"])
                     buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return PodCounts(requests, failures, dict(sorted(buckets.items())))
+        elif family.name == MIRRORED_FAMILY:
+            mirrored += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    # A mirrored request is counted again by the canary pod that answered it: one caller's request
+    # is billed once. Never below zero on a pod: each comparison follows a request the pod served.
+    return PodCounts(max(0.0, requests - mirrored), failures, dict(sorted(buckets.items())))
 
 
 def _unverified() -> ssl.SSLContext:
@@ -65,6 +72,11 @@ def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCou
     not verified: it names the Service, not the pod's address, and its CA is the model owner's.
     Nothing secret is sent; the worst a spoofed page can do is skew this model's usage figures.
     """
+    return parse_counts(fetch_metrics(ip, port, timeout_s, scheme))
+
+
+def fetch_metrics(ip: str, port: int, timeout_s: float, scheme: str = "http") -> str:
+    """The text of <scheme>://ip:port/metrics (see `scrape` on TLS); OSError or ValueError."""
     host = f"[{ip}]" if ":" in ip else ip
     context = _unverified() if scheme == "https" else None
     url = f"{scheme}://{host}:{port}/metrics"
@@ -72,4 +84,4 @@ def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCou
         body = response.read(MAX_METRICS_BYTES + 1)
     if len(body) > MAX_METRICS_BYTES:
         raise ValueError(f"metrics page of {ip}:{port} is larger than {MAX_METRICS_BYTES} bytes")
-    return parse_counts(body.decode("utf-8", errors="replace"))
+    return body.decode("utf-8", errors="replace")

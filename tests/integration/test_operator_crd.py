@@ -144,6 +144,48 @@ INVALID = [
         "spec.model.credentialsSecret must be a Secret name",
         id="secret-name",
     ),
+    *(
+        pytest.param(
+            {"model": ONNX, "rollout": {"strategy": "Canary", **rollout}}, message, id=f"rollout-{name}"
+        )
+        for name, rollout, message in (
+            (
+                "weight-0",
+                {"steps": [{"weight": 0}]},
+                "spec.rollout.steps[0].weight in body should be greater",
+            ),
+            (
+                "weight-150",
+                {"steps": [{"weight": 150}]},
+                "spec.rollout.steps[0].weight in body should be less",
+            ),
+            (
+                "pause-negative",
+                {"steps": [{"weight": 10, "pause": "-1s"}]},
+                "spec.rollout.steps[].pause must",
+            ),
+            (
+                "pause-forever",
+                {"steps": [{"weight": 10, "pause": "forever"}]},
+                "spec.rollout.steps[].pause must",
+            ),
+            ("pause-too-long", {"steps": [{"weight": 10, "pause": "25h"}]}, "must be at most 24h"),
+            ("fifty-steps", {"steps": [{"weight": 10}] * 50}, "spec.rollout.steps: Too many: 50"),
+            ("no-steps", {"steps": []}, "spec.rollout.steps in body should have at least 1 items"),
+            ("mirror", {"mirrorPercent": 101}, "spec.rollout.mirrorPercent in body should be less"),
+            ("agreement", {"gates": {"minAgreement": 1.5}}, "spec.rollout.gates.minAgreement in body should"),
+        )
+    ),
+    pytest.param(
+        {"model": ONNX, "serving": {"pool": "shared"}, "rollout": {"strategy": "Canary"}},
+        "spec.rollout.strategy: Canary cannot be used with spec.serving.pool",
+        id="canary-in-a-pool",
+    ),
+    pytest.param(
+        {"model": ONNX, "serving": {"tls": {"secretName": "cert"}}, "rollout": {"strategy": "Canary"}},
+        "spec.rollout.strategy: Canary cannot be used with spec.serving.tls",
+        id="canary-with-tls",
+    ),
 ]
 
 

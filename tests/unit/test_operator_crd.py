@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from mserve_operator.canary import ABORTED, PROGRESSING, PROMOTING, ROLLED_BACK, SUCCEEDED
 from mserve_operator.conditions import CONDITION_TYPES
+from mserve_operator.revisions import Outcome
 from mserve_operator.status import DEGRADED, DEPLOYING, FAILED, OPTIMIZING, PENDING, READY_PHASE
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -36,13 +38,17 @@ def test_printer_columns_a_cluster_operator_looks_at_first():
     columns = [
         c["name"] for c in _crd()["spec"]["versions"][0]["additionalPrinterColumns"] if not c.get("priority")
     ]
-    assert columns == ["Phase", "Ready", "URL", "Quantize", "Revision", "Age"]
+    assert columns == ["Phase", "Ready", "URL", "Quantize", "Revision", "Canary", "Age"]
 
 
 def test_status_enums_match_the_code():
     status = _schema()["properties"]["status"]["properties"]
     assert status["phase"]["enum"] == [PENDING, OPTIMIZING, DEPLOYING, READY_PHASE, DEGRADED, FAILED]
-    assert set(CONDITION_TYPES) == {"Optimized", "Deployed", "Ready"}
+    assert set(CONDITION_TYPES) == {"Optimized", "Deployed", "Ready", "Canary"}
+    canary = status["canary"]["properties"]
+    assert canary["phase"]["enum"] == [PROGRESSING, PROMOTING, SUCCEEDED, ROLLED_BACK, ABORTED]
+    outcomes = status["revisions"]["items"]["properties"]["outcome"]["enum"]
+    assert set(outcomes) == {v for k, v in vars(Outcome).items() if k.isupper()}
 
 
 def test_every_cel_rule_has_a_message_naming_a_field():

@@ -137,3 +137,14 @@ def test_scrape_reads_an_admin_port_that_speaks_tls_under_a_ca_the_operator_does
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_requests_mirrored_to_a_canary_are_not_counted_twice() -> None:
+    stable = _runtime_page(ok=7, failed=0, seconds=0.003)
+    mirrored = (
+        "# TYPE mserve_shadow_comparisons_total counter\n"
+        'mserve_shadow_comparisons_total{result="agree"} 3\n'
+        'mserve_shadow_comparisons_total{result="error"} 1\n'
+    )
+    # The canary pod counts the 4 mirrored requests among its own; the stable page takes them off.
+    assert parse_counts(stable + mirrored).requests == parse_counts(stable).requests - 4

@@ -208,8 +208,12 @@ def _access_for(
 
 
 def artifact_role(spec: ModelServiceSpec, artifact: Artifact) -> str:
-    """Served from the source (no Job ran) with the source's credentials, else from the store."""
-    return SOURCE_ROLE if artifact.uri == spec.model.uri else STORE_ROLE
+    """Served from the source (no Job ran) with the source's credentials, else from the store.
+
+    An artifact without the optimizer's digest is a source served as it is, also when the spec
+    already names another source (a canary's stable revision keeps serving the previous one).
+    """
+    return SOURCE_ROLE if artifact.uri == spec.model.uri or not artifact.artifact_digest else STORE_ROLE
 
 
 def build_deployment(
