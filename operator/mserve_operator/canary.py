@@ -88,44 +88,45 @@ def _since(text: str | None, now: datetime.datetime) -> float:
 
 
 def judge(figures: GateFigures, gates: CanaryGates, *, mirrored: bool, stable_serves: bool = True) -> Verdict:
-    """Each gate with enough samples either passes or fails; the others are missing.
+    """Each gate with enough samples either passes or fails; the others are missing. Every failed
+    gate is named, agreement first (the one only live comparison can show).
 
     At weight 100 the stable serves nothing itself (`stable_serves` False): nothing to mirror and
     no stable p99 to compare with, so only the error rate is judged there.
     """
-    need, missing = gates.min_comparisons, []
-    mirrored = mirrored and stable_serves
+    need, missing, failed = gates.min_comparisons, [], []
+    if mirrored and stable_serves:
+        if figures.comparisons >= need:
+            agreement = figures.agreement or 0.0
+            if agreement < gates.min_agreement:
+                over = f"over {figures.comparisons:.0f} comparisons"
+                failed.append(f"agreement {agreement:.2f} < {gates.min_agreement:g} {over}")
+        else:
+            missing.append(f"comparisons {figures.comparisons:.0f}/{need}")
     if figures.canary_requests >= need:
         rate = figures.error_rate or 0.0
         if rate > gates.max_error_rate:
-            return Verdict(
-                failed=f"error rate {rate:.3g} > {gates.max_error_rate:g} over "
+            failed.append(
+                f"error rate {rate:.3g} > {gates.max_error_rate:g} over "
                 f"{figures.canary_requests:.0f} canary requests ({figures.canary_errors:.0f} failed)"
             )
     else:
-        missing.append(f"canary requests {figures.canary_requests:.0f}/{need}")
+        missing.insert(0, f"canary requests {figures.canary_requests:.0f}/{need}")
     if figures.canary_requests >= need and figures.stable_requests >= need:
         canary, stable = figures.canary_p99, figures.stable_p99
         if canary is not None and stable is not None:
             limit = max(stable * gates.max_latency_ratio, stable + gates.latency_slack_ms / 1000)
             if canary > limit:
-                return Verdict(
-                    failed=f"p99 latency {canary * 1000:.3g} ms > {limit * 1000:.3g} ms "
+                failed.append(
+                    f"p99 latency {canary * 1000:.3g} ms > {limit * 1000:.3g} ms "
                     f"(stable {stable * 1000:.3g} ms x {gates.max_latency_ratio:g}, "
                     f"at least +{gates.latency_slack_ms:g} ms)"
                 )
     elif figures.stable_requests < need and stable_serves:
-        missing.append(f"stable requests {figures.stable_requests:.0f}/{need}")
-    if mirrored:
-        if figures.comparisons >= need:
-            agreement = figures.agreement or 0.0
-            if agreement < gates.min_agreement:
-                return Verdict(
-                    failed=f"agreement {agreement:.2f} < {gates.min_agreement:g} over "
-                    f"{figures.comparisons:.0f} comparisons"
-                )
-        else:
-            missing.append(f"comparisons {figures.comparisons:.0f}/{need}")
+        missing.insert(1 if missing and missing[0].startswith("canary") else 0,
+                       f"stable requests {figures.stable_requests:.0f}/{need}")  # fmt: skip
+    if failed:
+        return Verdict(failed="; ".join(failed))
     return Verdict(missing=", ".join(missing))
 
 

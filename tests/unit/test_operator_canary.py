@@ -132,6 +132,16 @@ def test_latency_within_the_slack_passes_whatever_the_ratio() -> None:
     assert "p99 latency 200 ms > 150 ms" in canary.judge(slow, CanaryGates(), mirrored=False).failed
 
 
+def test_every_failed_gate_is_named_agreement_first() -> None:
+    # The e2e run's permuted model: its canary also shed some mirrored requests (503).
+    figures = GateFigures(canary_requests=261, canary_errors=32, stable_requests=1030, comparisons=148)
+    verdict = canary.judge(figures, CanaryGates(), mirrored=True)
+    assert verdict.failed == (
+        "agreement 0.00 < 0.95 over 148 comparisons; "
+        "error rate 0.123 > 0.01 over 261 canary requests (32 failed)"
+    )
+
+
 def test_at_weight_100_only_the_error_rate_is_judged() -> None:
     all_canary = GateFigures(canary_requests=100, canary_p99=0.3, stable_requests=0)
     verdict = canary.judge(all_canary, CanaryGates(), mirrored=True, stable_serves=False)
