@@ -107,6 +107,8 @@ def test_full_canary_under_load_is_promoted_with_an_accurate_split(
 
         def at_step_two() -> bool:
             status = canary_status(mserve, module_namespace)
+            if status.get("phase") not in (None, "Progressing"):
+                raise AssertionError(f"the canary ended before step 2: {status}")
             return status.get("step") == 2 and bool(status.get("stepStartedAt"))
 
         wait_until("step 2 (50%) applied on the stable pods", at_step_two, 300, 0.3)
