@@ -45,6 +45,10 @@ class Reason:
     ALL_REPLICAS_READY = "AllReplicasReady"
     REPLICAS_NOT_READY = "ReplicasNotReady"
     NOT_DEPLOYED = "NotDeployed"
+    # Ready, for a pool member: as the pool's pods report the model
+    LOADED_IN_POOL = "LoadedInPool"
+    LOADABLE_IN_POOL = "LoadableInPool"
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
 
 
 # Optimization outcomes that no retry changes: only a new spec (a new spec digest) runs again.
@@ -74,6 +78,7 @@ FAILURE_REASONS = TERMINAL_OPTIMIZATION_FAILURES | {
     Reason.INIT_CONTAINER_FAILED,
     Reason.CONTAINER_CONFIG_ERROR,
     Reason.SECRET_NOT_FOUND,
+    Reason.MODEL_LOAD_FAILED,
 }
 
 

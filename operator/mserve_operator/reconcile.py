@@ -35,7 +35,7 @@ from mserve_operator.images import image_refusal
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.optimization import OptimizationState, decide_optimization
 from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
-from mserve_operator.pool_reconcile import serve_in_pool
+from mserve_operator.pool_member import keeps_pool_service, serve_in_pool
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec, parse_spec
 from mserve_operator.spec_digest import spec_digest
@@ -105,6 +105,7 @@ class Reconciler:
         )
         history = revisions.record_revisions(status.get("revisions") or [], wanted, served, _now())
         deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
+        model_ready = None
         # A loop still running while the ModelService goes must not re-create what `forget` deleted.
         deleting = bool(body["metadata"].get("deletionTimestamp"))
         binding = None if deleting else build_token_review_binding(spec, owner)
@@ -119,9 +120,9 @@ class Reconciler:
             if deployment is not None and not is_controlled_by(deployment, owner):
                 deployment = None
         elif served is not None and spec.serving.pool:
-            deployment, pods, desired, conflicts = serve_in_pool(
-                self.api, spec, owner, served, self._apply_owned, self._delete_owned
-            )
+            in_pool = serve_in_pool(self.api, spec, owner, served, self._apply_owned, self._delete_owned)
+            deployment, pods, desired = in_pool.deployment, in_pool.pods, in_pool.desired
+            conflicts, model_ready = in_pool.conflicts, in_pool.readiness
         elif served is not None:
             number = revisions.number_of(history, served.spec_digest)
             deployment, conflicts = self._serve(spec, owner, served, number)
@@ -143,6 +144,7 @@ class Reconciler:
             conflict=conflicts[0] if conflicts else "",
             missing_secret=missing,
             revisions=history,
+            model_ready=model_ready,
         )
         return self._report(body, status, observation, job_created=job_created)
 
@@ -264,6 +266,10 @@ class Reconciler:
                 children.append(manifest)
 
         for manifest in children:
+            if manifest["kind"] == "Service" and keeps_pool_service(
+                self.api.get("v1", "Service", owner.namespace, owner.name), deployment
+            ):
+                continue  # leaving a pool: its pods serve until this Deployment's are all ready
             try:
                 applied = self._apply_owned(manifest, owner)
             except OwnershipConflictError as exc:

@@ -58,12 +58,12 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
-def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCounts:
-    """GET <scheme>://ip:port/metrics; raises OSError (or ValueError for a page that is not metrics).
+def read_page(ip: str, port: int, timeout_s: float, scheme: str = "http") -> str:
+    """GET <scheme>://ip:port/metrics, at most MAX_METRICS_BYTES; raises OSError or ValueError.
 
     With `https` (a model served over TLS serves its admin port over TLS too) the certificate is
     not verified: it names the Service, not the pod's address, and its CA is the model owner's.
-    Nothing secret is sent; the worst a spoofed page can do is skew this model's usage figures.
+    Nothing secret is sent; the worst a spoofed page can do is skew the figures read from it.
     """
     host = f"[{ip}]" if ":" in ip else ip
     context = _unverified() if scheme == "https" else None
@@ -72,4 +72,9 @@ def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCou
         body = response.read(MAX_METRICS_BYTES + 1)
     if len(body) > MAX_METRICS_BYTES:
         raise ValueError(f"metrics page of {ip}:{port} is larger than {MAX_METRICS_BYTES} bytes")
-    return parse_counts(body.decode("utf-8", errors="replace"))
+    return body.decode("utf-8", errors="replace")
+
+
+def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCounts:
+    """The request counts of one runtime pod (`read_page`'s errors)."""
+    return parse_counts(read_page(ip, port, timeout_s, scheme))

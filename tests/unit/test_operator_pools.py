@@ -14,7 +14,7 @@ from mserve_operator.builders.pool import (
     pool_selector,
 )
 from mserve_operator.builders.service import build_service
-from mserve_operator.pool_reconcile import fetches_member
+from mserve_operator.pool_member import fetches_member
 from mserve_operator.pool_spec import parse_pool_spec
 from mserve_operator.spec import parse_spec
 from pydantic import ValidationError

@@ -10,7 +10,7 @@ annotation lists every member's artifact), so the pods roll out with the new set
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mserve_operator import names
 from mserve_operator.artifact import Artifact
@@ -22,6 +22,7 @@ from mserve_operator.builders.deployment import (
     server_container,
     shutdown_budget,
 )
+from mserve_operator.builders.ingress import scraper_rules, serving_ports
 from mserve_operator.builders.pod import (
     STORE_ROLE,
     Owner,
@@ -50,6 +51,8 @@ class PoolMember:
     role: str = STORE_ROLE
     secret: str = ""
     endpoint: str = ""
+    callers: dict = field(default_factory=dict, compare=False)
+    """NetworkPolicy peer of the member's allowed callers (builders/ingress.callers_peer)."""
 
 
 def pool_owner(body: dict) -> Owner:
@@ -198,3 +201,33 @@ def build_member_service(member: Owner, pool: str) -> dict:
     service = build_service(member)
     service["spec"]["selector"] = pool_selector(pool)
     return service
+
+
+def pool_policy_name(pool: str) -> str:
+    return f"{pool}.pool-ingress"  # a dot: no ModelService (a DNS label) takes this name
+
+
+def build_pool_ingress_policy(
+    pool: Owner, members: list[PoolMember], settings: OperatorSettings
+) -> dict | None:
+    """The pool pods' ingress: the serving ports from every member's allowed callers (the pods
+    serve every member, so the policy is their union: network isolation is per pool, not per
+    member), the admin port from the scraper. None when the install turned policies off."""
+    if not settings.network_policy:
+        return None
+    peers: list[dict] = []
+    for member in sorted(members, key=lambda m: m.name):
+        if member.callers and member.callers not in peers:
+            peers.append(member.callers)
+    if not peers:  # no member yet: the pool's own namespace, as a member without access would get
+        peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pool.namespace}}}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(pool, pool_policy_name(pool.name), pool_labels(pool.name)),
+        "spec": {
+            "podSelector": {"matchLabels": pool_selector(pool.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": serving_ports()}, *scraper_rules(settings)],
+        },
+    }
