@@ -128,6 +128,8 @@ def serve_in_pool(
     serving.deployment = deployment
     serving.pods = api.list("v1", "Pod", owner.namespace, pool_selector(pool))
     serving.desired = int((deployment.get("spec") or {}).get("replicas") or 1)
-    pool_object = api.get(f"{API_GROUP}/{API_VERSION}", POOL_KIND, owner.namespace, pool)
+    # listed, not read by name: the operator's role has list and watch on ModelPools, not get
+    pools = api.list(f"{API_GROUP}/{API_VERSION}", POOL_KIND, owner.namespace, {})
+    pool_object = next((p for p in pools if p["metadata"]["name"] == pool), None)
     serving.readiness = member_readiness(pool_object, owner.name)
     return serving
