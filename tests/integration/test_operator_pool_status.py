@@ -136,7 +136,11 @@ def test_pool_status_reports_loaded_models_memory_member_states_and_restarts(
     )
     assert good["status"] == "True"
     assert good["message"] == "loaded on 1 of 1 ready pool pods"
-    assert _ready_condition(installed, namespace, "idle")["reason"] == "LoadableInPool"
+    wait_until(
+        "idle Ready as loadable",
+        lambda: _ready_condition(installed, namespace, "idle").get("reason") == "LoadableInPool",
+        timeout=60,
+    )
     broken = wait_until(
         "broken not Ready",
         lambda: (
