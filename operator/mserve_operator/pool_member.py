@@ -38,10 +38,10 @@ class PoolServing:
 def fetches_member(deployment: dict, member: str, artifact: Artifact) -> bool:
     """Whether the Deployment's pod template loads `artifact` as `member`."""
     pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    wanted = [artifact.uri, f"{MODEL_DIR}/{member}.onnx"]
+    wanted = ["--item", artifact.uri, f"{MODEL_DIR}/{member}.onnx", artifact.sha256 or "-"]
     for container in pod.get("initContainers") or []:
         args = container.get("args") or []
-        if args[1:3] == wanted and (not artifact.sha256 or args[-2:] == ["--sha256", artifact.sha256]):
+        if any(args[i : i + 4] == wanted for i, arg in enumerate(args) if arg == "--item"):
             return True
     return False
 

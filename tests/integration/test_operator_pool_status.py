@@ -106,7 +106,7 @@ def test_pool_status_reports_loaded_models_memory_member_states_and_restarts(
 
     def pool_pod() -> dict | None:
         pods = installed.list(ns_path(namespace, "pods"), labels=SELECTOR)
-        return next((p for p in pods if len(p["spec"].get("initContainers") or []) == 3), None)
+        return next((p for p in pods if str(p["spec"].get("initContainers")).count("--item") == 3), None)
 
     pod = wait_until("the pool's pod (from its ReplicaSet)", pool_pod, timeout=60)
     running = {**ready_pod_status(), "podIP": loopback, "podIPs": [{"ip": loopback}]}

@@ -47,9 +47,18 @@ def _member(name: str, serving: dict | None = None) -> dict:
     }
 
 
+def fetched(pod_spec: dict) -> list[str]:
+    """Where the pod's fetch init containers put each member's file, in order."""
+    places = []
+    for container in pod_spec.get("initContainers") or []:
+        args = container["args"]
+        places += [args[i + 2] for i, arg in enumerate(args) if arg == "--item"]
+    return places
+
+
 def _pool_deployment(kube: Kube, namespace: str, members: int) -> dict | None:
     deployment = kube.get(deployments_path(namespace, POOL))
-    if deployment and len(deployment["spec"]["template"]["spec"].get("initContainers", [])) == members:
+    if deployment and len(fetched(deployment["spec"]["template"]["spec"])) == members:
         return deployment
     return None
 
@@ -69,9 +78,11 @@ def test_twenty_members_share_one_pool_deployment_and_keep_their_urls(
         "the pool Deployment with 20 members", lambda: _pool_deployment(installed, namespace, 20), timeout=90
     )
     pod = deployment["spec"]["template"]["spec"]
-    assert [c["args"][2] for c in pod["initContainers"]] == [f"/models/{n}.onnx" for n in MEMBERS]
-    assert pod["initContainers"][0]["args"][:5] == [
-        "fetch", "https://models.example/m00.onnx", "/models/m00.onnx", "--role", "source",
+    assert fetched(pod) == [f"/models/{n}.onnx" for n in MEMBERS]
+    (fetch,) = pod["initContainers"]  # one process fetches all: they share one storage access
+    assert fetch["args"][:7] == [
+        "fetch", "--role", "source", "--max-bytes", fetch["args"][4],
+        "--item", "https://models.example/m00.onnx",
     ]  # fmt: skip
     server = pod["containers"][0]
     assert server["args"] == ["serve", "--pool", "/models"]
