@@ -31,7 +31,7 @@ from mserve_operator.builders.ports import ADMIN_PORT
 from mserve_operator.builders.store import artifact_store
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
-from mserve_operator.pool_member import selects_pool
+from mserve_operator.pool_member import rolled_out, selects_pool
 from mserve_operator.pool_scrape import PoolPodMetrics, scrape_pool_pod
 from mserve_operator.pool_spec import POOL_KIND, parse_pool_spec
 from mserve_operator.pool_status import pool_observation
@@ -112,7 +112,8 @@ class PoolReconciler:
             )
             return "Failed", named
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-        phase = "Ready" if ready >= spec.replicas else "Deploying"
+        # Ready once every pod runs the current member set: old pods serve fewer members.
+        phase = "Ready" if rolled_out(deployment) else "Deploying"
         pods = [
             p
             for p in self.api.list("v1", "Pod", owner.namespace, pool_selector(owner.name))

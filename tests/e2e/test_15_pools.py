@@ -143,14 +143,17 @@ def pool(mserve: Cluster, module_namespace: str, models: Models) -> dict:
 def pod_start(pod: dict) -> str:
     """Where a pool pod's start-up went, from its own timestamps (1 s resolution)."""
     status = pod["status"]
-    inits = status.get("initContainerStatuses") or []
-    first = min(s["state"]["terminated"]["startedAt"] for s in inits)
-    last = max(s["state"]["terminated"]["finishedAt"] for s in inits)
-    ready = next(c["lastTransitionTime"] for c in status["conditions"] if c["type"] == "Ready")
-    return (
-        f"pod {pod['metadata']['name']}: created {pod['metadata']['creationTimestamp']}, "
-        f"{len(inits)} fetch init containers {first} -> {last}, Ready {ready}"
+    done = [
+        s["state"]["terminated"]
+        for s in status.get("initContainerStatuses") or []
+        if "terminated" in s["state"]
+    ]
+    ready = next((c["lastTransitionTime"] for c in status.get("conditions", []) if c["type"] == "Ready"), "")
+    fetches = f"{len(done)} fetch init containers " + (
+        f"{min(t['startedAt'] for t in done)} -> {max(t['finishedAt'] for t in done)}" if done else ""
     )
+    created = pod["metadata"]["creationTimestamp"]
+    return f"pod {pod['metadata']['name']}: created {created}, {fetches}, Ready {ready}"
 
 
 def test_every_member_answers_at_its_own_url_with_its_own_model(
