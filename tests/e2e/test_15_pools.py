@@ -23,9 +23,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from e2e_kube import Cluster, wait_until
-from e2e_models import condition, infer_http, infer_request, service_url
+from e2e_models import condition, infer_http, infer_request, run_python_pod, service_url
 from e2e_tenants import MODEL_BUCKET, S3_SECRET
 from load import BoundedLoad
+from test_11_access import REACH
 
 from tests.support.models import build_tiny_mlp
 
@@ -247,6 +248,31 @@ def test_a_bad_request_and_a_broken_model_leave_the_others_serving(
     states = {m["name"]: m["state"] for m in pool_obj(mserve, module_namespace)["status"]["memberStates"]}
     assert states[BROKEN] == "Failed"
     assert condition(mserve.get("-n", module_namespace, "msvc", others[0]), "Ready")["status"] == "True"
+
+
+def test_pool_pods_admit_the_members_namespace_and_no_other(
+    mserve: Cluster, module_namespace: str, pool: dict
+) -> None:
+    """The pool's NetworkPolicy, as a dedicated model's: a pod in the members' namespace reaches
+    a member's URL (the pool's pods), a pod in another namespace cannot."""
+    name = GOOD[2]
+    url = f"http://{name}.{module_namespace}.svc:8080/v2/health/ready"
+    image = pool_pods(mserve, module_namespace)[0]["spec"]["containers"][0]["image"]
+    phase, log = run_python_pod(mserve, module_namespace, image, "reach", [REACH, url, "30"])
+    assert phase == "Succeeded", log
+    outsider = f"e2e-outsider-{uuid.uuid4().hex[:4]}"
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    mserve.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": outsider, "labels": labels}})
+    try:
+        wait_until(
+            "the default ServiceAccount",
+            lambda: mserve.try_kubectl("-n", outsider, "get", "sa", "default").returncode == 0,
+        )
+        phase, log = run_python_pod(mserve, outsider, image, "reach", [REACH, url, "15"])
+        assert phase == "Failed", log
+        assert "unreachable" in log, log
+    finally:
+        mserve.kubectl("delete", "namespace", outsider, "--wait=false", check=False)
 
 
 def post(url: str, model: str, body: dict) -> tuple[int, str]:
