@@ -97,15 +97,15 @@ def _restart(entry: dict, before: dict) -> RestartNotice | None:
 
 
 def member_state(name: str, ready_metrics: list[PoolPodMetrics], ready_pods: int) -> dict:
-    """A member's state over the ready pool pods whose metrics were read."""
+    """A member's state over the ready pool pods whose metrics were read. Every pod fetched the
+    same digest-checked file, so a failed load on one pod is the file's: Failed, unless loaded
+    somewhere (a pod that has not tried yet would fail the same way)."""
     listed = [m for m in ready_metrics if name in m.states]
     loaded = sum(1 for m in listed if m.states[name] == "READY")
     failed = sum(1 for m in listed if m.failed(name))
     loadable = len(listed) - loaded - failed
     if loaded:
         state, message = LOADED, f"loaded on {loaded} of {ready_pods} ready pool pods"
-    elif loadable:
-        state, message = LOADABLE, f"loadable on {loadable} of {ready_pods} ready pool pods (not loaded now)"
     elif failed:
         failures = int(sum(m.load_failures.get(name, 0) for m in listed))
         state = FAILED
@@ -113,6 +113,8 @@ def member_state(name: str, ready_metrics: list[PoolPodMetrics], ready_pods: int
             f"failed to load on {failed} of {ready_pods} ready pool pods ({failures} failed loads; "
             "the reason is in POST /v2/repository/index on a pool pod and in its log)"
         )
+    elif loadable:
+        state, message = LOADABLE, f"loadable on {loadable} of {ready_pods} ready pool pods (not loaded now)"
     elif ready_metrics:
         state, message = UNKNOWN, "not listed by any ready pool pod yet"
     else:

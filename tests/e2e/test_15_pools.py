@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from e2e_kube import Cluster, wait_until
+from e2e_kube import ROOT, Cluster, wait_until
 from e2e_models import condition, infer_http, infer_request, run_python_pod, service_url
 from e2e_tenants import MODEL_BUCKET, S3_SECRET
 from load import BoundedLoad
@@ -113,6 +113,9 @@ def models(tmp_path_factory: pytest.TempPathFactory, s3_client) -> Models:
 @pytest.fixture(scope="module")
 def pool(mserve: Cluster, module_namespace: str, models: Models) -> dict:
     """The pool with 23 members, every pod ready; how long its pods took to start."""
+    # `helm upgrade` never updates a chart's CRDs: apply this checkout's ModelPool schema.
+    crd = str(ROOT / "crds" / "mserve.io_modelpools.yaml")
+    mserve.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=mserve-install", "-f", crd)
     mserve.apply(
         {
             "apiVersion": "mserve.io/v1alpha1",

@@ -12,7 +12,7 @@ from mserve_operator.builders.pool import PoolMember, build_pool_ingress_policy,
 from mserve_operator.conditions import Reason
 from mserve_operator.pool_member import keeps_pool_service, member_readiness, rolled_out, selects_pool
 from mserve_operator.pool_scrape import PoolPodMetrics, parse_pool_metrics
-from mserve_operator.pool_status import RESTART_MEMORY_S, pool_observation, quantity
+from mserve_operator.pool_status import RESTART_MEMORY_S, member_state, pool_observation, quantity
 from mserve_runtime.model_residency import ModelState
 from mserve_runtime.pool_metrics import PoolMetrics
 from prometheus_client import CollectorRegistry, generate_latest
@@ -241,3 +241,13 @@ def test_a_pool_without_members_admits_its_own_namespace_and_none_without_polici
         }
     ]
     assert build_pool_ingress_policy(POOL, [], settings(network_policy=False)) is None
+
+
+def test_a_failed_load_on_one_pod_fails_the_member_unless_it_is_loaded_elsewhere() -> None:
+    tried = parse_pool_metrics(_page({"bad": ModelState.UNAVAILABLE}, {"bad": 1}))
+    untried = parse_pool_metrics(_page({"bad": ModelState.UNAVAILABLE}))
+    state = member_state("bad", [tried, untried], 2)
+    assert state["state"] == "Failed"
+    assert state["message"].startswith("failed to load on 1 of 2 ready pool pods (1 failed loads;")
+    loaded = parse_pool_metrics(_page({"bad": ModelState.READY}))
+    assert member_state("bad", [tried, loaded], 2)["state"] == "Loaded"
