@@ -312,16 +312,15 @@ def test_a_killed_pool_pod_is_reported_and_the_other_keeps_serving(
     mserve: Cluster, module_namespace: str, pool: dict, models: Models
 ) -> None:
     name = GOOD[1]
-    victim = pool_pods(mserve, module_namespace)[0]
-    pod_name = victim["metadata"]["name"]
-    wait_until(
-        "a metrics read of the victim with models loaded",
-        lambda: any(
-            p["name"] == pod_name and p.get("loaded")
-            for p in pool_obj(mserve, module_namespace)["status"].get("pods", [])
+    read = wait_until(
+        "a metrics read of a pool pod with models loaded",
+        lambda: next(
+            (p for p in pool_obj(mserve, module_namespace)["status"].get("pods", []) if p.get("loaded")), None
         ),
         timeout=60,
     )
+    pod_name = read["name"]
+    victim = next(p for p in pool_pods(mserve, module_namespace) if p["metadata"]["name"] == pod_name)
     with BoundedLoad(service_url(mserve, module_namespace, name), name, models.x, 2, 180, 100_000) as load:
         wait_until("answers before the kill", lambda: len(load.result.answers) > 20, 60, 0.5)
         os.kill(server_pid(victim), signal.SIGKILL)
