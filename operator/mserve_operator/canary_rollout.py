@@ -30,7 +30,7 @@ from mserve_operator.canary_gates import GateWindows, RolloutCounts, parse_rollo
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec
-from mserve_operator.usage_scrape import fetch_metrics
+from mserve_operator.usage_scrape import read_page
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class CanaryRollout:
         timeout = self.settings.usage_scrape_timeout_seconds
         for pod in pods:
             try:
-                text = fetch_metrics(pod["status"]["podIP"], ADMIN_PORT, timeout)
+                text = read_page(pod["status"]["podIP"], ADMIN_PORT, timeout)
                 counts[pod["metadata"]["name"]] = parse_rollout_counts(text)
             except (OSError, ValueError) as exc:
                 log.info(f"metrics of {pod['metadata']['name']} not read: {exc}")

@@ -53,6 +53,10 @@ class Reason:
     CANARY_PROMOTED = "CanaryPromoted"
     CANARY_ROLLED_BACK = "CanaryRolledBack"
     CANARY_ABORTED = "CanaryAborted"
+    # Ready, for a pool member: as the pool's pods report the model
+    LOADED_IN_POOL = "LoadedInPool"
+    LOADABLE_IN_POOL = "LoadableInPool"
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
 
 
 # Optimization outcomes that no retry changes: only a new spec (a new spec digest) runs again.
@@ -83,6 +87,7 @@ FAILURE_REASONS = TERMINAL_OPTIMIZATION_FAILURES | {
     Reason.CONTAINER_CONFIG_ERROR,
     Reason.SECRET_NOT_FOUND,
     Reason.CANARY_ROLLED_BACK,
+    Reason.MODEL_LOAD_FAILED,
 }
 
 

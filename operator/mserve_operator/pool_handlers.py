@@ -14,6 +14,7 @@ from mserve_operator.builders.pool import POOL_LABEL
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.pool_reconcile import PoolReconciler
 from mserve_operator.pool_spec import POOL_PLURAL
+from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import API_GROUP, API_VERSION, PLURAL
 
 # Members per pool as last reconciled, to wake them when the pool's pods change.
@@ -22,6 +23,12 @@ _MEMBERS: dict[tuple[str, str], list[str]] = {}
 
 def _key(name: str) -> str:
     return f"modelpool/{name}"  # no ModelService name holds a '/'
+
+
+def _interval(settings: OperatorSettings) -> float:
+    """The pool's pods' metrics (loaded models, memory, member states) are read this often."""
+    usage = settings.usage_interval_seconds
+    return min(settings.resync_seconds, usage) if usage > 0 else settings.resync_seconds
 
 
 @kopf.daemon(API_GROUP, API_VERSION, POOL_PLURAL, cancellation_polling=1.0)
@@ -47,7 +54,7 @@ async def pool_loop(
             _MEMBERS[(namespace, name)] = members
             for member in set(previous) | set(members):
                 handlers.WAKEUPS.poke(namespace, member)
-            if await handlers._pause(namespace, _key(name), memo.settings.resync_seconds, stopped):
+            if await handlers._pause(namespace, _key(name), _interval(memo.settings), stopped):
                 await asyncio.sleep(handlers.DEBOUNCE_SECONDS)
     finally:
         _MEMBERS.pop((namespace, name), None)

@@ -1,9 +1,10 @@
-"""One level-triggered reconcile of one ModelPool, and the pool branch of a ModelService's.
+"""One level-triggered reconcile of one ModelPool (a member's side is pool_member.py).
 
-A pool's members are the ModelServices of its namespace whose `spec.serving.pool` names it
-and that have an artifact to serve. The pool applies its Deployment (builders/pool.py) and
-reports members and ready pods; a member applies its own Service over the pool's pods,
-removes its dedicated children, and takes its readiness from the pool's Deployment.
+A pool's members are the ModelServices of its namespace that have an artifact to serve and
+whose `spec.serving.pool` names it, or whose Service still selects its pods (a member moving
+out, until its own pods are ready). The pool applies its NetworkPolicy and Deployment
+(builders/pool.py), reads each running pod's metrics (pool_scrape.py) and reports members,
+ready pods, loaded models, memory, each member's state and pod restarts (pool_status.py).
 """
 
 from __future__ import annotations
@@ -13,20 +14,27 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from mserve_operator import conditions
 from mserve_operator.artifact import Artifact
-from mserve_operator.builders.deployment import MODEL_DIR, artifact_role
+from mserve_operator.builders.deployment import artifact_role
+from mserve_operator.builders.ingress import callers_peer
 from mserve_operator.builders.pod import SOURCE_ROLE, Owner
 from mserve_operator.builders.pool import (
     PoolMember,
-    build_member_service,
     build_pool_deployment,
+    build_pool_ingress_policy,
     pool_owner,
+    pool_policy_name,
     pool_selector,
 )
+from mserve_operator.builders.ports import ADMIN_PORT
 from mserve_operator.builders.store import artifact_store
 from mserve_operator.kube_api import KubeApi
-from mserve_operator.ownership import OwnershipConflictError, check_controlled, controller_of
+from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
+from mserve_operator.pool_member import rolled_out, selects_pool
+from mserve_operator.pool_scrape import PoolPodMetrics, scrape_pool_pod
 from mserve_operator.pool_spec import POOL_KIND, parse_pool_spec
+from mserve_operator.pool_status import pool_observation
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import API_GROUP, API_VERSION, KIND, ModelServiceSpec, parse_spec
 
@@ -34,21 +42,17 @@ EventSink = Callable[[dict, str, str, str], None]
 _MSVC = f"{API_GROUP}/{API_VERSION}"
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _member(body: dict, spec: ModelServiceSpec, settings: OperatorSettings) -> PoolMember | None:
     artifact = Artifact.from_status((body.get("status") or {}).get("artifact") or {})
     if artifact is None:
         return None
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    callers = callers_peer(spec, namespace)
     role = artifact_role(spec, artifact)
     if role == SOURCE_ROLE:
-        return PoolMember(
-            body["metadata"]["name"], artifact, role, spec.model.credentials_secret, settings.s3_endpoint
-        )
+        return PoolMember(name, artifact, role, spec.model.credentials_secret, settings.s3_endpoint, callers)
     store = artifact_store(spec, settings)
-    return PoolMember(body["metadata"]["name"], artifact, role, store.secret, store.endpoint)
+    return PoolMember(name, artifact, role, store.secret, store.endpoint, callers)
 
 
 def pool_members(
@@ -56,12 +60,16 @@ def pool_members(
 ) -> tuple[list[PoolMember], list[str]]:
     """The members with an artifact, and the names of all that name the pool (with or without)."""
     members, named = [], []
+    services = {s["metadata"]["name"]: s for s in api.list("v1", "Service", namespace, {})}
     for body in api.list(_MSVC, KIND, namespace, {}):
         try:
             spec = parse_spec(body.get("spec") or {})
         except ValidationError:
             continue
-        if spec.serving.pool != pool or body["metadata"].get("deletionTimestamp"):
+        service = services.get(body["metadata"]["name"])
+        leaving = service is not None and is_controlled_by(service, Owner.from_body(body))
+        leaving = leaving and selects_pool(service) == pool
+        if (spec.serving.pool != pool and not leaving) or body["metadata"].get("deletionTimestamp"):
             continue
         named.append(body["metadata"]["name"])
         member = _member(body, spec, settings)
@@ -90,23 +98,40 @@ class PoolReconciler:
             return "Failed", []
         members, named = pool_members(self.api, owner.namespace, owner.name, self.settings)
         manifest = build_pool_deployment(owner, spec, members, self.settings)
+        policy = build_pool_ingress_policy(owner, members, self.settings)
         try:
-            existing = check_controlled(
-                self.api.get("apps/v1", "Deployment", owner.namespace, owner.name), owner
-            )
-            uid = existing["metadata"]["uid"] if existing else ""
-            deployment = self.api.apply(manifest, uid=uid)
+            if policy is None:
+                policy_name = pool_policy_name(owner.name)
+                self._delete_owned("networking.k8s.io/v1", "NetworkPolicy", owner, policy_name)
+            else:
+                self._apply_owned(policy, owner)  # before the pods it guards
+            deployment = self._apply_owned(manifest, owner)
         except OwnershipConflictError as exc:
             self._write(
                 owner, old, {"observedGeneration": generation, "phase": "Failed", "message": str(exc)}
             )
             return "Failed", named
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-        phase = "Ready" if ready >= spec.replicas else "Deploying"
+        # Ready once every pod runs the current member set: old pods serve fewer members.
+        phase = "Ready" if rolled_out(deployment) else "Deploying"
+        pods = [
+            p
+            for p in self.api.list("v1", "Pod", owner.namespace, pool_selector(owner.name))
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        now = datetime.datetime.now(datetime.UTC)
+        fields, stable, restarts = pool_observation(
+            pods, self._scrape(pods), [m.name for m in members], old, now
+        )
         waiting = sorted(set(named) - {m.name for m in members})
+        failed = [m["name"] for m in fields["memberStates"] if m["state"] == "Failed"]
         message = f"{ready}/{spec.replicas} pool pods ready, {len(members)} members"
+        if failed:
+            message += f"; failed to load: {', '.join(failed[:10])}"
         if waiting:
             message += f"; waiting for an artifact: {', '.join(waiting[:10])}"
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        merged = conditions.merge_conditions(old.get("conditions") or [], [stable], stamp, generation)
         status = {
             "observedGeneration": generation,
             "phase": phase,
@@ -116,59 +141,43 @@ class PoolReconciler:
             "ready": f"{ready}/{spec.replicas}",
             "readyReplicas": ready,
             "memoryBudgetBytes": spec.memory_budget_bytes,
+            **fields,
+            "conditions": merged,
         }
         if old.get("phase") != phase:
             self.emit(body, "Normal", "PhaseChanged", f"{old.get('phase', 'None')} -> {phase}")
+        for restart in restarts:
+            self.emit(body, "Warning", "PoolPodRestarted", restart.message)
         self._write(owner, old, status)
         return phase, named
+
+    def _scrape(self, pods: list[dict]) -> dict[str, PoolPodMetrics | str]:
+        """Each running pod's metrics, or why they could not be read."""
+        scraped: dict[str, PoolPodMetrics | str] = {}
+        for pod in pods:
+            ip = (pod.get("status") or {}).get("podIP")
+            if (pod.get("status") or {}).get("phase") != "Running" or not ip:
+                continue
+            try:
+                scraped[pod["metadata"]["name"]] = scrape_pool_pod(
+                    ip, ADMIN_PORT, self.settings.usage_scrape_timeout_seconds
+                )
+            except (OSError, ValueError) as exc:
+                scraped[pod["metadata"]["name"]] = f"metrics not read: {exc}"
+        return scraped
+
+    def _apply_owned(self, manifest: dict, owner: Owner) -> dict:
+        meta = manifest["metadata"]
+        existing = check_controlled(
+            self.api.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]), owner
+        )
+        return self.api.apply(manifest, uid=existing["metadata"]["uid"] if existing else "")
+
+    def _delete_owned(self, api_version: str, kind: str, owner: Owner, name: str) -> None:
+        existing = self.api.get(api_version, kind, owner.namespace, name)
+        if existing is not None and is_controlled_by(existing, owner):
+            self.api.delete(api_version, kind, owner.namespace, name, uid=existing["metadata"]["uid"])
 
     def _write(self, owner: Owner, old: dict, status: dict) -> None:
         if any(old.get(k) != v for k, v in status.items()):
             self.api.patch_status(owner.namespace, owner.name, status, kind=POOL_KIND)
-
-
-def fetches_member(deployment: dict, member: str, artifact: Artifact) -> bool:
-    """Whether the Deployment's pod template loads `artifact` as `member`."""
-    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    wanted = [artifact.uri, f"{MODEL_DIR}/{member}.onnx"]
-    for container in pod.get("initContainers") or []:
-        args = container.get("args") or []
-        if args[1:3] == wanted and (not artifact.sha256 or args[-2:] == ["--sha256", artifact.sha256]):
-            return True
-    return False
-
-
-def serve_in_pool(
-    api: KubeApi,
-    spec: ModelServiceSpec,
-    owner: Owner,
-    served: Artifact,
-    apply_owned: Callable[[dict, Owner], dict],
-    delete_owned: Callable[[str, str, Owner], None],
-) -> tuple[dict | None, list[dict], int, list[str]]:
-    """A member's side: its Service over the pool's pods, no dedicated children.
-
-    Returns the pool's Deployment (None until the pool has one whose pods load this member's
-    artifact: readiness of pods without it says nothing about this model), its pods, the
-    desired pod count and any conflict met.
-    """
-    for api_version, kind in (
-        ("apps/v1", "Deployment"),
-        ("autoscaling/v2", "HorizontalPodAutoscaler"),
-        ("policy/v1", "PodDisruptionBudget"),
-    ):
-        delete_owned(api_version, kind, owner)
-    conflicts = []
-    try:
-        apply_owned(build_member_service(owner, spec.serving.pool), owner)
-    except OwnershipConflictError as exc:
-        conflicts.append(str(exc))
-    deployment = api.get("apps/v1", "Deployment", owner.namespace, spec.serving.pool)
-    controller = controller_of(deployment) if deployment is not None else None
-    if deployment is None or (controller or {}).get("kind") != POOL_KIND:
-        return None, [], 1, conflicts
-    if not fetches_member(deployment, owner.name, served):
-        return None, [], 1, conflicts
-    pods = api.list("v1", "Pod", owner.namespace, pool_selector(spec.serving.pool))
-    desired = int((deployment.get("spec") or {}).get("replicas") or 1)
-    return deployment, pods, desired, conflicts

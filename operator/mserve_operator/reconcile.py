@@ -37,7 +37,7 @@ from mserve_operator.images import image_refusal
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.optimization import OptimizationState, decide_optimization
 from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
-from mserve_operator.pool_reconcile import serve_in_pool
+from mserve_operator.pool_member import keeps_pool_service, serve_in_pool
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec, parse_spec
 from mserve_operator.spec_digest import spec_digest
@@ -123,6 +123,7 @@ class Reconciler:
                 self.emit(body, *plan.event)
         history = revisions.record_revisions(status.get("revisions") or [], wanted, served, _now())
         deployment, pods, desired, conflicts = None, [], spec.serving.min_replicas, []
+        model_ready = None
         binding = None if deleting else build_token_review_binding(spec, owner)
         if binding is not None:
             self.api.apply(binding)  # before the pods, whose first TokenReview needs it
@@ -135,9 +136,9 @@ class Reconciler:
             if deployment is not None and not is_controlled_by(deployment, owner):
                 deployment = None
         elif served is not None and spec.serving.pool:
-            deployment, pods, desired, conflicts = serve_in_pool(
-                self.api, spec, owner, served, self._apply_owned, self._delete_owned
-            )
+            in_pool = serve_in_pool(self.api, spec, owner, served, self._apply_owned, self._delete_owned)
+            deployment, pods, desired = in_pool.deployment, in_pool.pods, in_pool.desired
+            conflicts, model_ready = in_pool.conflicts, in_pool.readiness
         elif served is not None:
             number = revisions.number_of(history, served.spec_digest)
             deployment, conflicts = self._serve(spec, owner, served, number)
@@ -162,6 +163,7 @@ class Reconciler:
             missing_secret=missing,
             revisions=history,
             canary=plan.status if plan is not None else status.get("canary"),
+            model_ready=model_ready,
         )
         result = self._report(body, status, observation, job_created=job_created)
         return dataclasses.replace(result, canary_active=plan is not None and plan.active)
@@ -311,6 +313,10 @@ class Reconciler:
                 children.append(manifest)
 
         for manifest in children:
+            if manifest["kind"] == "Service" and keeps_pool_service(
+                self.api.get("v1", "Service", owner.namespace, owner.name), deployment
+            ):
+                continue  # leaving a pool: its pods serve until this Deployment's are all ready
             try:
                 applied = self._apply_owned(manifest, owner)
             except OwnershipConflictError as exc:

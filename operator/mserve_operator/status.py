@@ -39,6 +39,9 @@ class Observation:
     missing_secret: str = ""  # a Secret the spec names that does not exist, naming it and the field
     revisions: list[dict] | None = None  # status.revisions as revisions.record_revisions made it
     canary: dict | None = None  # status.canary as canary.py decided it
+    # A pool member: Ready as the pool's pods report this model (loaded, loadable, failed to load);
+    # None falls back to the pods' readiness.
+    model_ready: Condition | None = None
 
 
 def _int(obj: dict | None, *path: str) -> int:
@@ -99,6 +102,8 @@ def _deployed(obs: Observation) -> Condition:
 def _ready(obs: Observation) -> Condition:
     if obs.deployment is None:
         return Condition.of(READY, False, Reason.NOT_DEPLOYED, "no runtime Deployment yet")
+    if obs.model_ready is not None:
+        return obs.model_ready
     ready, desired = _int(obs.deployment, "status", "readyReplicas"), obs.desired_replicas
     if ready >= desired:
         return Condition.of(READY, True, Reason.ALL_REPLICAS_READY, f"{ready}/{desired} replicas ready")

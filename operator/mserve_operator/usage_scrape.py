@@ -65,18 +65,13 @@ def _unverified() -> ssl.SSLContext:
     return context
 
 
-def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCounts:
-    """GET <scheme>://ip:port/metrics; raises OSError (or ValueError for a page that is not metrics).
+def read_page(ip: str, port: int, timeout_s: float, scheme: str = "http") -> str:
+    """GET <scheme>://ip:port/metrics, at most MAX_METRICS_BYTES; raises OSError or ValueError.
 
     With `https` (a model served over TLS serves its admin port over TLS too) the certificate is
     not verified: it names the Service, not the pod's address, and its CA is the model owner's.
-    Nothing secret is sent; the worst a spoofed page can do is skew this model's usage figures.
+    Nothing secret is sent; the worst a spoofed page can do is skew the figures read from it.
     """
-    return parse_counts(fetch_metrics(ip, port, timeout_s, scheme))
-
-
-def fetch_metrics(ip: str, port: int, timeout_s: float, scheme: str = "http") -> str:
-    """The text of <scheme>://ip:port/metrics (see `scrape` on TLS); OSError or ValueError."""
     host = f"[{ip}]" if ":" in ip else ip
     context = _unverified() if scheme == "https" else None
     url = f"{scheme}://{host}:{port}/metrics"
@@ -85,3 +80,8 @@ def fetch_metrics(ip: str, port: int, timeout_s: float, scheme: str = "http") ->
     if len(body) > MAX_METRICS_BYTES:
         raise ValueError(f"metrics page of {ip}:{port} is larger than {MAX_METRICS_BYTES} bytes")
     return body.decode("utf-8", errors="replace")
+
+
+def scrape(ip: str, port: int, timeout_s: float, scheme: str = "http") -> PodCounts:
+    """The request counts of one runtime pod (`read_page`'s errors)."""
+    return parse_counts(read_page(ip, port, timeout_s, scheme))

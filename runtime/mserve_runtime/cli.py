@@ -18,9 +18,17 @@ def _mib(size: int) -> str:
 
 
 @click.command()
-@click.argument("uri")
-@click.argument("dest", type=click.Path(path_type=Path))
+@click.argument("uri", required=False)
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
 @click.option("--sha256", metavar="HEX", help="Expected SHA-256 of the file (or of a directory's listing).")
+@click.option(
+    "--item",
+    "items",
+    nargs=3,
+    multiple=True,
+    metavar="URI DEST SHA256",
+    help="Fetch this too ('-' for no digest); repeatable: one process fetches many (a pool's members).",
+)
 @click.option(
     "--role",
     metavar="source|store",
@@ -35,9 +43,10 @@ def _mib(size: int) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
 @click.option("--debug", is_flag=True, help="Show the traceback on failure.")
 def fetch(
-    uri: str,
-    dest: Path,
+    uri: str | None,
+    dest: Path | None,
     sha256: str | None,
+    items: tuple[tuple[str, str, str], ...],
     role: str | None,
     max_bytes: str | None,
     quiet: bool,
@@ -51,6 +60,7 @@ def fetch(
     store), only MSERVE_SOURCE_* (or MSERVE_STORE_*) variables are read: AWS_* keys and
     AWS_ENDPOINT_URL, and for http(s) `token` (bearer) or `username` and `password`.
     A URI ending in '/' (or a local directory) fetches every file under it into DEST.
+    With --item, every item is fetched in turn (same role and limit); the first failure stops.
     """
     from mserve_runtime.fetch import FetchError
     from mserve_runtime.fetch import fetch as fetch_uri
@@ -74,19 +84,28 @@ def fetch(
             last_report[0] = now
             click.echo(f"  {_mib(size)} after {now - started:.0f}s", err=True)
 
-    try:
-        result = fetch_uri(uri, dest, sha256=sha256, progress=progress, role=parsed_role, max_bytes=limit)
-    except FetchError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    rate = result.size_bytes / max(result.seconds, 1e-6)
-    files = f", {result.files} files" if result.files != 1 else ""
-    click.echo(
-        f"fetched {uri} -> {result.path} ({_mib(result.size_bytes)}{files} in {result.seconds:.2f}s, "
-        f"{_mib(int(rate))}/s) sha256 {result.sha256}"
-    )
+    if (uri is None) != (dest is None):
+        raise click.UsageError("give URI and DEST together (or only --item)")
+    todo = [(uri, Path(dest), sha256)] if uri is not None and dest is not None else []
+    todo += [(u, Path(d), None if h == "-" else h) for u, d, h in items]
+    if not todo:
+        raise click.UsageError("nothing to fetch: give URI DEST or --item URI DEST SHA256")
+    for each_uri, each_dest, each_sha in todo:
+        try:
+            result = fetch_uri(
+                each_uri, each_dest, sha256=each_sha, progress=progress, role=parsed_role, max_bytes=limit
+            )
+        except FetchError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        rate = result.size_bytes / max(result.seconds, 1e-6)
+        files = f", {result.files} files" if result.files != 1 else ""
+        click.echo(
+            f"fetched {each_uri} -> {result.path} ({_mib(result.size_bytes)}{files} "
+            f"in {result.seconds:.2f}s, {_mib(int(rate))}/s) sha256 {result.sha256}"
+        )
 
 
 def settings_error(exc: Any, prefix: str = "MSERVE_") -> str:

@@ -4,9 +4,19 @@ back in. Careless pool specs are refused at admission, naming the field."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes.client.exceptions import ApiException
-from operator_harness import Kube, OperatorProcess, deployments_path, msvc_path, ns_path
+from operator_harness import (
+    Kube,
+    OperatorProcess,
+    deployments_path,
+    msvc_path,
+    ns_path,
+    ready_pod_status,
+    set_pod_status,
+)
 
 from tests.support.polling import wait_until
 
@@ -37,9 +47,18 @@ def _member(name: str, serving: dict | None = None) -> dict:
     }
 
 
+def fetched(pod_spec: dict) -> list[str]:
+    """Where the pod's fetch init containers put each member's file, in order."""
+    places = []
+    for container in pod_spec.get("initContainers") or []:
+        args = container["args"]
+        places += [args[i + 2] for i, arg in enumerate(args) if arg == "--item"]
+    return places
+
+
 def _pool_deployment(kube: Kube, namespace: str, members: int) -> dict | None:
     deployment = kube.get(deployments_path(namespace, POOL))
-    if deployment and len(deployment["spec"]["template"]["spec"].get("initContainers", [])) == members:
+    if deployment and len(fetched(deployment["spec"]["template"]["spec"])) == members:
         return deployment
     return None
 
@@ -59,9 +78,11 @@ def test_twenty_members_share_one_pool_deployment_and_keep_their_urls(
         "the pool Deployment with 20 members", lambda: _pool_deployment(installed, namespace, 20), timeout=90
     )
     pod = deployment["spec"]["template"]["spec"]
-    assert [c["args"][2] for c in pod["initContainers"]] == [f"/models/{n}.onnx" for n in MEMBERS]
-    assert pod["initContainers"][0]["args"][:5] == [
-        "fetch", "https://models.example/m00.onnx", "/models/m00.onnx", "--role", "source",
+    assert fetched(pod) == [f"/models/{n}.onnx" for n in MEMBERS]
+    (fetch,) = pod["initContainers"]  # one process fetches all: they share one storage access
+    assert fetch["args"][:7] == [
+        "fetch", "--role", "source", "--max-bytes", fetch["args"][4],
+        "--item", "https://models.example/m00.onnx",
     ]  # fmt: skip
     server = pod["containers"][0]
     assert server["args"] == ["serve", "--pool", "/models"]
@@ -97,13 +118,45 @@ def test_twenty_members_share_one_pool_deployment_and_keep_their_urls(
         assert url == f"http://{name}.{namespace}.svc.cluster.local:8080"
 
 
+def _mark_ready(kube: Kube, namespace: str, selector: str) -> int:
+    """Play the kubelet: every pod of the selector Running and Ready; how many there are."""
+    pods = [
+        p
+        for p in kube.list(ns_path(namespace, "pods"), labels=selector)
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") != "Running":
+            set_pod_status(kube, pod, ready_pod_status())
+    return len(pods)
+
+
+def _rolled_out(kube: Kube, namespace: str, name: str, selector: str) -> bool:
+    _mark_ready(kube, namespace, selector)
+    deployment = kube.get(deployments_path(namespace, name)) or {}
+    status, want = deployment.get("status") or {}, (deployment.get("spec") or {}).get("replicas")
+    return (
+        bool(want)
+        and status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == want
+    )
+
+
+def _selector(kube: Kube, namespace: str, name: str) -> dict:
+    return ((_service(kube, namespace, name) or {}).get("spec") or {}).get("selector") or {}
+
+
 def test_a_member_moves_out_of_the_pool_and_back_keeping_its_service(
     installed: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
+    """The Service switches only once the target pods are ready; the pool keeps a leaving member
+    while its Service selects the pool; the old Deployment goes only after the switch."""
+    pool_pods = "mserve.io/pool=shared,app.kubernetes.io/component=pool"
+    own_pods = "mserve.io/modelservice=alpha,app.kubernetes.io/component=runtime"
     installed.create(_pools_path(namespace), _pool())
     for name in ("alpha", "beta"):
         installed.create(msvc_path(namespace), _member(name))
     wait_until("the pool with 2 members", lambda: _pool_deployment(installed, namespace, 2), timeout=60)
+    wait_until("the pool rolled out", lambda: _rolled_out(installed, namespace, POOL, pool_pods), timeout=60)
     service = wait_until("Service alpha", lambda: _service(installed, namespace, "alpha"), timeout=60)
     uid = service["metadata"]["uid"]
 
@@ -112,29 +165,41 @@ def test_a_member_moves_out_of_the_pool_and_back_keeping_its_service(
         "alpha's own Deployment", lambda: installed.get(deployments_path(namespace, "alpha")), timeout=60
     )
     wait_until(
+        "alpha's own pod", lambda: installed.list(ns_path(namespace, "pods"), labels=own_pods), timeout=60
+    )
+    time.sleep(3)  # reconciles happen meanwhile; none may switch before the pod is ready
+    assert _selector(installed, namespace, "alpha") == POOL_SELECTOR, "switched before its pods were ready"
+    assert _pool_deployment(installed, namespace, 2), "the pool dropped alpha while it still serves it"
+
+    wait_until("alpha's pods ready", lambda: _rolled_out(installed, namespace, "alpha", own_pods), timeout=60)
+    wait_until(
         "alpha's Service selecting its own pods",
-        lambda: (
-            _service(installed, namespace, "alpha")["spec"]["selector"].get("mserve.io/modelservice")
-            == "alpha"
-        ),
+        lambda: _selector(installed, namespace, "alpha").get("mserve.io/modelservice") == "alpha",
         timeout=60,
     )
     wait_until("the pool down to 1 member", lambda: _pool_deployment(installed, namespace, 1), timeout=60)
+    # rolled out, so that no pod of the two-member template is left to come back at once
+    wait_until("the pool rolled out", lambda: _rolled_out(installed, namespace, POOL, pool_pods), timeout=60)
 
     installed.merge_patch(
         msvc_path(namespace, "alpha"), {"spec": {"serving": {"pool": POOL, "replicas": None}}}
     )
     wait_until("the pool with 2 members again", lambda: _pool_deployment(installed, namespace, 2), timeout=60)
-    wait_until(
-        "alpha's own Deployment gone",
-        lambda: installed.get(deployments_path(namespace, "alpha")) is None,
-        timeout=60,
-    )
+    time.sleep(3)
+    assert installed.get(deployments_path(namespace, "alpha")), "own pods gone before the pool's serve alpha"
+    assert _selector(installed, namespace, "alpha").get("mserve.io/modelservice") == "alpha"
+
+    wait_until("the pool rolled out", lambda: _rolled_out(installed, namespace, POOL, pool_pods), timeout=90)
     service = wait_until(
         "alpha's Service selecting the pool",
         lambda: (
             (s := _service(installed, namespace, "alpha")) and s["spec"]["selector"] == POOL_SELECTOR and s
         ),
+        timeout=60,
+    )
+    wait_until(
+        "alpha's own Deployment gone",
+        lambda: installed.get(deployments_path(namespace, "alpha")) is None,
         timeout=60,
     )
     assert service["metadata"]["uid"] == uid, "the same Service throughout: its address never changed"

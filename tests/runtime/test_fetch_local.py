@@ -272,3 +272,60 @@ def test_cli_digest_mismatch_names_both_and_leaves_nothing(
     assert done.returncode == 1
     assert done.stderr == f"error: {uri}: sha256 mismatch: expected {wrong}, got {sha(MODEL)}\n"
     assert list(tmp_path.iterdir()) == []  # no model, no .partial
+
+
+def _fetch_cli(mserve: Path, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [mserve, "fetch", *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_cli_fetches_many_items_in_one_process(http_server: HttpServer, tmp_path: Path, mserve: Path) -> None:
+    """A pool pod's members: one process, one `--item URI DEST SHA256` each ('-': no digest)."""
+    for name in ("a", "b", "c"):
+        (http_server.root / f"{name}.onnx").write_bytes(MODEL + name.encode())
+    done = _fetch_cli(
+        mserve,
+        "--item", f"{http_server.url}/a.onnx", tmp_path / "a.onnx", sha(MODEL + b"a"),
+        "--item", f"{http_server.url}/b.onnx", tmp_path / "b.onnx", "-",
+        "--item", f"{http_server.url}/c.onnx", tmp_path / "c.onnx", sha(MODEL + b"c"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("fetched ") == 3
+    for name in ("a", "b", "c"):
+        assert (tmp_path / f"{name}.onnx").read_bytes() == MODEL + name.encode()
+
+
+def test_cli_many_items_stop_at_the_first_failure_naming_it(
+    http_server: HttpServer, tmp_path: Path, mserve: Path
+) -> None:
+    (http_server.root / "a.onnx").write_bytes(MODEL)
+    done = _fetch_cli(
+        mserve,
+        "--item", f"{http_server.url}/a.onnx", tmp_path / "a.onnx", "-",
+        "--item", f"{http_server.url}/a.onnx", tmp_path / "wrong.onnx", "0" * 64,
+        "--item", f"{http_server.url}/a.onnx", tmp_path / "never.onnx", "-",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "sha256" in done.stderr.lower()
+    assert "a.onnx" in done.stderr
+    assert (tmp_path / "a.onnx").exists()
+    assert not (tmp_path / "wrong.onnx").exists()
+    assert not (tmp_path / "never.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "nothing to fetch"),
+        (("http://127.0.0.1:1/a.onnx",), "URI and DEST together"),
+        (("--item", "http://127.0.0.1:1/a.onnx", "/tmp/x.onnx"), "--item"),
+    ],
+)
+def test_cli_careless_arguments_are_usage_errors(
+    tmp_path: Path, mserve: Path, args: tuple, says: str
+) -> None:
+    done = _fetch_cli(mserve, *args)
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr

@@ -14,7 +14,7 @@ from mserve_operator.builders.pool import (
     pool_selector,
 )
 from mserve_operator.builders.service import build_service
-from mserve_operator.pool_reconcile import fetches_member
+from mserve_operator.pool_member import fetches_member
 from mserve_operator.pool_spec import parse_pool_spec
 from mserve_operator.spec import parse_spec
 from pydantic import ValidationError
@@ -38,24 +38,36 @@ def _deployment(spec: dict | None = None, members: list[PoolMember] = MEMBERS, *
     return build_pool_deployment(POOL, parse_pool_spec(spec or {}), members, settings(**overrides))
 
 
-def test_one_fetch_per_member_in_name_order_into_the_pool_directory() -> None:
+def test_members_with_the_same_storage_access_share_one_fetch_process_in_name_order() -> None:
     pod = _deployment()["spec"]["template"]["spec"]
-    fetches = pod["initContainers"]
-    assert [c["args"][2] for c in fetches] == ["/models/alpha.onnx", "/models/mid.onnx", "/models/zeta.onnx"]
-    alpha = fetches[0]
-    assert alpha["args"][:5] == [
-        "fetch",
-        "s3://mserve-artifacts/models/alpha/model.onnx",
-        "/models/alpha.onnx",
-        "--role",
-        "store",
-    ]
-    assert alpha["args"][-2:] == ["--sha256", "cd" * 32]
-    assert alpha["envFrom"] == [{"prefix": "MSERVE_STORE_", "secretRef": {"name": "store-models"}}]
+    (fetch,) = pod["initContainers"]
+    assert fetch["args"] == [
+        "fetch", "--role", "store", "--max-bytes", str(settings().fetch_max_bytes),
+        "--item", "s3://mserve-artifacts/models/alpha/model.onnx", "/models/alpha.onnx", "cd" * 32,
+        "--item", "s3://mserve-artifacts/models/mid/model.onnx", "/models/mid.onnx", "ef" * 32,
+        "--item", "s3://mserve-artifacts/models/zeta/model.onnx", "/models/zeta.onnx", "ab" * 32,
+    ]  # fmt: skip
+    assert fetch["envFrom"] == [{"prefix": "MSERVE_STORE_", "secretRef": {"name": "store-models"}}]
     server = pod["containers"][0]
     assert server["args"] == ["serve", "--pool", "/models"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
     assert "envFrom" not in server, "the server never holds the store's credentials"
+
+
+def test_a_member_with_other_credentials_gets_a_fetch_container_of_its_own() -> None:
+    own = PoolMember(
+        "private", Artifact(uri="s3://team/private.onnx"), role="source", secret="team-keys", endpoint=""
+    )
+    plain = PoolMember("public", Artifact(uri="https://models.example/public.onnx"), role="source")
+    fetches = _deployment(members=[*MEMBERS, own, plain])["spec"]["template"]["spec"]["initContainers"]
+    assert len(fetches) == 3
+    by_item = {c["args"][c["args"].index("--item") + 2]: c for c in fetches}
+    private = by_item["/models/private.onnx"]
+    assert private["args"].count("--item") == 1
+    assert private["args"][-1] == "-", "no digest: '-'"
+    assert private["envFrom"] == [{"prefix": "MSERVE_SOURCE_", "secretRef": {"name": "team-keys"}}]
+    assert "envFrom" not in by_item["/models/public.onnx"], "no Secret where the member names none"
+    assert by_item["/models/alpha.onnx"]["args"].count("--item") == 3
 
 
 def test_memory_budget_reaches_the_runtime_in_bytes() -> None:

@@ -18,7 +18,7 @@ from mserve_operator.spec import ModelServiceSpec
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
-def _callers(spec: ModelServiceSpec, namespace: str) -> dict:
+def callers_peer(spec: ModelServiceSpec, namespace: str) -> dict:
     access = spec.access
     peer: dict = {
         "namespaceSelector": {
@@ -36,24 +36,29 @@ def _callers(spec: ModelServiceSpec, namespace: str) -> dict:
     return peer
 
 
+def scraper_rules(settings: OperatorSettings) -> list[dict]:
+    """The admin port (metrics, OpenAPI) from the scraper; with none configured, from no pod."""
+    if not settings.network_policy_scraper:
+        return []
+    peers = [dict(peer) for peer in settings.network_policy_scraper]
+    return [{"from": peers, "ports": [{"protocol": "TCP", "port": ADMIN_PORT}]}]
+
+
+def serving_ports() -> list[dict]:
+    return [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}]
+
+
 def build_ingress_policy(spec: ModelServiceSpec, owner: Owner, settings: OperatorSettings) -> dict | None:
     """None when the install turned runtime NetworkPolicies off."""
     if not settings.network_policy:
         return None
     ingress = [
         {
-            "from": [_callers(spec, owner.namespace)],
-            "ports": [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}],
+            "from": [callers_peer(spec, owner.namespace)],
+            "ports": serving_ports(),
         }
     ]
-    # No scraper configured: the admin port (metrics, OpenAPI) is reachable by no pod at all.
-    if settings.network_policy_scraper:
-        ingress.append(
-            {
-                "from": [dict(peer) for peer in settings.network_policy_scraper],
-                "ports": [{"protocol": "TCP", "port": ADMIN_PORT}],
-            }
-        )
+    ingress += scraper_rules(settings)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

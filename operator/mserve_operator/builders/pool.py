@@ -1,16 +1,18 @@
 """A ModelPool's children: the Deployment of `mserve serve --pool` pods, and for each member
 a Service of the member's own name that selects the pool's pods.
 
-The pods fetch every member's artifact in init containers (one per member, each with only
-that member's storage access) into one directory, named by the member, which the server
-serves as its model repository. A change of members changes the pod template (the
-annotation lists every member's artifact), so the pods roll out with the new set.
+The pods fetch every member's artifact into one directory, named by the member, which the
+server serves as its model repository: one init container (one `mserve fetch` process) per
+group of members that use the same storage access, so twenty members in the install's store
+are one container, and no container holds a Secret that a member it fetches does not use.
+A change of members changes the pod template (the annotation lists every member's
+artifact), so the pods roll out with the new set.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mserve_operator import names
 from mserve_operator.artifact import Artifact
@@ -22,6 +24,7 @@ from mserve_operator.builders.deployment import (
     server_container,
     shutdown_budget,
 )
+from mserve_operator.builders.ingress import scraper_rules, serving_ports
 from mserve_operator.builders.pod import (
     STORE_ROLE,
     Owner,
@@ -50,6 +53,8 @@ class PoolMember:
     role: str = STORE_ROLE
     secret: str = ""
     endpoint: str = ""
+    callers: dict = field(default_factory=dict, compare=False)
+    """NetworkPolicy peer of the member's allowed callers (builders/ingress.callers_peer)."""
 
 
 def pool_owner(body: dict) -> Owner:
@@ -83,17 +88,31 @@ def members_digest(members: list[PoolMember]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def access_group(member: PoolMember) -> tuple[str, ...]:
+    """Members with the same key share one fetch container: the same role, Secret and endpoint
+    (and claim, for pvc://), so no container holds credentials a member of another key uses."""
+    uri = member.artifact.uri
+    claim = uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else ""
+    return (member.role, member.secret, member.endpoint, uri.split("://", 1)[0], claim)
+
+
+def fetch_item(member: PoolMember) -> list[str]:
+    """`mserve fetch`'s `--item URI DEST SHA256` for one member ('-': no digest)."""
+    return ["--item", member.artifact.uri, f"{MODEL_DIR}/{member.name}.onnx", member.artifact.sha256 or "-"]
+
+
 def _fetch_container(
-    index: int, member: PoolMember, resources: dict, settings: OperatorSettings
+    index: int, members: list[PoolMember], resources: dict, settings: OperatorSettings
 ) -> tuple[dict, StorageAccess]:
+    """One init container (one process) fetching every member of one access group in turn."""
     access = StorageAccess()
-    access.add_uri(
-        member.artifact.uri, settings, role=member.role, secret=member.secret, endpoint=member.endpoint
-    )
-    args = ["fetch", member.artifact.uri, f"{MODEL_DIR}/{member.name}.onnx", "--role", member.role]
-    args += ["--max-bytes", str(settings.fetch_max_bytes)]
-    if member.artifact.sha256:
-        args += ["--sha256", member.artifact.sha256]
+    role = members[0].role
+    args = ["fetch", "--role", role, "--max-bytes", str(settings.fetch_max_bytes)]
+    for member in members:
+        access.add_uri(
+            member.artifact.uri, settings, role=member.role, secret=member.secret, endpoint=member.endpoint
+        )
+        args += fetch_item(member)
     tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
     container = {
         "name": f"fetch-{index}",
@@ -115,14 +134,18 @@ def _fetch_container(
 def build_pool_deployment(
     pool: Owner, spec: ModelPoolSpec, members: list[PoolMember], settings: OperatorSettings
 ) -> dict:
-    """The pool's pods: one fetch init container per member (in name order), then the server."""
+    """The pool's pods: one fetch init container per access group (members in name order), then
+    the server."""
     members = sorted(members, key=lambda m: m.name)
     resources = resources_with_defaults(spec.resources, settings)
     tmp, tmp_mount = tmp_volume(settings.runtime_tmp_size_limit)
     volumes = [{"name": "models", "emptyDir": {"sizeLimit": str(settings.fetch_max_bytes)}}, tmp]
+    groups: dict[tuple[str, ...], list[PoolMember]] = {}
+    for member in members:
+        groups.setdefault(access_group(member), []).append(member)
     fetches = []
-    for index, member in enumerate(members):
-        container, access = _fetch_container(index, member, resources, settings)
+    for index, group in enumerate(groups.values()):
+        container, access = _fetch_container(index, group, resources, settings)
         fetches.append(container)
         volumes += [v for v in access.volumes if v not in volumes]
 
@@ -198,3 +221,33 @@ def build_member_service(member: Owner, pool: str) -> dict:
     service = build_service(member)
     service["spec"]["selector"] = pool_selector(pool)
     return service
+
+
+def pool_policy_name(pool: str) -> str:
+    return f"{pool}.pool-ingress"  # a dot: no ModelService (a DNS label) takes this name
+
+
+def build_pool_ingress_policy(
+    pool: Owner, members: list[PoolMember], settings: OperatorSettings
+) -> dict | None:
+    """The pool pods' ingress: the serving ports from every member's allowed callers (the pods
+    serve every member, so the policy is their union: network isolation is per pool, not per
+    member), the admin port from the scraper. None when the install turned policies off."""
+    if not settings.network_policy:
+        return None
+    peers: list[dict] = []
+    for member in sorted(members, key=lambda m: m.name):
+        if member.callers and member.callers not in peers:
+            peers.append(member.callers)
+    if not peers:  # no member yet: the pool's own namespace, as a member without access would get
+        peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pool.namespace}}}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(pool, pool_policy_name(pool.name), pool_labels(pool.name)),
+        "spec": {
+            "podSelector": {"matchLabels": pool_selector(pool.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": serving_ports()}, *scraper_rules(settings)],
+        },
+    }

@@ -1,0 +1,135 @@
+"""A ModelService's side of a pool: its Service over the pool's pods, and the hand-over between
+its own Deployment and the pool in either direction without a lost request.
+
+Moving in, the member's own pods keep serving (and its Service keeps selecting them) until
+every pod of the pool's current template loads its artifact and is ready; only then does the
+Service select the pool and the own Deployment go (its pods drain: preStop, then SIGTERM).
+Moving out, the Service keeps selecting the pool until the own Deployment's pods are ready;
+the pool keeps the member while its Service selects the pool (pool_reconcile.pool_members).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mserve_operator import names
+from mserve_operator.artifact import Artifact
+from mserve_operator.builders.deployment import MODEL_DIR
+from mserve_operator.builders.pod import Owner
+from mserve_operator.builders.pool import POOL_LABEL, build_member_service, pool_selector
+from mserve_operator.conditions import READY, Condition, Reason
+from mserve_operator.kube_api import KubeApi
+from mserve_operator.ownership import OwnershipConflictError, controller_of, is_controlled_by
+from mserve_operator.pool_spec import POOL_KIND
+from mserve_operator.pool_status import FAILED, LOADABLE, LOADED
+from mserve_operator.spec import API_GROUP, API_VERSION, ModelServiceSpec
+
+
+@dataclass
+class PoolServing:
+    deployment: dict | None  # the Deployment whose pods serve the member now (pool's or its own)
+    pods: list[dict] = field(default_factory=list)
+    desired: int = 1
+    conflicts: list[str] = field(default_factory=list)
+    readiness: Condition | None = None  # Ready as the pool's pods report the model
+
+
+def fetches_member(deployment: dict, member: str, artifact: Artifact) -> bool:
+    """Whether the Deployment's pod template loads `artifact` as `member`."""
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    wanted = ["--item", artifact.uri, f"{MODEL_DIR}/{member}.onnx", artifact.sha256 or "-"]
+    for container in pod.get("initContainers") or []:
+        args = container.get("args") or []
+        if any(args[i : i + 4] == wanted for i, arg in enumerate(args) if arg == "--item"):
+            return True
+    return False
+
+
+def rolled_out(deployment: dict | None) -> bool:
+    """Every pod of the current template is ready, and no pod of an older one is left."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    desired = int((deployment.get("spec") or {}).get("replicas") or 0)
+    generation = int(deployment["metadata"].get("generation") or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= generation
+        and int(status.get("updatedReplicas") or 0) == desired
+        and int(status.get("replicas") or 0) == desired
+        and int(status.get("readyReplicas") or 0) >= max(desired, 1)
+    )
+
+
+def selects_pool(service: dict | None) -> str:
+    """The pool a Service selects, or ''."""
+    selector = ((service or {}).get("spec") or {}).get("selector") or {}
+    return selector.get(POOL_LABEL, "") if selector == pool_selector(selector.get(POOL_LABEL, "")) else ""
+
+
+def keeps_pool_service(service: dict | None, deployment: dict | None) -> bool:
+    """Leaving a pool: the Service keeps selecting it until the own pods are all ready."""
+    return bool(selects_pool(service)) and not rolled_out(deployment)
+
+
+def member_readiness(pool: dict | None, member: str) -> Condition | None:
+    """From the ModelPool's status.memberStates; None when the pool has not read its pods yet."""
+    states = ((pool or {}).get("status") or {}).get("memberStates") or []
+    state = next((s for s in states if s.get("name") == member), None)
+    if state is None:
+        return None
+    message = state.get("message", "")
+    if state.get("state") == LOADED:
+        return Condition.of(READY, True, Reason.LOADED_IN_POOL, message)
+    if state.get("state") == LOADABLE:
+        return Condition.of(READY, True, Reason.LOADABLE_IN_POOL, message)
+    if state.get("state") == FAILED:
+        return Condition.of(READY, False, Reason.MODEL_LOAD_FAILED, message)
+    return None
+
+
+def serve_in_pool(
+    api: KubeApi,
+    spec: ModelServiceSpec,
+    owner: Owner,
+    served: Artifact,
+    apply_owned: Callable[[dict, Owner], dict],
+    delete_owned: Callable[[str, str, Owner], None],
+) -> PoolServing:
+    """A member's side. The Deployment returned is the pool's only once its pods load this
+    member's artifact (readiness of pods without it says nothing about this model)."""
+    pool = spec.serving.pool
+    deployment = api.get("apps/v1", "Deployment", owner.namespace, pool)
+    if deployment is not None and (controller_of(deployment) or {}).get("kind") != POOL_KIND:
+        deployment = None
+    loads_member = deployment is not None and fetches_member(deployment, owner.name, served)
+    own = api.get("apps/v1", "Deployment", owner.namespace, owner.name)
+    if own is not None and (not is_controlled_by(own, owner) or own["metadata"].get("deletionTimestamp")):
+        own = None
+    if own is not None and not (loads_member and rolled_out(deployment)):
+        own_pods = names.selector_labels(owner.name, names.COMPONENT_RUNTIME)
+        pods = api.list("v1", "Pod", owner.namespace, own_pods)
+        desired = int((own.get("spec") or {}).get("replicas") or 1)
+        return PoolServing(own, pods, desired)
+    serving = PoolServing(None)
+    try:
+        apply_owned(build_member_service(owner, pool), owner)
+    except OwnershipConflictError as exc:
+        serving.conflicts.append(str(exc))
+    else:
+        for api_version, kind in (
+            ("apps/v1", "Deployment"),
+            ("autoscaling/v2", "HorizontalPodAutoscaler"),
+            ("policy/v1", "PodDisruptionBudget"),
+        ):
+            delete_owned(api_version, kind, owner)
+    if not loads_member:
+        return serving
+    serving.deployment = deployment
+    serving.pods = api.list("v1", "Pod", owner.namespace, pool_selector(pool))
+    serving.desired = int((deployment.get("spec") or {}).get("replicas") or 1)
+    # listed, not read by name: the operator's role has list and watch on ModelPools, not get
+    pools = api.list(f"{API_GROUP}/{API_VERSION}", POOL_KIND, owner.namespace, {})
+    pool_object = next((p for p in pools if p["metadata"]["name"] == pool), None)
+    serving.readiness = member_readiness(pool_object, owner.name)
+    return serving
