@@ -230,7 +230,7 @@ def test_every_printer_column_and_explain(installed: Kube):
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["msvc"]
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
-        "Phase", "Ready", "URL", "Quantize", "Revision", "Age",
+        "Phase", "Ready", "URL", "Quantize", "Revision", "Canary", "Age",
     ]  # fmt: skip
     kubectl = find_binary("kubectl")
     if not kubectl:
