@@ -21,6 +21,7 @@ from tests.support.serving import Server, serving
 
 CLIENTS = 48
 LOAD_S = 3.0
+ROUNDS = 5
 FLOOR = 8  # admission.ADAPTIVE_FLOOR
 WIDTH = 1024
 # Batches of 4 rows; the cap above the clients and the queue-delay bound off: only the
@@ -82,7 +83,16 @@ def test_by_default_with_batching_a_queue_of_slow_runs_shrinks_the_limit_to_no_l
     with serving(model, "mlp", tmp_path / "mserve.log", *args) as server:
         assert "latency_tolerance=3 " in server.logs()
         assert _limit(server) == CLIENTS  # nothing measured yet: the cap
-        statuses, limits = _closed_loop(server)
+        # A starved client process may not keep the queue long in a given round: up to
+        # ROUNDS rounds of load, until the limit has shed.
+        statuses: Counter[int] = Counter()
+        limits: list[float] = []
+        for _ in range(ROUNDS):
+            more, sampled = _closed_loop(server)
+            statuses.update(more)
+            limits.extend(sampled)
+            if statuses[503]:
+                break
         assert set(statuses) <= {200, 503}, statuses
         assert statuses[200] > 0, statuses
         assert statuses[503] > 0, statuses
