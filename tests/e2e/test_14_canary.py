@@ -218,9 +218,13 @@ def test_a_manual_rollback_during_a_canary_aborts_it(
     long_steps = [{"weight": 20, "pause": "10m"}]
     with BoundedLoad(url, NAME, load_x, threads=4, max_seconds=600, max_requests=400_000) as load:
         mserve.apply(canary_spec(uri, steps=long_steps), module_namespace)
+        # status.canary still holds the previous test's rolled-back canary until this one starts.
         wait_until(
             "the canary answering 20%",
-            lambda: canary_status(mserve, module_namespace).get("stepStartedAt"),
+            lambda: (
+                canary_status(mserve, module_namespace).get("phase") == "Progressing"
+                and canary_status(mserve, module_namespace).get("stepStartedAt")
+            ),
             300,
             0.5,
         )
