@@ -65,8 +65,8 @@ class Kubectl:
             )
         return json.loads(done.stdout)
 
-    def patch(self, name: str, ops: list[dict], resource_version: str) -> None:
-        """Apply `ops` (led by a test of `resource_version`); a concurrent change is named as such."""
+    def patch(self, name: str, ops: list[dict], generation: int) -> None:
+        """Apply `ops` (led by a test of `generation`); a concurrent spec change is named as such."""
         done = self.run(
             "patch", RESOURCE, name, "-n", self.namespace,
             "--type=json", f"--field-manager={ROLLBACK_MANAGER}", "-p", json.dumps(ops),
@@ -75,13 +75,11 @@ class Kubectl:
             return
         words = done.stderr.strip()
         # The API server answers a failed `test` with a bare "invalid request": look again.
-        now = self.run(
-            "get", RESOURCE, name, "-n", self.namespace, "-o", "jsonpath={.metadata.resourceVersion}"
-        )
-        if now.returncode == 0 and now.stdout.strip() != resource_version:
+        now = self.run("get", RESOURCE, name, "-n", self.namespace, "-o", "jsonpath={.metadata.generation}")
+        if now.returncode == 0 and now.stdout.strip() != str(generation):
             raise click.ClickException(
-                f"ModelService {self.namespace}/{name} changed while rolling back (resourceVersion "
-                f"{resource_version} -> {now.stdout.strip() or 'deleted'}); run the command again"
+                f"ModelService {self.namespace}/{name} changed while rolling back (generation "
+                f"{generation} -> {now.stdout.strip() or 'deleted'}); run the command again"
             )
         raise click.ClickException(f"cannot patch ModelService {self.namespace}/{name}: {words}")
 
@@ -167,7 +165,7 @@ def rollback(
     if not ops:
         click.echo(f"modelservice/{name}: the spec already asks for revision {number}; nothing to change")
     else:
-        kubectl.patch(name, ops, msvc["metadata"]["resourceVersion"])
+        kubectl.patch(name, ops, msvc["metadata"]["generation"])
         click.echo(f"modelservice/{name} rolled back to revision {number}")
     if wait:
         _wait_served(kubectl, name, number, timeout)

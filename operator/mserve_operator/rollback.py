@@ -79,7 +79,9 @@ def rollback_patch(msvc: dict, number: int) -> list[dict]:
     if _current_digest(msvc) == entry.get("specDigest"):
         return []
     return [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": msvc["metadata"]["resourceVersion"]},
+        # The generation, not the resourceVersion: status writes (every few seconds during a
+        # canary) must not fail a rollback; a concurrent spec change must.
+        {"op": "test", "path": "/metadata/generation", "value": msvc["metadata"]["generation"]},
         {"op": "add", "path": "/spec/model", "value": source["model"]},
         {"op": "add", "path": "/spec/optimization", "value": source.get("optimization") or {}},
     ]

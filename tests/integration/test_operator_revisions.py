@@ -208,8 +208,8 @@ def test_history_keeps_the_last_ten_and_refuses_what_it_lost(
 def test_a_change_between_read_and_patch_fails_the_rollback_and_says_so(
     installed: Kube, namespace: str, operator: OperatorProcess, tmp_path: Path
 ):
-    """A real interleaving: a kubectl that lets someone else edit the ModelService just before
-    the rollback's patch reaches the API server."""
+    """A real interleaving: a kubectl that lets someone else edit the ModelService's spec just
+    before the rollback's patch reaches the API server (status writes do not count as edits)."""
     onnx = {"quantize": "none", "prune": 0}
     installed.create(
         msvc_path(namespace),
@@ -225,8 +225,8 @@ def test_a_change_between_read_and_patch_fails_the_rollback_and_says_so(
     racing = tmp_path / "kubectl"
     racing.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = patch ]; then {binary} -n {namespace} annotate msvc {NAME} someone/else=edited'
-        " >/dev/null; fi\n"
+        f'if [ "$1" = patch ]; then {binary} -n {namespace} patch msvc {NAME} --type merge'
+        """ -p '{"spec": {"serving": {"threads": 1}}}' >/dev/null; fi\n"""
         f'exec {binary} "$@"\n'
     )
     racing.chmod(0o755)

@@ -46,7 +46,7 @@ def test_the_patch_writes_the_revisions_model_and_optimization_back_if_the_objec
     msvc = _msvc("none", "dynamic-int8", "fp16")
     ops = rollback_patch(msvc, 1)
     assert ops == [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
+        {"op": "test", "path": "/metadata/generation", "value": 3},
         {"op": "add", "path": "/spec/model", "value": {"uri": "s3://models/digits/model.onnx"}},
         {"op": "add", "path": "/spec/optimization", "value": {"quantize": "none"}},
     ]
