@@ -13,7 +13,7 @@ from mserve_contract.optimization_report import SessionOptions
 
 from mserve_runtime.cpu_limit import default_threads
 from mserve_runtime.datatypes import V2_TO_NUMPY, onnx_to_v2
-from mserve_runtime.errors import InvalidInput, ModelLoadError, ServerError
+from mserve_runtime.errors import InvalidInput, ModelLoadError, MServeError, ServerError
 from mserve_runtime.inference_types import InputTensor, TensorMetadata
 from mserve_runtime.settings import RuntimeSettings
 
@@ -202,6 +202,8 @@ class OnnxModel:
             return self.session.run(output_names, feed)
         except _ORT_INPUT_ERRORS as exc:
             raise InvalidInput(f"the model could not run on these inputs: {exc}") from exc
+        except MServeError:  # a pool worker's crash (model_worker.ModelCrashed) keeps its status
+            raise
         except Exception as exc:
             raise ServerError(f"onnxruntime failed: {exc}") from exc
 

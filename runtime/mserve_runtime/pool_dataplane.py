@@ -34,7 +34,8 @@ from mserve_runtime.model_repository import (
     valid_model_name,
 )
 from mserve_runtime.model_residency import ModelState, ModelUnavailable, NoRoom, Residency, held_bytes
-from mserve_runtime.onnx_model import session_config
+from mserve_runtime.model_worker import ModelCrashed, WorkerSession, start_worker
+from mserve_runtime.onnx_model import OnnxModel, session_config
 from mserve_runtime.output_bound import OutputBound
 from mserve_runtime.pool_admission import ModelAdmissions, model_cap
 from mserve_runtime.pool_metrics import PoolMetrics
@@ -116,9 +117,7 @@ class PoolDataPlane:
             if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
                 plane = self._take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
                 if plane is not None:
-                    task = asyncio.get_running_loop().create_task(plane.close())
-                    self._closing.add(task)  # held until done: the loop keeps only weak references
-                    task.add_done_callback(self._closing.discard)
+                    self._close_later(plane)
         return self.entries
 
     def _entry(self, name: str) -> RepositoryEntry:
@@ -190,7 +189,7 @@ class PoolDataPlane:
         for task in self._loads.values():
             task.cancel()
         for name in list(self.planes):
-            await self.planes.pop(name).close()
+            await self._close(self.planes.pop(name))
         for task in list(self._closing):
             await task
         self._loader.shutdown(wait=True, cancel_futures=True)
@@ -233,7 +232,11 @@ class PoolDataPlane:
             async with self.holding(name) as plane:
                 shapes = {tensor.name: tensor.shape for tensor in request.inputs}
                 self._bounds[name].check(name, shapes, self.max_elements)
-                return await plane.infer(name, request, version)
+                try:
+                    return await plane.infer(name, request, version)
+                except ModelCrashed as exc:
+                    self._crashed(name, plane, exc)
+                    raise
 
     def listed(self, name: str) -> bool:
         """Whether the repository's listing (as last read) holds `name`."""
@@ -269,7 +272,9 @@ class PoolDataPlane:
         entry = self._entry(name)
         plane = self.planes.get(name)
         if plane is not None:
-            return plane
+            if (ended := _ended_worker(plane)) is None:
+                return plane
+            self._crashed(name, plane, ended.ended())  # while idle (the OOM killer's pick): load anew
         record = self.residency.record(name)
         if record.failed_for is not None and record.failed_for == _file_id(entry.path):
             raise ModelUnavailable(record.reason)
@@ -355,6 +360,17 @@ class PoolDataPlane:
     def _load_blocking(self, settings: RuntimeSettings, admission: Admission) -> tuple[DataPlane, int]:
         before = held_bytes()
         plane = DataPlane(settings, self.metrics, self.usage, admission)
+        if self.pool.isolation == "process":
+            session = start_worker(
+                settings.model_path, settings.model_name, settings.model_version, plane.session_config
+            )
+            try:
+                plane.attach(OnnxModel(settings.model_name, settings.model_version, session))
+            except Exception:
+                session.close()
+                raise
+            log.info("model '%s' runs in worker process %d", settings.model_name, session.pid)
+            return plane, held_bytes() - before + session.private_bytes()
         plane.load()
         assert plane.model is not None
         # A crash inside a run then names the model in the stack the crash report holds.
@@ -379,12 +395,32 @@ class PoolDataPlane:
             log.info("evicted model '%s' (least recently used) to make room for '%s'", victim, name)
             self.pool_metrics.evictions.labels(victim).inc()
             if plane is not None:
-                await plane.close()
+                await self._close(plane)
 
     async def _drop(self, name: str, state: ModelState, reason: str) -> None:
         plane = self._take_out(name, state, reason)
         if plane is not None:
-            await plane.close()
+            await self._close(plane)
+
+    async def _close(self, plane: DataPlane) -> None:
+        await plane.close()
+        if plane.model is not None and isinstance(plane.model.session, WorkerSession):
+            await asyncio.get_running_loop().run_in_executor(None, plane.model.session.close)
+
+    def _close_later(self, plane: DataPlane) -> None:
+        task = asyncio.get_running_loop().create_task(self._close(plane))
+        self._closing.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._closing.discard)
+
+    def _crashed(self, name: str, plane: DataPlane, exc: ModelCrashed) -> None:
+        """The model's worker process ended: take the model out (once, by the first request
+        to see it); its next request loads it again in a new worker."""
+        if self.planes.get(name) is not plane:
+            return
+        log.error("%s", exc.message)
+        self.pool_metrics.crashes.labels(name).inc()
+        self._take_out(name, ModelState.UNAVAILABLE, exc.message)
+        self._close_later(plane)
 
     def _take_out(self, name: str, state: ModelState, reason: str) -> DataPlane | None:
         plane = self.planes.pop(name, None)
@@ -424,3 +460,11 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
+
+
+def _ended_worker(plane: DataPlane) -> WorkerSession | None:
+    """The model's worker process, if it has one and it has ended."""
+    session = plane.model.session if plane.model is not None else None
+    if isinstance(session, WorkerSession) and not session.process.is_alive():
+        return session
+    return None

@@ -55,6 +55,12 @@ class PoolMetrics:
             ["model"],
             registry=registry,
         )
+        self.crashes = Counter(
+            "mserve_model_crashes",
+            "Worker processes of the model that ended while it was loaded (MSERVE_POOL_ISOLATION=process).",
+            ["model"],
+            registry=registry,
+        )
         budget = Gauge(
             "mserve_pool_memory_budget_bytes", "MSERVE_POOL_MEMORY_BYTES in effect.", registry=registry
         )

@@ -6,6 +6,8 @@ and deadlines) so that a single-model server reads nothing of these.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,6 +36,12 @@ class PoolSettings(BaseSettings):
     queued or run); one more gets 503 with Retry-After (gRPC UNAVAILABLE) naming the model, so
     that a flooded model leaves the rest of `MSERVE_MAX_IN_FLIGHT` to the others. 0: half of
     `MSERVE_MAX_IN_FLIGHT` (at least 1); above it is refused at start-up."""
+
+    isolation: Literal["none", "process"] = "none"
+    """`process`: each loaded model runs in a worker process of its own, so that its crash or
+    the OOM killer ends that model's worker, not the server (the model loads again on its next
+    request); costs a process per model and a hop per run (docs/pools.md). `none`: every model
+    in the server's process."""
 
     rescan_interval_s: float = Field(1.0, ge=0)
     """A request for a name not in the index re-reads the directory at most this often."""
