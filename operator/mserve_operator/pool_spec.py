@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import Field, field_validator
@@ -17,6 +18,7 @@ class ModelPoolSpec(_Spec):
     image: str = ""
     replicas: int = Field(1, ge=1, le=100)
     memory_budget: str | int | None = None
+    isolation: Literal["Shared", "Process"] = "Shared"
     resources: Resources = Resources()
     gpu: Gpu = Gpu()
 

@@ -160,6 +160,8 @@ def build_pool_deployment(
     }
     if spec.memory_budget_bytes:
         env["MSERVE_POOL_MEMORY_BYTES"] = spec.memory_budget_bytes
+    if spec.isolation == "Process":
+        env["MSERVE_POOL_ISOLATION"] = "process"
     server_resources = {side: dict(values) for side, values in resources.items()}
     if spec.uses_gpu:
         server_resources["limits"][spec.gpu.resource_name or settings.gpu_resource_name] = str(spec.gpu.count)

@@ -1,0 +1,175 @@
+"""A ModelPool with `isolation: Process` on the real cluster: ONE pool pod (no other replica to
+cover for it) serving three members, each in a worker process of its own. A real SIGSEGV sent
+from the node to one member's worker while both members are under load: the other member loses
+no request, the pod does not restart, the crashed member answers again (its next request loads
+it in a new worker), and the pod's metrics count the crash. A careless `isolation` is refused by
+the API server naming the field."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from e2e_kube import ROOT, Cluster, wait_until
+from e2e_models import condition, infer_http, service_url
+from e2e_tenants import MODEL_BUCKET, S3_SECRET
+from load import BoundedLoad
+
+from tests.support.models import build_tiny_mlp
+
+POOL = "isolated"
+MEMBERS = ("calm", "victim", "third")
+POOL_PODS = f"mserve.io/pool={POOL},app.kubernetes.io/component=pool"
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}}
+X = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+
+
+def pool_spec(**overrides: object) -> dict:
+    spec = {"replicas": 1, "isolation": "Process", "memoryBudget": "256Mi", "resources": RESOURCES}
+    return {
+        "apiVersion": "mserve.io/v1alpha1",
+        "kind": "ModelPool",
+        "metadata": {"name": POOL},
+        "spec": spec | overrides,
+    }
+
+
+def member(name: str, uri: str) -> dict:
+    return {
+        "apiVersion": "mserve.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": uri, "format": "onnx", "credentialsSecret": S3_SECRET},
+            "optimization": {"quantize": "none"},
+            "serving": {"pool": POOL},
+        },
+    }
+
+
+def the_pool_pod(cluster: Cluster, namespace: str) -> dict:
+    pods = [
+        p
+        for p in cluster.get("-n", namespace, "pods", "-l", POOL_PODS)["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
+
+
+def worker_on_node(cluster: Cluster, namespace: str, pod: dict, model: str) -> int:
+    """The node's pid of `model`'s current worker: the server logs its pid in the container's pid
+    namespace; the node's /proc maps it (NSpid) within the container's cgroup."""
+    logs = cluster.kubectl("-n", namespace, "logs", pod["metadata"]["name"], "-c", "server")
+    found = re.findall(rf"model '{model}' runs in worker process (\d+)", logs)
+    assert found, f"no worker logged for {model}"
+    inner = found[-1]
+    container = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "server")
+    container_id = container["containerID"].split("://", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if container_id not in (entry / "cgroup").read_text():
+                continue
+            nspid = next(x for x in (entry / "status").read_text().splitlines() if x.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            continue
+        if nspid.split()[-1] == inner:
+            return int(entry.name)
+    raise AssertionError(f"worker {inner} of {model} not found on this node")
+
+
+def pod_metric(pod: dict, name: str, model: str) -> float:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8082/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and s.labels.get("model") == model
+    )
+
+
+@pytest.fixture(scope="module")
+def pool(mserve: Cluster, module_namespace: str, s3_client, tmp_path_factory: pytest.TempPathFactory) -> str:
+    crd = str(ROOT / "crds" / "mserve.io_modelpools.yaml")  # `helm upgrade` never updates CRDs
+    mserve.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=mserve-install", "-f", crd)
+    mserve.apply(pool_spec(), module_namespace)
+    folder, prefix = tmp_path_factory.mktemp("isolated"), f"isolated-{uuid.uuid4().hex[:6]}"
+    for seed, name in enumerate(MEMBERS):
+        build_tiny_mlp(folder / f"{name}.onnx", sizes=(16, 256, 4), seed=seed)
+        s3_client.upload_file(str(folder / f"{name}.onnx"), MODEL_BUCKET, f"{prefix}/{name}.onnx")
+        mserve.apply(member(name, f"s3://{MODEL_BUCKET}/{prefix}/{name}.onnx"), module_namespace)
+
+    def ready() -> bool:
+        items = mserve.get("-n", module_namespace, "msvc")["items"]
+        done = {o["metadata"]["name"] for o in items if condition(o, "Ready").get("status") == "True"}
+        return set(MEMBERS) <= done
+
+    wait_until("the three members Ready in the isolated pool", ready, timeout=600, interval=3)
+    return module_namespace
+
+
+def test_a_careless_isolation_is_refused_naming_the_field(mserve: Cluster, pool: str) -> None:
+    for value in ("process", "Thread", ""):
+        refused = mserve.try_kubectl(
+            "apply", "-n", pool, "-f", "-", stdin=json.dumps(pool_spec(isolation=value))
+        )
+        assert refused.returncode != 0, f"isolation {value!r} was accepted"
+        assert "spec.isolation" in refused.stderr, refused.stderr
+    spec = mserve.get("-n", pool, "modelpool", POOL)["spec"]
+    assert spec["isolation"] == "Process", "the refused applies changed nothing"
+
+
+def test_a_crash_of_one_members_worker_leaves_the_others_serving_in_the_same_pod(
+    mserve: Cluster, pool: str
+) -> None:
+    for name in MEMBERS:
+        infer_http(service_url(mserve, pool, name), name, X)  # each loaded in its worker
+    pod = the_pool_pod(mserve, pool)
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    victim = worker_on_node(mserve, pool, pod, "victim")
+    calm_url, victim_url = service_url(mserve, pool, "calm"), service_url(mserve, pool, "victim")
+    with (
+        BoundedLoad(calm_url, "calm", X, 2, 120, 100_000) as calm,
+        BoundedLoad(victim_url, "victim", X, 2, 120, 100_000) as hit,
+    ):
+        wait_until("answers before the crash", lambda: len(calm.result.answers) > 50, 60, 0.2)
+        wait_until("victim answers before the crash", lambda: len(hit.result.answers) > 50, 60, 0.2)
+        os.kill(victim, signal.SIGSEGV)
+        crashed_at = time.monotonic()
+        wait_until(
+            "victim answers again after the crash",
+            lambda: sum(1 for sent, _ in hit.result.answers if sent > crashed_at + 0.5) > 50,
+            60,
+            0.2,
+        )
+        calm_result, hit_result = calm.stop(), hit.stop()
+    print(
+        f"\nSIGSEGV of victim's worker under load, one pool pod: calm {calm_result.sent} requests, "
+        f"{calm_result.failed} failed; victim {hit_result.sent} requests, {hit_result.failed} failed "
+        f"({hit_result.errors[:2]})"
+    )
+    assert calm_result.failed == 0, f"the other member lost requests: {calm_result.errors}"
+    assert hit_result.failed <= 4, "only the victim's requests in flight at the crash fail"
+    pod = the_pool_pod(mserve, pool)
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == restarts, "the pod did not restart"
+    assert worker_on_node(mserve, pool, pod, "victim") != victim, "a new worker serves the victim"
+    assert pod_metric(pod, "mserve_model_crashes_total", "victim") == 1
+    assert pod_metric(pod, "mserve_model_crashes_total", "calm") == 0
+    logs = mserve.kubectl("-n", pool, "logs", pod["metadata"]["name"], "-c", "server")
+    assert "model 'victim' crashed: its worker process" in logs
+    assert "was killed by SIGSEGV" in logs
+    infer_http(service_url(mserve, pool, "third"), "third", X)
