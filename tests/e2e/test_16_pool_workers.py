@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from e2e_kube import ROOT, Cluster, wait_until
 from e2e_models import condition, infer_http, service_url
-from e2e_tenants import MODEL_BUCKET, S3_SECRET
+from e2e_tenants import MODEL_BUCKET
 from load import BoundedLoad
+from test_15_pools import member
 
 from tests.support.models import build_tiny_mlp
 
@@ -38,19 +39,6 @@ def pool_spec(**overrides: object) -> dict:
         "kind": "ModelPool",
         "metadata": {"name": POOL},
         "spec": spec | overrides,
-    }
-
-
-def member(name: str, uri: str) -> dict:
-    return {
-        "apiVersion": "mserve.io/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": uri, "format": "onnx", "credentialsSecret": S3_SECRET},
-            "optimization": {"quantize": "none"},
-            "serving": {"pool": POOL},
-        },
     }
 
 
@@ -111,7 +99,9 @@ def pool(mserve: Cluster, module_namespace: str, s3_client, tmp_path_factory: py
     for seed, name in enumerate(MEMBERS):
         build_tiny_mlp(folder / f"{name}.onnx", sizes=(16, 256, 4), seed=seed)
         s3_client.upload_file(str(folder / f"{name}.onnx"), MODEL_BUCKET, f"{prefix}/{name}.onnx")
-        mserve.apply(member(name, f"s3://{MODEL_BUCKET}/{prefix}/{name}.onnx"), module_namespace)
+        mserve.apply(
+            member(name, f"s3://{MODEL_BUCKET}/{prefix}/{name}.onnx", {"pool": POOL}), module_namespace
+        )
 
     def ready() -> bool:
         items = mserve.get("-n", module_namespace, "msvc")["items"]
