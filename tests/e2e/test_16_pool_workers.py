@@ -3,7 +3,8 @@ cover for it) serving three members, each in a worker process of its own. A real
 from the node to one member's worker while both members are under load: the other member loses
 no request, the pod does not restart, the crashed member answers again (its next request loads
 it in a new worker), and the pod's metrics count the crash. A careless `isolation` is refused by
-the API server naming the field."""
+the API server naming the field. And a runaway request (one member's run allocating past the
+pod's memory limit) makes the kernel's OOM killer end that member's worker, not the server."""
 
 from __future__ import annotations
 
@@ -12,28 +13,30 @@ import os
 import re
 import signal
 import time
+import urllib.error
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from e2e_kube import ROOT, Cluster, wait_until
-from e2e_models import condition, infer_http, service_url
+from e2e_models import condition, infer_http, infer_response, service_url
 from e2e_tenants import MODEL_BUCKET
 from load import BoundedLoad
 from test_15_pools import member
 
-from tests.support.models import build_tiny_mlp
+from tests.support.models import build_memory_hog_model, build_tiny_mlp
 
 POOL = "isolated"
-MEMBERS = ("calm", "victim", "third")
+MEMBERS = ("calm", "victim", "third", "hog")
+HOG_ROW_MIB = 128  # a request of 8 rows holds 1 GiB for a moment: past the pod's 768Mi
 POOL_PODS = f"mserve.io/pool={POOL},app.kubernetes.io/component=pool"
 RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}}
 X = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
 
 
 def pool_spec(**overrides: object) -> dict:
-    spec = {"replicas": 1, "isolation": "Process", "memoryBudget": "256Mi", "resources": RESOURCES}
+    spec = {"replicas": 1, "isolation": "Process", "memoryBudget": "512Mi", "resources": RESOURCES}
     return {
         "apiVersion": "mserve.io/v1alpha1",
         "kind": "ModelPool",
@@ -97,7 +100,10 @@ def pool(mserve: Cluster, module_namespace: str, s3_client, tmp_path_factory: py
     mserve.apply(pool_spec(), module_namespace)
     folder, prefix = tmp_path_factory.mktemp("isolated"), f"isolated-{uuid.uuid4().hex[:6]}"
     for seed, name in enumerate(MEMBERS):
-        build_tiny_mlp(folder / f"{name}.onnx", sizes=(16, 256, 4), seed=seed)
+        if name == "hog":
+            build_memory_hog_model(folder / f"{name}.onnx", HOG_ROW_MIB)
+        else:
+            build_tiny_mlp(folder / f"{name}.onnx", sizes=(16, 256, 4), seed=seed)
         s3_client.upload_file(str(folder / f"{name}.onnx"), MODEL_BUCKET, f"{prefix}/{name}.onnx")
         mserve.apply(
             member(name, f"s3://{MODEL_BUCKET}/{prefix}/{name}.onnx", {"pool": POOL}), module_namespace
@@ -108,7 +114,7 @@ def pool(mserve: Cluster, module_namespace: str, s3_client, tmp_path_factory: py
         done = {o["metadata"]["name"] for o in items if condition(o, "Ready").get("status") == "True"}
         return set(MEMBERS) <= done
 
-    wait_until("the three members Ready in the isolated pool", ready, timeout=600, interval=3)
+    wait_until("the members Ready in the isolated pool", ready, timeout=600, interval=3)
     return module_namespace
 
 
@@ -163,3 +169,33 @@ def test_a_crash_of_one_members_worker_leaves_the_others_serving_in_the_same_pod
     assert "model 'victim' crashed: its worker process" in logs
     assert "was killed by SIGSEGV" in logs
     infer_http(service_url(mserve, pool, "third"), "third", X)
+
+
+def test_a_runaway_request_is_oom_killed_in_its_members_worker_and_the_others_keep_serving(
+    mserve: Cluster, pool: str
+) -> None:
+    hog_url = service_url(mserve, pool, "hog")
+    assert infer_http(hog_url, "hog", X[:1]).shape == (1, 1)  # loaded: 128 MiB for one row
+    pod = the_pool_pod(mserve, pool)
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    with BoundedLoad(service_url(mserve, pool, "calm"), "calm", X, 2, 120, 100_000) as calm:
+        wait_until("answers before the runaway request", lambda: len(calm.result.answers) > 50, 60, 0.2)
+        runaway = np.ones((8, 16), np.float32)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            infer_response(hog_url, "hog", runaway, timeout=60)
+        body = refused.value.read().decode()
+        after = len(calm.result.answers)
+        wait_until("calm answers after it", lambda: len(calm.result.answers) > after + 50, 60, 0.2)
+        calm_result = calm.stop()
+    print(f"\nrunaway request to hog (8 x {HOG_ROW_MIB} MiB in a 768Mi pod): {refused.value.code} {body}")
+    print(f"calm under load meanwhile: {calm_result.sent} requests, {calm_result.failed} failed")
+    assert refused.value.code == 503
+    assert "model 'hog' crashed" in body
+    assert "SIGKILL" in body, "the kernel's OOM killer ended the worker"
+    assert calm_result.failed == 0, calm_result.errors
+    pod = the_pool_pod(mserve, pool)
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == restarts, (
+        "the server was not the one killed"
+    )
+    assert infer_http(hog_url, "hog", X[:1]).shape == (1, 1), "hog serves a sane request again"
+    assert pod_metric(pod, "mserve_model_crashes_total", "hog") == 1

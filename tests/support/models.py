@@ -264,3 +264,24 @@ def build_embedding_model(path: Path, width: int = 4) -> Path:
         initializer=[numpy_helper.from_array(table, "table")],
     )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
+
+
+def build_memory_hog_model(path: Path, row_mib: int = 256) -> Path:
+    """x FP32 [-1, 16] -> y FP32 [-1, 1]: each row is tiled to `row_mib` MiB before it is summed,
+    so a request of N rows makes onnxruntime hold N x `row_mib` MiB for a moment while its
+    output stays one number a row (what the output bound cannot see: a runaway request)."""
+    repeats = row_mib * (1 << 20) // (16 * 4)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Tile", ["x", "repeats"], ["tiled"]),
+            helper.make_node("ReduceSum", ["tiled", "axes"], ["y"], keepdims=1),
+        ],
+        "memory_hog",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(np.array([1, repeats], dtype=np.int64), "repeats"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        ],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
