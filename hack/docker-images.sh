@@ -40,8 +40,15 @@ ensure_docker() {
   log "starting dockerd (log: ${DOCKER_DIR}/dockerd.log)"
   # No docker iptables rules (its FORWARD DROP policy would cut pod traffic) and no bridge:
   # builds run with --network host instead.
-  setsid dockerd --iptables=false --ip-masq=false --bridge=none \
-    --pidfile "${DOCKER_DIR}/dockerd.pid" >>"${DOCKER_DIR}/dockerd.log" 2>&1 </dev/null &
+  # dockerd outlives this script: it must not inherit the caller's descriptors (a `flock`'s lock
+  # would then stay held as long as dockerd runs, and a pipe's reader would never see its end).
+  (
+    for fd in /proc/self/fd/*; do
+      n="${fd##*/}"
+      if [[ "${n}" -gt 2 ]]; then eval "exec ${n}>&-" 2>/dev/null || true; fi
+    done
+    exec setsid dockerd --iptables=false --ip-masq=false --bridge=none --pidfile "${DOCKER_DIR}/dockerd.pid"
+  ) >>"${DOCKER_DIR}/dockerd.log" 2>&1 </dev/null &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "dockerd ready (pid $(cat "${DOCKER_DIR}/dockerd.pid"))"; return 0; }
     sleep 1
