@@ -10,18 +10,16 @@ UNAVAILABLE with the reason (409) and the others keep serving.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from mserve_runtime.admission import Admission, default_max_in_flight, queue_wait_bound
 from mserve_runtime.cpu_limit import concurrent_runs
-from mserve_runtime.crash_report import CrashReport, frame_named
+from mserve_runtime.crash_report import CrashReport
 from mserve_runtime.dataplane import EXTENSIONS, SERVER_NAME, DataPlane, _quoted, server_version
 from mserve_runtime.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from mserve_runtime.inference_types import InferenceRequest, InferenceResponse, ModelMetadata, ServerMetadata
@@ -33,12 +31,11 @@ from mserve_runtime.model_repository import (
     list_repository,
     valid_model_name,
 )
-from mserve_runtime.model_residency import ModelState, ModelUnavailable, NoRoom, Residency, held_bytes
-from mserve_runtime.model_worker import ModelCrashed, WorkerSession, start_worker
-from mserve_runtime.onnx_model import OnnxModel, session_config
-from mserve_runtime.output_bound import OutputBound
+from mserve_runtime.model_residency import ModelState, ModelUnavailable
+from mserve_runtime.model_worker import ModelCrashed
+from mserve_runtime.onnx_model import session_config
 from mserve_runtime.pool_admission import ModelAdmissions, model_cap
-from mserve_runtime.pool_metrics import PoolMetrics
+from mserve_runtime.pool_loading import ModelLoader
 from mserve_runtime.pool_settings import PoolSettings
 from mserve_runtime.request_limits import RequestLimits
 from mserve_runtime.settings import RuntimeSettings
@@ -63,10 +60,6 @@ class PoolDataPlane:
         self.directory = Path(pool.dir)
         self.metrics = metrics or RuntimeMetrics()
         self.usage = UsageMetrics(self.metrics.registry, self.metrics.models)
-        self.residency = Residency(pool.memory_bytes or available_memory() // 2)
-        self.pool_metrics = PoolMetrics(
-            self.metrics.registry, self.residency.budget_bytes, lambda: self.residency.used_bytes
-        )
         self.threads = session_config(settings).threads
         self.workers = concurrent_runs(self.threads) if settings.device == "cpu" else 1
         self.max_in_flight = settings.max_in_flight or default_max_in_flight(
@@ -83,15 +76,19 @@ class PoolDataPlane:
             lambda name, protocol: self.metrics.shed.labels(name, protocol).inc(),
             crash_report.busy if crash_report is not None else None,
         )
+        self.loader = ModelLoader(
+            settings,
+            pool,
+            pool.memory_bytes or available_memory() // 2,
+            self.metrics,
+            self.usage,
+            self.admissions,
+            crash_report,
+        )
+        self.residency = self.loader.residency
+        self.planes = self.loader.planes
         self.entries: dict[str, RepositoryEntry] = {}
-        self.planes: dict[str, DataPlane] = {}
         self.max_elements = RequestLimits.from_settings(settings).max_elements
-        self._bounds: dict[str, OutputBound] = {}
-        self._metadata: dict[str, ModelMetadata] = {}
-        self._loads: dict[str, asyncio.Task[DataPlane]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
-        self._load_lock = asyncio.Lock()
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-load")
         self._scanned_at = -float("inf")
         self._started = False
         self.draining = False
@@ -109,15 +106,15 @@ class PoolDataPlane:
             if name not in self.residency.records:
                 self.metrics.serve(name)
                 record = self.residency.record(name)
-                self.pool_metrics.set_state(name, record.state, 0)
+                self.loader.pool_metrics.set_state(name, record.state, 0)
                 # Requests holding one of the model's slots (pool_admission.py): read, loading, queued, run.
                 admission = self.admissions.of(name)
                 self.metrics.in_flight.labels(name).set_function(lambda a=admission: a.in_flight)
         for name in [n for n in self.planes if n not in self.entries]:
             if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
-                plane = self._take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
+                plane = self.loader.take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
                 if plane is not None:
-                    self._close_later(plane)
+                    self.loader.close_later(plane)
         return self.entries
 
     def _entry(self, name: str) -> RepositoryEntry:
@@ -175,7 +172,7 @@ class PoolDataPlane:
             if wanted is None and self.residency.used_bytes + entry.size_bytes > self.residency.budget_bytes:
                 break  # `*` loads what fits, and evicts nothing for it
             try:
-                await self._loaded(name)
+                await self.loader.load(name, entry)
             except (ModelUnavailable, ModelNotReady) as exc:
                 log.warning("preload of '%s' failed: %s", name, exc.message)
         self._started = True
@@ -186,13 +183,7 @@ class PoolDataPlane:
             plane.start_draining()
 
     async def close(self) -> None:
-        for task in self._loads.values():
-            task.cancel()
-        for name in list(self.planes):
-            await self._close(self.planes.pop(name))
-        for task in list(self._closing):
-            await task
-        self._loader.shutdown(wait=True, cancel_futures=True)
+        await self.loader.close()
 
     # -- health and metadata -----------------------------------------------------------------
 
@@ -217,9 +208,9 @@ class PoolDataPlane:
         plane = self.planes.get(name)
         if plane is not None and plane.model is not None:
             return plane.model_metadata(name, version)
-        if name in self._metadata and version in (None, "", self.settings.model_version):
-            return self._metadata[name]
-        self._start_load(name)
+        if name in self.loader.metadata and version in (None, "", self.settings.model_version):
+            return self.loader.metadata[name]
+        self.loader.start_load(name, self._entry(name))
         raise ModelNotReady(f"model '{name}' is loading; retry")
 
     # -- inference ---------------------------------------------------------------------------
@@ -231,11 +222,11 @@ class PoolDataPlane:
         with self.admissions.holding(name):
             async with self.holding(name) as plane:
                 shapes = {tensor.name: tensor.shape for tensor in request.inputs}
-                self._bounds[name].check(name, shapes, self.max_elements)
+                self.loader.bounds[name].check(name, shapes, self.max_elements)
                 try:
                     return await plane.infer(name, request, version)
                 except ModelCrashed as exc:
-                    self._crashed(name, plane, exc)
+                    self.loader.crashed(name, plane, exc)
                     raise
 
     def listed(self, name: str) -> bool:
@@ -248,12 +239,12 @@ class PoolDataPlane:
         for the block."""
         if self.draining:
             raise ModelNotReady("the server is shutting down")
-        plane = await self.ensure_loaded(name)
+        plane = await self.loader.ensure_loaded(name, self._entry(name))
         for _ in range(3):
             if self.planes.get(name) is plane:
                 break
             # Loaded, then evicted for another model before this waiter resumed: load again.
-            plane = await self.ensure_loaded(name)
+            plane = await self.loader.ensure_loaded(name, self._entry(name))
         else:
             raise ModelNotReady(
                 f"model '{name}' was evicted as soon as it loaded (pool too busy); retry later"
@@ -266,177 +257,12 @@ class PoolDataPlane:
         finally:
             record.active -= 1
 
+    # -- the repository extension: explicit load and unload ----------------------------------
+
     async def ensure_loaded(self, name: str) -> DataPlane:
         """The model's DataPlane once loaded: ModelNotFound, ModelUnavailable (409), or
         ModelNotReady (503) when its load takes longer than `MSERVE_POOL_LOAD_WAIT_S`."""
-        entry = self._entry(name)
-        plane = self.planes.get(name)
-        if plane is not None:
-            if (ended := _ended_worker(plane)) is None:
-                return plane
-            self._crashed(name, plane, ended.ended())  # while idle (the OOM killer's pick): load anew
-        record = self.residency.record(name)
-        if record.failed_for is not None and record.failed_for == _file_id(entry.path):
-            raise ModelUnavailable(record.reason)
-        task = self._start_load(name)
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), self.pool.load_wait_s)
-        except TimeoutError:
-            raise ModelNotReady(
-                f"model '{name}' is still loading after {self.pool.load_wait_s:g} s "
-                "(MSERVE_POOL_LOAD_WAIT_S); retry later"
-            ) from None
-
-    def _start_load(self, name: str) -> asyncio.Task[DataPlane]:
-        task = self._loads.get(name)
-        if task is None:
-            task = self._loads[name] = asyncio.get_running_loop().create_task(self._loaded(name))
-            task.add_done_callback(lambda t: self._load_done(name, t))
-        return task
-
-    def _load_done(self, name: str, task: asyncio.Task[DataPlane]) -> None:
-        self._loads.pop(name, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here: no waiter may be left to see it
-
-    async def _loaded(self, name: str) -> DataPlane:
-        """Load `name` (after earlier loads finish), evicting idle models first to make room."""
-        async with self._load_lock:
-            if (plane := self.planes.get(name)) is not None:
-                return plane
-            entry = self.entries[name]
-            budget = self.residency.budget_bytes
-            need = self.residency.estimate(name, entry.size_bytes)
-            if need > budget:
-                reason = (
-                    f"model '{name}' needs about {need} bytes, more than the pool's whole memory budget "
-                    f"of {budget} bytes (MSERVE_POOL_MEMORY_BYTES)"
-                )
-                self._fail(name, reason, _file_id(entry.path))
-                raise ModelUnavailable(reason)
-            await self._make_room(name, need)
-            self.residency.start_loading(name, need)
-            self._set_state(name)
-            settings = self.settings.model_copy(update={"model_name": name, "model_path": str(entry.path)})
-            started = time.perf_counter()
-            if self.crash_report is not None:
-                self.crash_report.load(name)
-            try:
-                plane, grown = await asyncio.get_running_loop().run_in_executor(
-                    self._loader, self._load_blocking, settings, self.admissions.of(name)
-                )
-            except Exception as exc:
-                reason = f"model '{name}' failed to load: {exc}"
-                log.warning("%s", reason)
-                self.pool_metrics.load_failures.labels(name).inc()
-                self._fail(name, reason, _file_id(entry.path))
-                raise ModelUnavailable(reason) from None
-            finally:
-                if self.crash_report is not None:
-                    self.crash_report.load(None)
-            seconds = time.perf_counter() - started
-            self.pool_metrics.load_seconds.labels(name).observe(seconds)
-            footprint = max(entry.size_bytes, grown)
-            self.residency.loaded(name, footprint)
-            self.planes[name] = plane
-            assert plane.model is not None
-            self._bounds[name] = OutputBound.of(plane.model.session)
-            self._metadata[name] = plane.model_metadata(name)
-            self._set_state(name)
-            log.info("model '%s' loaded in %.3f s, %d bytes accounted", name, seconds, footprint)
-            if footprint > budget:
-                reason = (
-                    f"model '{name}' took {footprint} bytes to load, more than the pool's whole memory "
-                    f"budget of {budget} bytes (MSERVE_POOL_MEMORY_BYTES)"
-                )
-                await self._drop(name, ModelState.UNAVAILABLE, reason)
-                self._fail(name, reason, _file_id(entry.path))
-                raise ModelUnavailable(reason)
-            # The estimate may have been short: unload idle models until the budget holds again.
-            with contextlib.suppress(ModelNotReady):
-                await self._make_room(name, 0)
-            return plane
-
-    def _load_blocking(self, settings: RuntimeSettings, admission: Admission) -> tuple[DataPlane, int]:
-        before = held_bytes()
-        plane = DataPlane(settings, self.metrics, self.usage, admission)
-        if self.pool.isolation == "process":
-            session = start_worker(
-                settings.model_path, settings.model_name, settings.model_version, plane.session_config
-            )
-            try:
-                plane.attach(OnnxModel(settings.model_name, settings.model_version, session))
-            except Exception:
-                session.close()
-                raise
-            log.info("model '%s' runs in worker process %d", settings.model_name, session.pid)
-            return plane, held_bytes() - before + session.private_bytes()
-        plane.load()
-        assert plane.model is not None
-        # A crash inside a run then names the model in the stack the crash report holds.
-        plane.model.run = frame_named(plane.model.run, f"model '{settings.model_name}'")  # type: ignore[method-assign]
-        return plane, held_bytes() - before
-
-    async def _make_room(self, name: str, need: int) -> None:
-        try:
-            victims = self.residency.victims(need, keep=name)
-        except NoRoom as exc:
-            if not exc.busy:  # only `name` itself is left: it alone is over the budget (caught above)
-                return
-            raise ModelNotReady(
-                f"no memory for model '{name}' now: the budget ({self.residency.budget_bytes} bytes) "
-                f"is held by models serving requests ({', '.join(exc.busy)}); retry later"
-            ) from None
-        # Every victim leaves the table before the first close awaits: none can be taken meanwhile.
-        planes = [
-            self._take_out(v, ModelState.EVICTED, f"evicted to make room for '{name}'") for v in victims
-        ]
-        for victim, plane in zip(victims, planes, strict=True):
-            log.info("evicted model '%s' (least recently used) to make room for '%s'", victim, name)
-            self.pool_metrics.evictions.labels(victim).inc()
-            if plane is not None:
-                await self._close(plane)
-
-    async def _drop(self, name: str, state: ModelState, reason: str) -> None:
-        plane = self._take_out(name, state, reason)
-        if plane is not None:
-            await self._close(plane)
-
-    async def _close(self, plane: DataPlane) -> None:
-        await plane.close()
-        if plane.model is not None and isinstance(plane.model.session, WorkerSession):
-            await asyncio.get_running_loop().run_in_executor(None, plane.model.session.close)
-
-    def _close_later(self, plane: DataPlane) -> None:
-        task = asyncio.get_running_loop().create_task(self._close(plane))
-        self._closing.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._closing.discard)
-
-    def _crashed(self, name: str, plane: DataPlane, exc: ModelCrashed) -> None:
-        """The model's worker process ended: take the model out (once, by the first request
-        to see it); its next request loads it again in a new worker."""
-        if self.planes.get(name) is not plane:
-            return
-        log.error("%s", exc.message)
-        self.pool_metrics.crashes.labels(name).inc()
-        self._take_out(name, ModelState.UNAVAILABLE, exc.message)
-        self._close_later(plane)
-
-    def _take_out(self, name: str, state: ModelState, reason: str) -> DataPlane | None:
-        plane = self.planes.pop(name, None)
-        self.residency.unloaded(name, state, reason)
-        self._set_state(name)
-        return plane
-
-    def _fail(self, name: str, reason: str, file_id: tuple[int, int] | None) -> None:
-        self.residency.failed(name, reason, file_id)
-        self._set_state(name)
-
-    def _set_state(self, name: str) -> None:
-        record = self.residency.record(name)
-        self.pool_metrics.set_state(name, record.state, record.footprint_bytes)
-
-    # -- the repository extension: explicit load and unload ----------------------------------
+        return await self.loader.ensure_loaded(name, self._entry(name))
 
     async def load_model(self, name: str) -> None:
         """POST /v2/repository/models/<name>/load: load now (or already loaded)."""
@@ -446,25 +272,4 @@ class PoolDataPlane:
         """POST /v2/repository/models/<name>/unload: unload now (unloaded already is fine);
         503 while requests hold it. A later request loads it again."""
         self._entry(name)
-        record = self.residency.record(name)
-        async with self._load_lock:
-            if record.active:
-                raise ModelNotReady(f"model '{name}' has {record.active} requests in flight; retry later")
-            if name in self.planes:
-                await self._drop(name, ModelState.UNAVAILABLE, "unloaded on request")
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_size, stat.st_mtime_ns
-
-
-def _ended_worker(plane: DataPlane) -> WorkerSession | None:
-    """The model's worker process, if it has one and it has ended."""
-    session = plane.model.session if plane.model is not None else None
-    if isinstance(session, WorkerSession) and not session.process.is_alive():
-        return session
-    return None
+        await self.loader.unload(name)
