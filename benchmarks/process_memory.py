@@ -22,11 +22,13 @@ class Footprint:
     """Resident memory (RSS: shared library pages once per process, as separate pods would
     count them), its anonymous part (RssAnon: heap, and copy-on-write pages a forked child
     still shares with its parent), PSS (shared pages split between the processes mapping
-    them), CPU seconds used, and how many processes these are."""
+    them), private memory (USS: pages no other process maps, what ending the process frees),
+    CPU seconds used, and how many processes these are."""
 
     rss: int = 0
     anon: int = 0
     pss: int = 0
+    uss: int = 0
     cpu_s: float = 0.0
     processes: int = 0
 
@@ -34,6 +36,7 @@ class Footprint:
         self.rss += other.rss
         self.anon += other.anon
         self.pss += other.pss
+        self.uss += other.uss
         self.cpu_s += other.cpu_s
         self.processes += other.processes
 
@@ -69,13 +72,14 @@ def read(pid: int) -> Footprint:
         key, _, value = line.partition(":")
         if key in ("VmRSS", "RssAnon"):
             status[key] = int(value.split()[0]) << 10
-    pss = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            pss = int(line.split()[1]) << 10
+    rollup = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        rollup[key] = int(value.split()[0]) << 10
+    uss = rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
     fields = _stat_fields(pid)
     cpu = (int(fields[11]) + int(fields[12])) / TICKS
-    return Footprint(status.get("VmRSS", 0), status.get("RssAnon", 0), pss, cpu, 1)
+    return Footprint(status.get("VmRSS", 0), status.get("RssAnon", 0), rollup.get("Pss", 0), uss, cpu, 1)
 
 
 def read_tree(pid: int) -> Footprint:
