@@ -133,11 +133,24 @@ def _flood_cell(
 
 
 def _worker_pid(server: Server, model: str) -> int:
-    """The model's worker, from the server's log line naming it."""
-    found = re.findall(rf"model '{model}' runs in worker process (\d+)", server.logs())
-    if not found:
-        raise SystemExit(f"no worker process logged for '{model}' in {server.log_path}")
+    """The model's worker, from the server's log line naming it (written once it is loaded)."""
+    deadline = time.monotonic() + 30
+    while not (found := re.findall(rf"model '{model}' runs in worker process (\d+)", server.logs())):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no worker process logged for '{model}' in 30 s:\n{server.logs()[-4000:]}")
+        time.sleep(0.1)
     return int(found[-1])
+
+
+def _heavy_served(url: str) -> float:
+    """`heavy` asked until it answers 200 (a load may outlast MSERVE_POOL_LOAD_WAIT_S on a busy
+    machine: 503, retry); the latency of the answered request."""
+    deadline = time.monotonic() + 120
+    while (answer := _heavy_once(url))[0] != 200:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"`heavy` still answers {answer[0]} after 120 s")
+        time.sleep(0.5)
+    return answer[1]
 
 
 def _heavy_once(url: str) -> tuple[int, float]:
@@ -149,14 +162,16 @@ def _heavy_once(url: str) -> tuple[int, float]:
     return status, time.perf_counter() - started
 
 
-def _crash_cell(repo: Path, log: Path, isolation: str, window_s: float, kill_at_s: float) -> CrashCell:
+def _crash_cell(
+    repo: Path, log: Path, isolation: str, window_s: float, kill_at_s: float, max_in_flight: int
+) -> CrashCell:
     """`light` asked back to back for `window_s`; SIGSEGV at `kill_at_s` to `heavy`'s worker
     (a worker per model) or to the server (one process); then `heavy` once more."""
-    server = _start(repo, log, 16, {ISOLATION: isolation})
+    server = _start(repo, log, max_in_flight, {ISOLATION: isolation})
     try:
         _light(server.url, 10)  # warm
-        _heavy_once(server.url)
-        status, heavy_before_s = _heavy_once(server.url)
+        _heavy_served(server.url)
+        heavy_before_s = _heavy_served(server.url)
         victim = _worker_pid(server, "heavy") if isolation == "process" else server.proc.pid
         killed_at: list[float] = []
 
@@ -222,7 +237,9 @@ def main() -> None:
             full_env = {ISOLATION: kind, **env}
             rows.append(_flood_cell(label, repo, log, flooders, args.requests, args.max_in_flight, full_env))
         crashes = [
-            _crash_cell(repo, Path(tmp) / f"crash-{kind}.log", kind, args.window_s, args.kill_at_s)
+            _crash_cell(
+                repo, Path(tmp) / f"crash-{kind}.log", kind, args.window_s, args.kill_at_s, args.max_in_flight
+            )
             for kind in LABELS
         ]
         without, with_report = _interleaved(repo, Path(tmp), report, args.requests)
@@ -264,12 +281,15 @@ def main() -> None:
         print(f"| {label} | {1000 * p50:.2f} | {1000 * p99:.2f} | {p50 / base:.2f}x |")
     mib = 1 << 20
     print("\n### Memory of each kind of pool (server + forkserver + workers)\n")
-    print("| pool | models loaded | processes | RSS MiB | anon MiB | PSS MiB | PSS / one process, loaded |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| pool | models loaded | processes | RSS MiB | anon MiB | PSS MiB | private MiB "
+        "| PSS / one process, loaded |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     loaded_pss = memory["none"][1].pss
     for kind, (bare, loaded) in memory.items():
         for what, f in (("none", bare), ("`heavy` and `light`", loaded)):
-            sizes = " | ".join(f"{value / mib:.0f}" for value in (f.rss, f.anon, f.pss))
+            sizes = " | ".join(f"{value / mib:.0f}" for value in (f.rss, f.anon, f.pss, f.uss))
             print(f"| {LABELS[kind]} | {what} | {f.processes} | {sizes} | {f.pss / loaded_pss:.2f}x |")
 
 
@@ -303,9 +323,9 @@ def _process_memory(repo: Path, log: Path, isolation: str) -> tuple[Footprint, F
     try:
         time.sleep(1.0)
         bare = read_tree(server.proc.pid)
-        status, _ = _heavy_once(server.url)
-        if _light(server.url, 1).failed or status != 200:
-            raise SystemExit(f"a model did not answer in the memory cell; see {log}")
+        _heavy_served(server.url)
+        if _light(server.url, 1).failed:
+            raise SystemExit(f"`light` did not answer in the memory cell:\n{server.logs()[-4000:]}")
         time.sleep(1.0)
         return bare, read_tree(server.proc.pid)
     finally:
