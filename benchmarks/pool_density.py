@@ -270,8 +270,8 @@ def main() -> None:
     parser.add_argument("--no-dedicated", action="store_true", help="pools only (N dedicated may not fit)")
     args = parser.parse_args()
     kinds = [kind.strip() for kind in args.isolation.split(",")]
-    if not kinds or any(kind not in POOL_LABELS for kind in kinds):
-        parser.error(f"--isolation: each of {args.isolation!r} must be one of {', '.join(POOL_LABELS)}")
+    if bad := [kind for kind in kinds if kind not in POOL_LABELS]:
+        parser.error(f"--isolation: {', '.join(map(repr, bad))} not among {', '.join(POOL_LABELS)}")
     args.isolation = kinds
     with tempfile.TemporaryDirectory(prefix="mserve-pool-density-") as tmp:
         for size in args.sizes.split(","):
