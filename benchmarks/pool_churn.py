@@ -6,20 +6,16 @@ One `mserve serve --pool` process with `--models` digits-sized models and a memo
 of `--fits` models' measured footprints (read from the repository index after a load).
 Round-robin over all models (every request finds its model evicted: LRU's worst case) is
 compared, in the same run, with round-robin over `--fits` models (all stay loaded):
-throughput, p50/p99 latency, failed requests.
+throughput and p50/p99 latency of the answered requests, failed requests.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import httpx
-
+from benchmarks.closed_loop import drive
 from tests.support.models import build_tiny_mlp
 from tests.support.pool_serving import index, start_pool
 
@@ -37,35 +33,6 @@ def _footprint(repo: Path, log: Path) -> int:
             return int(index(client)["c001"]["memory_bytes"])
     finally:
         server.stop()
-
-
-def _drive(url: str, names: list[str], requests: int, clients: int) -> tuple[float, list[float], int]:
-    latencies: list[float] = []
-    failures = [0]
-    lock = threading.Lock()
-    counter = iter(range(requests))
-
-    def worker() -> None:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                started = time.perf_counter()
-                status = client.post(f"/v2/models/{names[i % len(names)]}/infer", json=BODY).status_code
-                elapsed = time.perf_counter() - started
-                with lock:
-                    latencies.append(elapsed)
-                    failures[0] += status != 200
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, latencies, failures[0]
 
 
 def main() -> None:
@@ -97,9 +64,12 @@ def main() -> None:
         try:
             for label, subset in ((f"round robin over {args.fits} (all fit)", names[: args.fits]),
                                   (f"round robin over {args.models} (fits {args.fits})", names)):  # fmt: skip
-                _drive(server.url, subset, len(subset), 1)  # warm: every model of the subset loaded once
-                seconds, latencies, failed = _drive(server.url, subset, args.requests, args.clients)
-                rows.append((label, args.requests / seconds, latencies, failed))
+                paths = [f"/v2/models/{name}/infer" for name in subset]
+                drive(
+                    server.url, paths, BODY, requests=len(paths)
+                )  # warm: each model of the subset loaded once
+                run = drive(server.url, paths, BODY, requests=args.requests, clients=args.clients)
+                rows.append((label, run))
             with server.client() as client:
                 loaded = sum(r["state"] == "READY" for r in index(client).values())
         finally:
@@ -108,18 +78,12 @@ def main() -> None:
     print(f"({args.requests} requests, {args.clients} clients; {loaded} models loaded at the end)\n")
     print("| traffic | req/s | p50 ms | p99 ms | failed |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for label, rate, latencies, failed in rows:
-        p50, p99 = 1000 * statistics.median(latencies), 1000 * _p99(latencies)
-        print(f"| {label} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {failed} |")
-    (_, fit_rate, fit_lat, _), (_, churn_rate, churn_lat, _) = rows
-    p50_ratio = statistics.median(churn_lat) / statistics.median(fit_lat)
-    p99_ratio = _p99(churn_lat) / _p99(fit_lat)
-    print(f"| **churn / all fit** | {churn_rate / fit_rate:.2f}x | {p50_ratio:.1f}x | {p99_ratio:.1f}x | |")
-
-
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[round(0.99 * (len(ordered) - 1))]
+    for label, run in rows:
+        print(f"| {label} | {run.rate:.0f} | {run.p50_ms():.1f} | {run.p99_ms():.1f} | {run.failed} |")
+    fit, churn = rows[0][1], rows[1][1]
+    ratios = f"{churn.rate / fit.rate:.2f}x | {churn.p50_ms() / fit.p50_ms():.1f}x"
+    ratios += f" | {churn.p99_ms() / fit.p99_ms():.1f}x"
+    print(f"| **churn / all fit** | {ratios} | |")
 
 
 if __name__ == "__main__":
