@@ -4,6 +4,7 @@ processes, in the same run; and the per-request cost of the worker's hop.
 
     python -m benchmarks.pool_density [--models N] [--sizes small,minilm,minilm-int8] [--idle-s S]
         [--isolation none,process] [--sequential 200] [--connections 8] [--loop-s 3] [--no-dedicated]
+        [--resident K]
 
 Each setup's memory and CPU are summed over its processes and all their descendants (a
 pool with `MSERVE_POOL_ISOLATION=process` is a server, a forkserver and a worker per model).
@@ -21,6 +22,11 @@ first (cold: load + warm-up + run) and a warm request's latency per model. The h
 tensors through a pipe to the worker and back): the first model asked `--sequential` times,
 one request at a time, the two pools in turn (same neighbours), then a closed loop of
 `--connections` clients for `--loop-s` seconds on each pool in turn.
+
+`--resident K` overcommits: each pool's memory budget holds K models (K + 0.5 times one
+model's footprint, measured by loading it in a probe pool of the same kind first), so after
+every model has answered only the K most recently used are loaded at idle, and the cold
+column is what a request to an evicted model pays.
 """
 
 from __future__ import annotations
@@ -106,14 +112,31 @@ class Pool:
     loop: Run | None = None
 
 
-def _pools(repo: Path, work: Path, size: str, kinds: list[str]) -> list[Pool]:
+def _pools(repo: Path, work: Path, size: str, kinds: list[str], resident: int, body: dict) -> list[Pool]:
     pools = []
     for kind in kinds:
         env = {"MSERVE_POOL_ISOLATION": kind}
+        label = POOL_LABELS[kind]
+        if resident:
+            env["MSERVE_POOL_MEMORY_BYTES"] = str(int((resident + 0.5) * _footprint(repo, work, env, body)))
+            label += f", budget for {resident}"
         log = work / f"pool-{kind}-{size}.log"
         server = start_pool(repo, log, "--grpc-port", "0", "--no-access-log", env=env)
-        pools.append(Pool(POOL_LABELS[kind], server))
+        pools.append(Pool(label, server))
     return pools
+
+
+def _footprint(repo: Path, work: Path, env: dict[str, str], body: dict) -> int:
+    """One model's accounted memory in a pool of this kind (a probe pool, stopped after)."""
+    name = sorted(repo.glob("*.onnx"))[0].stem
+    server = start_pool(repo, work / "probe.log", "--grpc-port", "0", "--no-access-log", env=env)
+    try:
+        with server.client(timeout=120) as client:
+            _timed_post(client, f"/v2/models/{name}/infer", body)
+            rows = client.post("/v2/repository/index", json={}).json()
+    finally:
+        server.stop()
+    return next(int(row["memory_bytes"]) for row in rows if row["name"] == name)
 
 
 def _measure_pools(pools: list[Pool], paths: list[Path], body: dict, idle_s: float, args: Namespace) -> None:
@@ -185,7 +208,7 @@ def run_size(size: str, count: int, work: Path, args: Namespace) -> list[str]:
     paths, body = build_models(size, count, repo, work)
     file_mib = paths[0].stat().st_size / MIB
 
-    pools = _pools(repo, work, size, args.isolation)
+    pools = _pools(repo, work, size, args.isolation, args.resident, body)
     try:
         _measure_pools(pools, paths, body, args.idle_s, args)
     finally:
@@ -268,7 +291,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="closed-loop connections (hop cost)")
     parser.add_argument("--loop-s", type=float, default=3.0, help="closed-loop seconds per pool")
     parser.add_argument("--no-dedicated", action="store_true", help="pools only (N dedicated may not fit)")
+    parser.add_argument(
+        "--resident", type=int, default=0, help="overcommit: a budget for this many models (default: all)"
+    )
     args = parser.parse_args()
+    if args.resident < 0 or (args.resident and args.resident >= args.models):
+        parser.error(f"--resident: {args.resident} must be between 1 and --models - 1 (or 0: every model)")
     kinds = [kind.strip() for kind in args.isolation.split(",")]
     if bad := [kind for kind in kinds if kind not in POOL_LABELS]:
         parser.error(f"--isolation: {', '.join(map(repr, bad))} not among {', '.join(POOL_LABELS)}")
