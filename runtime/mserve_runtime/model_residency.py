@@ -102,6 +102,23 @@ def held_bytes() -> int:
     return int(info.uordblks + info.hblkhd)
 
 
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the allocator's free pages back to the kernel (glibc `malloc_trim`; nothing elsewhere):
+    glibc keeps what an unloaded model freed for reuse, so without it eviction frees no RSS."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def rss_bytes() -> int:
     """This process's resident memory (Linux /proc; 0 where it cannot be read)."""
     try:

@@ -166,6 +166,24 @@ class WorkerSession:
             raise _ort_error(reply[1], reply[2])
         raise RuntimeError(f"{reply[1]}: {reply[2]}")
 
+    def gone(self) -> bool:
+        """Whether the worker has ended, as seen without waiting: its end of the pipe closes
+        when it exits (before anyone reaps it), so an idle pipe that reads as closed is a dead
+        worker. A run in progress (the pipe busy) says False: that run will see the end."""
+        if self._ended is not None:
+            return True
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._conn.poll(0):
+                self._conn.recv()  # nothing is due while idle: only the end can be read
+        except (EOFError, OSError):
+            self.process.join(timeout=5)
+            self._ended = _exit_text(self.process)
+        finally:
+            self._lock.release()
+        return self._ended is not None
+
     def ended(self) -> ModelCrashed:
         """The error for the worker's end (once it has ended)."""
         self._ended = self._ended or _exit_text(self.process)

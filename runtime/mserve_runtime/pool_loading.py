@@ -24,7 +24,14 @@ from mserve_runtime.errors import ModelNotReady
 from mserve_runtime.inference_types import ModelMetadata
 from mserve_runtime.metrics import RuntimeMetrics
 from mserve_runtime.model_repository import RepositoryEntry
-from mserve_runtime.model_residency import ModelState, ModelUnavailable, NoRoom, Residency, held_bytes
+from mserve_runtime.model_residency import (
+    ModelState,
+    ModelUnavailable,
+    NoRoom,
+    Residency,
+    held_bytes,
+    release_freed_memory,
+)
 from mserve_runtime.model_worker import ModelCrashed, WorkerSession, start_worker
 from mserve_runtime.onnx_model import OnnxModel
 from mserve_runtime.output_bound import OutputBound
@@ -222,9 +229,20 @@ class ModelLoader:
         self.pool_metrics.set_state(name, record.state, record.footprint_bytes)
 
     async def close_plane(self, plane: DataPlane) -> None:
+        """Stop the model's runs, then free its session now: its worker process ends, or (in
+        this process) the session is dropped and the allocator's freed pages are returned."""
         await plane.close()
-        if plane.model is not None and isinstance(plane.model.session, WorkerSession):
-            await asyncio.get_running_loop().run_in_executor(None, plane.model.session.close)
+        model, plane.model = plane.model, None
+        if model is None:
+            return
+        if isinstance(model.session, WorkerSession):
+            await asyncio.get_running_loop().run_in_executor(None, model.session.close)
+            return
+        # `run` wrapped by frame_named refers back to the model: a cycle only the cyclic
+        # collector would break, holding the session (its weights) until then.
+        vars(model).pop("run", None)
+        del model
+        await asyncio.get_running_loop().run_in_executor(self._loader, release_freed_memory)
 
     def close_later(self, plane: DataPlane) -> None:
         task = asyncio.get_running_loop().create_task(self.close_plane(plane))
@@ -262,6 +280,6 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 def _ended_worker(plane: DataPlane) -> WorkerSession | None:
     """The model's worker process, if it has one and it has ended."""
     session = plane.model.session if plane.model is not None else None
-    if isinstance(session, WorkerSession) and not session.process.is_alive():
+    if isinstance(session, WorkerSession) and session.gone():
         return session
     return None

@@ -109,3 +109,35 @@ def test_budget_too_small_for_one_model_is_a_clear_409(large_models: Path, tmp_p
         assert client.get("/v2/health/ready").status_code == 200
         text = server.metrics()
         assert metric(text, "mserve_model_load_seconds_count", model="big0") == 0, "never tried to load"
+
+
+def _rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) * 1024
+
+
+def test_an_evicted_model_gives_its_memory_back(tmp_path: Path) -> None:
+    """Eviction frees the memory, not only the accounting: after 12 models of ~17 MB have
+    passed through a budget for two, the server holds about what it held with two loaded
+    (measured: +5 MB with the fix, +304 MB without)
+    (without `malloc_trim` and with the session kept alive by a reference cycle until a full
+    collection, it held about all twelve)."""
+    directory = tmp_path / "repo"
+    for i in range(12):
+        build_tiny_mlp(directory / f"m{i:02d}.onnx", sizes=(16, 2048, 2048, 4), seed=i)
+    file_bytes = (directory / "m00.onnx").stat().st_size
+    budget = str(int(2.5 * file_bytes))
+    with (
+        serving_pool(directory, tmp_path / "mserve.log", "--pool-memory-bytes", budget) as server,
+        server.client() as client,
+    ):
+        for name in ("m00", "m01", "m00", "m01"):
+            assert client.post(f"/v2/models/{name}/infer", json=BODY).status_code == 200
+        two_loaded = _rss_bytes(server.proc.pid)
+        for i in range(2, 12):
+            assert client.post(f"/v2/models/m{i:02d}/infer", json=BODY).status_code == 200
+        loaded = [n for n, r in index(client).items() if r["state"] == "READY"]
+        assert len(loaded) <= 3, loaded
+        grown = _rss_bytes(server.proc.pid) - two_loaded
+    print(f"RSS after 10 more passed through: +{grown / 1e6:.1f} MB ({file_bytes / 1e6:.1f} MB a model)")
+    assert grown < 3 * file_bytes, f"{grown} bytes more after 10 evictions of {file_bytes}-byte models"
