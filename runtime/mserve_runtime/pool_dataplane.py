@@ -92,6 +92,8 @@ class PoolDataPlane:
         self._load_lock = asyncio.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mserve-load")
         self._scanned_at = -float("inf")
+        self._loaded_from: dict[str, tuple[int, int]] = {}  # the file (size, mtime) each plane loaded
+        self._rescans: asyncio.Task[None] | None = None
         self._started = False
         self.draining = False
         self._server_metadata = ServerMetadata(
@@ -112,14 +114,30 @@ class PoolDataPlane:
                 # Requests holding one of the model's slots (pool_admission.py): read, loading, queued, run.
                 admission = self.admissions.of(name)
                 self.metrics.in_flight.labels(name).set_function(lambda a=admission: a.in_flight)
-        for name in [n for n in self.planes if n not in self.entries]:
+        for name in [n for n in self.planes if n not in self.entries or self._replaced(n)]:
             if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
-                plane = self._take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
+                why = "replaced in the repository" if name in self.entries else "removed from the repository"
+                plane = self._take_out(name, ModelState.UNAVAILABLE, why)
                 if plane is not None:
                     task = asyncio.get_running_loop().create_task(plane.close())
                     self._closing.add(task)  # held until done: the loop keeps only weak references
                     task.add_done_callback(self._closing.discard)
         return self.entries
+
+    def _replaced(self, name: str) -> bool:
+        entry = self.entries[name]
+        return self._loaded_from.get(name, (entry.size_bytes, entry.mtime_ns)) != (
+            entry.size_bytes,
+            entry.mtime_ns,
+        )
+
+    async def _rescan_every(self, interval_s: float) -> None:
+        """Files arrive while the server runs (a pool pod's sync sidecar): list them in /metrics
+        within a second, loaded ones replaced or removed unloaded, without waiting for a request."""
+        while True:
+            await asyncio.sleep(interval_s)
+            with contextlib.suppress(RepositoryError):
+                self.scan()
 
     def _entry(self, name: str) -> RepositoryEntry:
         entry = self.entries.get(name)
@@ -179,6 +197,9 @@ class PoolDataPlane:
                 await self._loaded(name)
             except (ModelUnavailable, ModelNotReady) as exc:
                 log.warning("preload of '%s' failed: %s", name, exc.message)
+        self._rescans = asyncio.get_running_loop().create_task(
+            self._rescan_every(self.pool.rescan_interval_s or 1.0)
+        )
         self._started = True
 
     def start_draining(self) -> None:
@@ -187,6 +208,8 @@ class PoolDataPlane:
             plane.start_draining()
 
     async def close(self) -> None:
+        if self._rescans is not None:
+            self._rescans.cancel()
         for task in self._loads.values():
             task.cancel()
         for name in list(self.planes):
@@ -334,6 +357,7 @@ class PoolDataPlane:
             footprint = max(entry.size_bytes, grown)
             self.residency.loaded(name, footprint)
             self.planes[name] = plane
+            self._loaded_from[name] = (entry.size_bytes, entry.mtime_ns)
             assert plane.model is not None
             self._bounds[name] = OutputBound.of(plane.model.session)
             self._metadata[name] = plane.model_metadata(name)
