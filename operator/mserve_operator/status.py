@@ -101,7 +101,7 @@ def _deployed(obs: Observation) -> Condition:
 
 def _ready(obs: Observation) -> Condition:
     if obs.deployment is None:
-        return Condition.of(READY, False, Reason.NOT_DEPLOYED, "no runtime Deployment yet")
+        return obs.model_ready or Condition.of(READY, False, Reason.NOT_DEPLOYED, "no runtime Deployment yet")
     if obs.model_ready is not None:
         return obs.model_ready
     ready, desired = _int(obs.deployment, "status", "readyReplicas"), obs.desired_replicas
