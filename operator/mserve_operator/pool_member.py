@@ -115,8 +115,8 @@ def serve_in_pool(
     apply_owned: Callable[[dict, Owner], dict],
     delete_owned: Callable[[str, str, Owner], None],
 ) -> PoolServing:
-    """A member's side. The Deployment returned is the pool's only once its pods list this
-    member (readiness of pods without it says nothing about this model)."""
+    """A member's side: its own Deployment until every ready pool pod lists the member, then
+    the pool's, with the member's readiness from the pool's status."""
     pool = spec.serving.pool
     deployment = api.get("apps/v1", "Deployment", owner.namespace, pool)
     if deployment is not None and (controller_of(deployment) or {}).get("kind") != POOL_KIND:
@@ -146,11 +146,11 @@ def serve_in_pool(
             delete_owned(api_version, kind, owner)
     if deployment is None:
         return serving
-    if not listed_in_pool(pool_object, owner.name):
-        serving.readiness = not_in_pool_yet(pool_object, owner.name)
-        return serving
     serving.deployment = deployment
     serving.pods = api.list("v1", "Pod", owner.namespace, pool_selector(pool))
     serving.desired = int((deployment.get("spec") or {}).get("replicas") or 1)
-    serving.readiness = member_readiness(pool_object, owner.name)
+    if listed_in_pool(pool_object, owner.name):
+        serving.readiness = member_readiness(pool_object, owner.name)
+    else:  # the pool's pods say nothing about a model they do not have
+        serving.readiness = not_in_pool_yet(pool_object, owner.name)
     return serving

@@ -101,7 +101,7 @@ def _deployed(obs: Observation) -> Condition:
 
 def _ready(obs: Observation) -> Condition:
     if obs.deployment is None:
-        return obs.model_ready or Condition.of(READY, False, Reason.NOT_DEPLOYED, "no runtime Deployment yet")
+        return Condition.of(READY, False, Reason.NOT_DEPLOYED, "no runtime Deployment yet")
     if obs.model_ready is not None:
         return obs.model_ready
     ready, desired = _int(obs.deployment, "status", "readyReplicas"), obs.desired_replicas
@@ -121,7 +121,7 @@ def _phase(obs: Observation, optimized: Condition, deployed: Condition, ready: C
         return DEGRADED
     if deployed.status == "True" and ready.status == "True":
         return READY_PHASE
-    if deployed.status == "True":
+    if deployed.status == "True" and ready.reason != Reason.NOT_IN_POOL_YET:
         return DEGRADED  # rolled out, yet replicas are not ready: they were, or they cannot be
     return DEPLOYING
 

@@ -94,6 +94,7 @@ class PoolDataPlane:
         self._scanned_at = -float("inf")
         self._loaded_from: dict[str, tuple[int, int]] = {}  # the file (size, mtime) each plane loaded
         self._rescans: asyncio.Task[None] | None = None
+        self._unlisted: set[str] = set()  # known models whose file left the directory
         self._started = False
         self.draining = False
         self._server_metadata = ServerMetadata(
@@ -107,6 +108,9 @@ class PoolDataPlane:
         self.entries = list_repository(self.directory)
         self._scanned_at = time.monotonic()
         for name in self.entries:
+            if name in self._unlisted:  # back in the repository
+                self._unlisted.discard(name)
+                self._set_state(name)
             if name not in self.residency.records:
                 self.metrics.serve(name)
                 record = self.residency.record(name)
@@ -122,6 +126,10 @@ class PoolDataPlane:
                     task = asyncio.get_running_loop().create_task(plane.close())
                     self._closing.add(task)  # held until done: the loop keeps only weak references
                     task.add_done_callback(self._closing.discard)
+        for name in [n for n in self.residency.records if n not in self.entries and n not in self.planes]:
+            if name not in self._unlisted:  # /metrics lists only what the directory holds
+                self.pool_metrics.unlist(name)
+                self._unlisted.add(name)
         return self.entries
 
     def _replaced(self, name: str) -> bool:

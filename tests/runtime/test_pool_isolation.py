@@ -264,3 +264,19 @@ def test_new_and_replaced_files_reach_metrics_and_answers_without_a_request(tmp_
         after = client.post("/v2/models/first/infer", json=GOOD).json()["outputs"][0]["data"]
         assert after != before
         assert client.post("/v2/models/second/infer", json=GOOD).status_code == 200
+
+        # a file that leaves is no longer listed in /metrics (the operator reads "not on this pod"),
+        # and listed again when it comes back
+        def states(name: str) -> list[float]:
+            page = server.metrics()
+            return [metric(page, "mserve_model_state", model=name, state=s) for s in ("UNAVAILABLE", "READY")]
+
+        (directory / "second.onnx").unlink()
+        deadline = time.monotonic() + 10
+        while states("second") != [0, 0]:
+            assert time.monotonic() < deadline, "a removed file still listed in /metrics"
+            time.sleep(0.2)
+        build_tiny_mlp(directory / "second.onnx", seed=3)
+        while states("second") != [1, 0]:
+            assert time.monotonic() < deadline, "a file back in the directory not listed again"
+            time.sleep(0.2)
