@@ -97,7 +97,7 @@ def fetch(
         limit = parse_max_bytes(max_bytes, "--max-bytes (or MSERVE_FETCH_MAX_BYTES)")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if sync_list is not None or into is not None or (state is not None and not uri and not items):
+    if sync_list is not None or into is not None or state is not None:
         _sync(sync_list, into, state, interval, parsed_role, limit, uri is not None or bool(items))
         return
     started = time.monotonic()
@@ -146,7 +146,9 @@ def _sync(
     from mserve_runtime.logs import configure_logging
 
     if items_given:
-        raise click.UsageError("--sync takes its items from LIST, not from URI DEST or --item")
+        raise click.UsageError(
+            "--sync, --into and --state take no URI DEST or --item (the items are in LIST)"
+        )
     if state is None:
         raise click.UsageError("--sync needs --state FILE (and --into DIR)")
     if sync_list is None and into is None:

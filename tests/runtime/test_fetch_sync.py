@@ -214,7 +214,8 @@ def test_the_command_syncs_until_stopped_and_its_probe_waits_for_the_first_pass(
     [
         (["--sync", "x.json", "--into", "."], "--state"),
         (["--sync", "x.json", "--state", "s.json"], "--into"),
-        (["--sync", "x.json", "--into", ".", "--state", "s", "--item", "u", "d", "-"], "from LIST"),
+        (["--sync", "x.json", "--into", ".", "--state", "s", "--item", "u", "d", "-"], "take no URI DEST"),
+        (["http://127.0.0.1:9/m.onnx", "m.onnx", "--state", "s"], "take no URI DEST"),
         (["--sync", "x.json", "--into", "no-such-dir", "--state", "s"], "not a directory"),
         (["--sync", "x.json", "--into", ".", "--state", "s", "--interval", "0"], "--interval"),
     ],
