@@ -41,19 +41,20 @@ def _member_state(pool: dict | None, member: str) -> dict:
     return next((s for s in states if s.get("name") == member), {})
 
 
-def on_every_pool_pod(pool: dict | None, member: str) -> bool:
-    """Whether every ready pool pod (at least one) lists `member` as Loaded or Loadable, as
-    the pool's status last read them from the pods."""
-    state = _member_state(pool, member)
-    ready = int(state.get("readyPods") or 0)
+def _listed_everywhere(state: dict) -> bool:
+    """Loaded or Loadable on every ready pool pod whose metrics were read (at least one)."""
+    read = int(state.get("readyPods") or 0)
     return (
-        state.get("state") in (LOADED, LOADABLE) and ready >= 1 and int(state.get("listedPods") or 0) >= ready
+        state.get("state") in (LOADED, LOADABLE) and read >= 1 and int(state.get("listedPods") or 0) >= read
     )
 
 
-def listed_in_pool(pool: dict | None, member: str) -> bool:
-    """Whether any ready pool pod lists `member` (its artifact reached the pool)."""
-    return int(_member_state(pool, member).get("listedPods") or 0) >= 1
+def on_every_pool_pod(pool: dict | None, member: str) -> bool:
+    """Whether every ready pool pod lists `member` as Loaded or Loadable, as the pool's status
+    last read them: a ready pod whose metrics were not read may lack it, so then not."""
+    pods = ((pool or {}).get("status") or {}).get("pods") or []
+    unread = any(p.get("ready") and p.get("scrapeError") for p in pods)
+    return not unread and _listed_everywhere(_member_state(pool, member))
 
 
 def rolled_out(deployment: dict | None) -> bool:
@@ -98,13 +99,15 @@ def member_readiness(pool: dict | None, member: str) -> Condition | None:
 
 
 def not_in_pool_yet(pool: dict | None, member: str) -> Condition:
-    ready = int(_member_state(pool, member).get("readyPods") or 0)
+    state = _member_state(pool, member)
+    listed, read = int(state.get("listedPods") or 0), int(state.get("readyPods") or 0)
     return Condition.of(
         READY,
         False,
         Reason.NOT_IN_POOL_YET,
-        f"in the model directory of none of {ready} ready pool pods yet: its artifact is being fetched, "
-        "or its fetch fails (the log of a pool pod's sync-* container names the member and the reason)",
+        f"in the model directory of {listed} of {read} ready pool pods (metrics read) yet: its artifact "
+        "is being fetched, or its fetch fails (the log of a pool pod's sync-* container names the "
+        "member and the reason)",
     )
 
 
@@ -149,8 +152,10 @@ def serve_in_pool(
     serving.deployment = deployment
     serving.pods = api.list("v1", "Pod", owner.namespace, pool_selector(pool))
     serving.desired = int((deployment.get("spec") or {}).get("replicas") or 1)
-    if listed_in_pool(pool_object, owner.name):
-        serving.readiness = member_readiness(pool_object, owner.name)
-    else:  # the pool's pods say nothing about a model they do not have
+    readiness = member_readiness(pool_object, owner.name)
+    state = _member_state(pool_object, owner.name)
+    if _listed_everywhere(state) or (readiness is not None and readiness.reason == Reason.MODEL_LOAD_FAILED):
+        serving.readiness = readiness
+    else:  # a pod without the file answers 404: not Ready until every ready pod has it
         serving.readiness = not_in_pool_yet(pool_object, owner.name)
     return serving

@@ -124,7 +124,7 @@ def member_state(name: str, ready_metrics: list[PoolPodMetrics], ready_pods: int
         "state": state,
         "loadedPods": loaded,
         "listedPods": len(listed),
-        "readyPods": ready_pods,
+        "readyPods": len(ready_metrics),
         "message": message,
     }
 

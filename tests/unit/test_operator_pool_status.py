@@ -12,7 +12,6 @@ from mserve_operator.builders.pool import PoolMember, build_pool_ingress_policy,
 from mserve_operator.conditions import Reason
 from mserve_operator.pool_member import (
     keeps_pool_service,
-    listed_in_pool,
     member_readiness,
     on_every_pool_pod,
     rolled_out,
@@ -277,7 +276,6 @@ def test_a_member_moves_in_once_every_ready_pool_pod_lists_it() -> None:
         "p-2 is not ready: not counted"
     )
     pool = {"status": fields}
-    assert listed_in_pool(pool, "new")
     assert not on_every_pool_pod(pool, "new"), "p-1 has not fetched it yet"
     assert on_every_pool_pod(pool, "a")
 
