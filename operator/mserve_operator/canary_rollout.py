@@ -11,8 +11,6 @@ import datetime
 import logging
 from collections.abc import Callable
 
-from kubernetes.client.exceptions import ApiException
-
 from mserve_operator import canary, names
 from mserve_operator.artifact import Artifact
 from mserve_operator.builders.canary import (
@@ -28,28 +26,18 @@ from mserve_operator.builders.ports import ADMIN_PORT
 from mserve_operator.builders.store import artifact_store
 from mserve_operator.canary_gates import GateWindows, RolloutCounts, parse_rollout_counts
 from mserve_operator.kube_api import KubeApi
+from mserve_operator.pod_nudge import nudge, running
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import ModelServiceSpec
 from mserve_operator.usage_scrape import read_page
 
 log = logging.getLogger(__name__)
 
-# On a stable pod: the rollout file generation the operator last asked it to apply. Changing it
-# makes the kubelet sync the pod, which refreshes its ConfigMap volume now.
+# On a stable pod: the rollout file generation the operator last asked it to apply (pod_nudge.py).
 NUDGE_ANNOTATION = "mserve.io/rollout-generation"
 
 ApplyOwned = Callable[[dict, Owner], dict]
 DeleteOwned = Callable[[str, str, Owner, str], None]
-
-
-def _running(pods: list[dict]) -> list[dict]:
-    return [
-        p
-        for p in pods
-        if (p.get("status") or {}).get("phase") == "Running"
-        and (p.get("status") or {}).get("podIP")
-        and not p["metadata"].get("deletionTimestamp")
-    ]
 
 
 class CanaryRollout:
@@ -86,12 +74,12 @@ class CanaryRollout:
         prev = previous or {}
         stable_pods, counts_stable, counts_canary = [], {}, {}
         if prev.get("phase") in canary.ACTIVE:
-            stable_pods = _running(
+            stable_pods = running(
                 self.api.list(
                     "v1", "Pod", owner.namespace, names.selector_labels(owner.name, names.COMPONENT_RUNTIME)
                 )
             )
-            canary_pods = _running(
+            canary_pods = running(
                 self.api.list(
                     "v1", "Pod", owner.namespace, names.selector_labels(owner.name, names.COMPONENT_CANARY)
                 )
@@ -195,14 +183,8 @@ class CanaryRollout:
 
     def _nudge(self, owner: Owner, generation: int) -> None:
         selector = names.selector_labels(owner.name, names.COMPONENT_RUNTIME)
-        pods = _running(self.api.list("v1", "Pod", owner.namespace, selector))
-        for pod in pods:
-            try:
-                self.api.annotate(
-                    "v1", "Pod", owner.namespace, pod["metadata"]["name"], {NUDGE_ANNOTATION: str(generation)}
-                )
-            except ApiException as exc:  # a pod gone meanwhile; the kubelet's own sync still comes
-                log.info(f"pod {pod['metadata']['name']} not nudged: {exc.status}")
+        pods = self.api.list("v1", "Pod", owner.namespace, selector)
+        nudge(self.api, owner.namespace, pods, NUDGE_ANNOTATION, str(generation))
 
 
 def now() -> datetime.datetime:

@@ -57,6 +57,7 @@ class Reason:
     LOADED_IN_POOL = "LoadedInPool"
     LOADABLE_IN_POOL = "LoadableInPool"
     MODEL_LOAD_FAILED = "ModelLoadFailed"
+    NOT_IN_POOL_YET = "NotInPoolYet"
 
 
 # Optimization outcomes that no retry changes: only a new spec (a new spec digest) runs again.

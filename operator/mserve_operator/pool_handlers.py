@@ -12,7 +12,7 @@ import kopf
 from mserve_operator import handlers
 from mserve_operator.builders.pool import POOL_LABEL
 from mserve_operator.kube_api import KubeApi
-from mserve_operator.pool_reconcile import PoolReconciler
+from mserve_operator.pool_reconcile import SETTLE_INTERVAL_S, PoolReconciler
 from mserve_operator.pool_spec import POOL_PLURAL
 from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import API_GROUP, API_VERSION, PLURAL
@@ -54,7 +54,8 @@ async def pool_loop(
             _MEMBERS[(namespace, name)] = members
             for member in set(previous) | set(members):
                 handlers.WAKEUPS.poke(namespace, member)
-            if await handlers._pause(namespace, _key(name), _interval(memo.settings), stopped):
+            pause = SETTLE_INTERVAL_S if reconciler.settling(namespace, name) else _interval(memo.settings)
+            if await handlers._pause(namespace, _key(name), pause, stopped):
                 await asyncio.sleep(handlers.DEBOUNCE_SECONDS)
     finally:
         _MEMBERS.pop((namespace, name), None)

@@ -2,8 +2,11 @@
 its own Deployment and the pool in either direction without a lost request.
 
 Moving in, the member's own pods keep serving (and its Service keeps selecting them) until
-every pod of the pool's current template loads its artifact and is ready; only then does the
-Service select the pool and the own Deployment go (its pods drain: preStop, then SIGTERM).
+every ready pool pod lists the member as Loaded or Loadable (its sync sidecar fetched the
+artifact, the server listed the file: the pool's status.memberStates, read from the pods'
+metrics); only then does the Service select the pool and the own Deployment go (its pods drain:
+preStop, then SIGTERM). The pool's pods are not replaced for this: the member list is a
+ConfigMap they follow (builders/pool.py).
 Moving out, the Service keeps selecting the pool until the own Deployment's pods are ready;
 the pool keeps the member while its Service selects the pool (pool_reconcile.pool_members).
 """
@@ -14,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mserve_operator import names
-from mserve_operator.artifact import Artifact
-from mserve_operator.builders.deployment import MODEL_DIR
 from mserve_operator.builders.pod import Owner
 from mserve_operator.builders.pool import POOL_LABEL, build_member_service, pool_selector
 from mserve_operator.conditions import READY, Condition, Reason
@@ -35,15 +36,25 @@ class PoolServing:
     readiness: Condition | None = None  # Ready as the pool's pods report the model
 
 
-def fetches_member(deployment: dict, member: str, artifact: Artifact) -> bool:
-    """Whether the Deployment's pod template loads `artifact` as `member`."""
-    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    wanted = ["--item", artifact.uri, f"{MODEL_DIR}/{member}.onnx", artifact.sha256 or "-"]
-    for container in pod.get("initContainers") or []:
-        args = container.get("args") or []
-        if any(args[i : i + 4] == wanted for i, arg in enumerate(args) if arg == "--item"):
-            return True
-    return False
+def _member_state(pool: dict | None, member: str) -> dict:
+    states = ((pool or {}).get("status") or {}).get("memberStates") or []
+    return next((s for s in states if s.get("name") == member), {})
+
+
+def _listed_everywhere(state: dict) -> bool:
+    """Loaded or Loadable on every ready pool pod whose metrics were read (at least one)."""
+    read = int(state.get("readyPods") or 0)
+    return (
+        state.get("state") in (LOADED, LOADABLE) and read >= 1 and int(state.get("listedPods") or 0) >= read
+    )
+
+
+def on_every_pool_pod(pool: dict | None, member: str) -> bool:
+    """Whether every ready pool pod lists `member` as Loaded or Loadable, as the pool's status
+    last read them: a ready pod whose metrics were not read may lack it, so then not."""
+    pods = ((pool or {}).get("status") or {}).get("pods") or []
+    unread = any(p.get("ready") and p.get("scrapeError") for p in pods)
+    return not unread and _listed_everywhere(_member_state(pool, member))
 
 
 def rolled_out(deployment: dict | None) -> bool:
@@ -74,9 +85,8 @@ def keeps_pool_service(service: dict | None, deployment: dict | None) -> bool:
 
 def member_readiness(pool: dict | None, member: str) -> Condition | None:
     """From the ModelPool's status.memberStates; None when the pool has not read its pods yet."""
-    states = ((pool or {}).get("status") or {}).get("memberStates") or []
-    state = next((s for s in states if s.get("name") == member), None)
-    if state is None:
+    state = _member_state(pool, member)
+    if not state:
         return None
     message = state.get("message", "")
     if state.get("state") == LOADED:
@@ -88,25 +98,39 @@ def member_readiness(pool: dict | None, member: str) -> Condition | None:
     return None
 
 
+def not_in_pool_yet(pool: dict | None, member: str) -> Condition:
+    state = _member_state(pool, member)
+    listed, read = int(state.get("listedPods") or 0), int(state.get("readyPods") or 0)
+    return Condition.of(
+        READY,
+        False,
+        Reason.NOT_IN_POOL_YET,
+        f"in the model directory of {listed} of {read} ready pool pods (metrics read) yet: its artifact "
+        "is being fetched, or its fetch fails (the log of a pool pod's sync-* container names the "
+        "member and the reason)",
+    )
+
+
 def serve_in_pool(
     api: KubeApi,
     spec: ModelServiceSpec,
     owner: Owner,
-    served: Artifact,
     apply_owned: Callable[[dict, Owner], dict],
     delete_owned: Callable[[str, str, Owner], None],
 ) -> PoolServing:
-    """A member's side. The Deployment returned is the pool's only once its pods load this
-    member's artifact (readiness of pods without it says nothing about this model)."""
+    """A member's side: its own Deployment until every ready pool pod lists the member, then
+    the pool's, with the member's readiness from the pool's status."""
     pool = spec.serving.pool
     deployment = api.get("apps/v1", "Deployment", owner.namespace, pool)
     if deployment is not None and (controller_of(deployment) or {}).get("kind") != POOL_KIND:
         deployment = None
-    loads_member = deployment is not None and fetches_member(deployment, owner.name, served)
+    # listed, not read by name: the operator's role has list and watch on ModelPools, not get
+    pools = api.list(f"{API_GROUP}/{API_VERSION}", POOL_KIND, owner.namespace, {})
+    pool_object = next((p for p in pools if p["metadata"]["name"] == pool), None)
     own = api.get("apps/v1", "Deployment", owner.namespace, owner.name)
     if own is not None and (not is_controlled_by(own, owner) or own["metadata"].get("deletionTimestamp")):
         own = None
-    if own is not None and not (loads_member and rolled_out(deployment)):
+    if own is not None and not (deployment is not None and on_every_pool_pod(pool_object, owner.name)):
         own_pods = names.selector_labels(owner.name, names.COMPONENT_RUNTIME)
         pods = api.list("v1", "Pod", owner.namespace, own_pods)
         desired = int((own.get("spec") or {}).get("replicas") or 1)
@@ -123,13 +147,15 @@ def serve_in_pool(
             ("policy/v1", "PodDisruptionBudget"),
         ):
             delete_owned(api_version, kind, owner)
-    if not loads_member:
+    if deployment is None:
         return serving
     serving.deployment = deployment
     serving.pods = api.list("v1", "Pod", owner.namespace, pool_selector(pool))
     serving.desired = int((deployment.get("spec") or {}).get("replicas") or 1)
-    # listed, not read by name: the operator's role has list and watch on ModelPools, not get
-    pools = api.list(f"{API_GROUP}/{API_VERSION}", POOL_KIND, owner.namespace, {})
-    pool_object = next((p for p in pools if p["metadata"]["name"] == pool), None)
-    serving.readiness = member_readiness(pool_object, owner.name)
+    readiness = member_readiness(pool_object, owner.name)
+    state = _member_state(pool_object, owner.name)
+    if _listed_everywhere(state) or (readiness is not None and readiness.reason == Reason.MODEL_LOAD_FAILED):
+        serving.readiness = readiness
+    else:  # a pod without the file answers 404: not Ready until every ready pod has it
+        serving.readiness = not_in_pool_yet(pool_object, owner.name)
     return serving

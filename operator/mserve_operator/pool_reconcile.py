@@ -2,14 +2,17 @@
 
 A pool's members are the ModelServices of its namespace that have an artifact to serve and
 whose `spec.serving.pool` names it, or whose Service still selects its pods (a member moving
-out, until its own pods are ready). The pool applies its NetworkPolicy and Deployment
-(builders/pool.py), reads each running pod's metrics (pool_scrape.py) and reports members,
-ready pods, loaded models, memory, each member's state and pod restarts (pool_status.py).
+out, until its own pods are ready). The pool applies its NetworkPolicy, the ConfigMap listing
+its members' artifacts and its Deployment (builders/pool.py), nudges its running pods when the
+list changed (so that their sync sidecars see it now), reads each running pod's metrics
+(pool_scrape.py) and reports members, ready pods, loaded models, memory, each member's state
+and pod restarts (pool_status.py).
 """
 
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable
 
 from pydantic import ValidationError
@@ -20,9 +23,12 @@ from mserve_operator.builders.deployment import artifact_role
 from mserve_operator.builders.ingress import callers_peer
 from mserve_operator.builders.pod import SOURCE_ROLE, Owner
 from mserve_operator.builders.pool import (
+    MEMBERS_ANNOTATION,
     PoolMember,
+    build_members_config,
     build_pool_deployment,
     build_pool_ingress_policy,
+    members_config_digest,
     pool_owner,
     pool_policy_name,
     pool_selector,
@@ -31,6 +37,7 @@ from mserve_operator.builders.ports import ADMIN_PORT
 from mserve_operator.builders.store import artifact_store
 from mserve_operator.kube_api import KubeApi
 from mserve_operator.ownership import OwnershipConflictError, check_controlled, is_controlled_by
+from mserve_operator.pod_nudge import nudge
 from mserve_operator.pool_member import rolled_out, selects_pool
 from mserve_operator.pool_scrape import PoolPodMetrics, scrape_pool_pod
 from mserve_operator.pool_spec import POOL_KIND, parse_pool_spec
@@ -39,6 +46,10 @@ from mserve_operator.settings import OperatorSettings
 from mserve_operator.spec import API_GROUP, API_VERSION, KIND, ModelServiceSpec, parse_spec
 
 EventSink = Callable[[dict, str, str, str], None]
+# After the member list changed, the pods are read this often (not every usage interval) until
+# each member is on every ready pod or this long has passed: members move in and turn Ready soon.
+SETTLE_INTERVAL_S = 1.0
+SETTLE_FOR_S = 60.0
 _MSVC = f"{API_GROUP}/{API_VERSION}"
 
 
@@ -83,6 +94,12 @@ class PoolReconciler:
         self.api = api
         self.settings = settings
         self.emit = emit
+        self._lists: dict[tuple[str, str], tuple[str, float]] = {}  # member list digest, when it changed
+        self._settling: set[tuple[str, str]] = set()
+
+    def settling(self, namespace: str, name: str) -> bool:
+        """Whether the pool's member list changed lately and a member is not on every ready pod yet."""
+        return (namespace, name) in self._settling
 
     def reconcile(self, body: dict) -> tuple[str, list[str]]:
         """Apply the pool's Deployment, write its status; the phase and the member names."""
@@ -98,6 +115,7 @@ class PoolReconciler:
             return "Failed", []
         members, named = pool_members(self.api, owner.namespace, owner.name, self.settings)
         manifest = build_pool_deployment(owner, spec, members, self.settings)
+        config = build_members_config(owner, members)
         policy = build_pool_ingress_policy(owner, members, self.settings)
         try:
             if policy is None:
@@ -105,6 +123,7 @@ class PoolReconciler:
                 self._delete_owned("networking.k8s.io/v1", "NetworkPolicy", owner, policy_name)
             else:
                 self._apply_owned(policy, owner)  # before the pods it guards
+            self._apply_owned(config, owner)  # before the pods that mount it
             deployment = self._apply_owned(manifest, owner)
         except OwnershipConflictError as exc:
             self._write(
@@ -112,17 +131,27 @@ class PoolReconciler:
             )
             return "Failed", named
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-        # Ready once every pod runs the current member set: old pods serve fewer members.
         phase = "Ready" if rolled_out(deployment) else "Deploying"
         pods = [
             p
             for p in self.api.list("v1", "Pod", owner.namespace, pool_selector(owner.name))
             if not p["metadata"].get("deletionTimestamp")
         ]
+        digest = members_config_digest(config)
+        nudge(self.api, owner.namespace, pods, MEMBERS_ANNOTATION, digest)
+        key = (owner.namespace, owner.name)
+        if self._lists.get(key, ("", 0.0))[0] != digest:
+            self._lists[key] = (digest, time.monotonic())
         now = datetime.datetime.now(datetime.UTC)
         fields, stable, restarts = pool_observation(
             pods, self._scrape(pods), [m.name for m in members], old, now
         )
+        recent = time.monotonic() - self._lists[key][1] < SETTLE_FOR_S
+        unsettled = any(m["listedPods"] < m["readyPods"] for m in fields["memberStates"])
+        if recent and unsettled:
+            self._settling.add(key)
+        else:
+            self._settling.discard(key)
         waiting = sorted(set(named) - {m.name for m in members})
         failed = [m["name"] for m in fields["memberStates"] if m["state"] == "Failed"]
         message = f"{ready}/{spec.replicas} pool pods ready, {len(members)} members"

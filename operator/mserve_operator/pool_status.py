@@ -119,7 +119,14 @@ def member_state(name: str, ready_metrics: list[PoolPodMetrics], ready_pods: int
         state, message = UNKNOWN, "not listed by any ready pool pod yet"
     else:
         state, message = UNKNOWN, "no ready pool pod's metrics read yet"
-    return {"name": name, "state": state, "loadedPods": loaded, "message": message}
+    return {
+        "name": name,
+        "state": state,
+        "loadedPods": loaded,
+        "listedPods": len(listed),
+        "readyPods": len(ready_metrics),
+        "message": message,
+    }
 
 
 def _stable(last_restart: dict | None, now: datetime.datetime) -> Condition:

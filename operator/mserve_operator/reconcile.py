@@ -136,7 +136,7 @@ class Reconciler:
             if deployment is not None and not is_controlled_by(deployment, owner):
                 deployment = None
         elif served is not None and spec.serving.pool:
-            in_pool = serve_in_pool(self.api, spec, owner, served, self._apply_owned, self._delete_owned)
+            in_pool = serve_in_pool(self.api, spec, owner, self._apply_owned, self._delete_owned)
             deployment, pods, desired = in_pool.deployment, in_pool.pods, in_pool.desired
             conflicts, model_ready = in_pool.conflicts, in_pool.readiness
         elif served is not None:

@@ -121,7 +121,7 @@ def _phase(obs: Observation, optimized: Condition, deployed: Condition, ready: C
         return DEGRADED
     if deployed.status == "True" and ready.status == "True":
         return READY_PHASE
-    if deployed.status == "True":
+    if deployed.status == "True" and ready.reason != Reason.NOT_IN_POOL_YET:
         return DEGRADED  # rolled out, yet replicas are not ready: they were, or they cannot be
     return DEPLOYING
 

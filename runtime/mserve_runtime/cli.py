@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,20 @@ def _mib(size: int) -> str:
     envvar="MSERVE_FETCH_MAX_BYTES",
     help="Fail (and keep nothing) past N bytes in all. [env MSERVE_FETCH_MAX_BYTES; no cap]",
 )
+@click.option(
+    "--sync",
+    "sync_list",
+    metavar="LIST",
+    type=click.Path(path_type=Path),
+    help="Keep --into in step with LIST (JSON: [{name, uri, file, sha256}]), re-read every --interval.",
+)
+@click.option("--into", type=click.Path(path_type=Path), help="With --sync: the directory the files land in.")
+@click.option(
+    "--state",
+    type=click.Path(path_type=Path),
+    help="With --sync: the files it wrote (written after each pass); alone: exit 0 once it exists.",
+)
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
 @click.option("--debug", is_flag=True, help="Show the traceback on failure.")
 def fetch(
@@ -49,6 +64,10 @@ def fetch(
     items: tuple[tuple[str, str, str], ...],
     role: str | None,
     max_bytes: str | None,
+    sync_list: Path | None,
+    into: Path | None,
+    state: Path | None,
+    interval: float,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -61,6 +80,9 @@ def fetch(
     AWS_ENDPOINT_URL, and for http(s) `token` (bearer) or `username` and `password`.
     A URI ending in '/' (or a local directory) fetches every file under it into DEST.
     With --item, every item is fetched in turn (same role and limit); the first failure stops.
+    With --sync LIST --into DIR --state FILE, it runs until stopped: a pool pod's sidecar
+    (mserve_runtime.fetch_sync). With only --state FILE: exit 0 once that sync's first pass is
+    done, 1 before (its startup probe).
     """
     from mserve_runtime.fetch import FetchError
     from mserve_runtime.fetch import fetch as fetch_uri
@@ -75,6 +97,9 @@ def fetch(
         limit = parse_max_bytes(max_bytes, "--max-bytes (or MSERVE_FETCH_MAX_BYTES)")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if sync_list is not None or into is not None or state is not None:
+        _sync(sync_list, into, state, interval, parsed_role, limit, uri is not None or bool(items))
+        return
     started = time.monotonic()
     last_report = [started]
 
@@ -106,6 +131,34 @@ def fetch(
             f"fetched {each_uri} -> {result.path} ({_mib(result.size_bytes)}{files} "
             f"in {result.seconds:.2f}s, {_mib(int(rate))}/s) sha256 {result.sha256}"
         )
+
+
+def _sync(
+    sync_list: Path | None,
+    into: Path | None,
+    state: Path | None,
+    interval: float,
+    role: Any,
+    limit: int | None,
+    items_given: bool,
+) -> None:
+    from mserve_runtime.fetch_sync import DirectorySync, is_synced
+    from mserve_runtime.logs import configure_logging
+
+    if items_given:
+        raise click.UsageError(
+            "--sync, --into and --state take no URI DEST or --item (the items are in LIST)"
+        )
+    if state is None:
+        raise click.UsageError("--sync needs --state FILE (and --into DIR)")
+    if sync_list is None and into is None:
+        sys.exit(0 if is_synced(state) else 1)
+    if sync_list is None or into is None:
+        raise click.UsageError("give --sync LIST and --into DIR together")
+    if not into.is_dir():
+        raise click.BadParameter(f"{str(into)!r} is not a directory", param_hint="--into")
+    configure_logging(json_logs=os.environ.get("MSERVE_JSON_LOGS", "").lower() == "true")
+    DirectorySync(sync_list, into, state, role=role, max_bytes=limit).run(interval)
 
 
 def settings_error(exc: Any, prefix: str = "MSERVE_") -> str:

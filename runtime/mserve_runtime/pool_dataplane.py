@@ -10,6 +10,7 @@ UNAVAILABLE with the reason (409) and the others keep serving.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -90,6 +91,8 @@ class PoolDataPlane:
         self.entries: dict[str, RepositoryEntry] = {}
         self.max_elements = RequestLimits.from_settings(settings).max_elements
         self._scanned_at = -float("inf")
+        self._rescans: asyncio.Task[None] | None = None
+        self._unlisted: set[str] = set()  # known models whose file left the directory
         self._started = False
         self.draining = False
         self._server_metadata = ServerMetadata(
@@ -103,6 +106,9 @@ class PoolDataPlane:
         self.entries = list_repository(self.directory)
         self._scanned_at = time.monotonic()
         for name in self.entries:
+            if name in self._unlisted:  # back in the repository
+                self._unlisted.discard(name)
+                self.loader.set_state(name)
             if name not in self.residency.records:
                 self.metrics.serve(name)
                 record = self.residency.record(name)
@@ -110,12 +116,30 @@ class PoolDataPlane:
                 # Requests holding one of the model's slots (pool_admission.py): read, loading, queued, run.
                 admission = self.admissions.of(name)
                 self.metrics.in_flight.labels(name).set_function(lambda a=admission: a.in_flight)
-        for name in [n for n in self.planes if n not in self.entries]:
+        for name in [n for n in self.planes if n not in self.entries or self._replaced(n)]:
             if self.residency.record(name).active == 0:  # one in use goes later, as an LRU victim
-                plane = self.loader.take_out(name, ModelState.UNAVAILABLE, "removed from the repository")
+                why = "replaced in the repository" if name in self.entries else "removed from the repository"
+                plane = self.loader.take_out(name, ModelState.UNAVAILABLE, why)
                 if plane is not None:
                     self.loader.close_later(plane)
+        for name in [n for n in self.residency.records if n not in self.entries and n not in self.planes]:
+            if name not in self._unlisted:  # /metrics lists only what the directory holds
+                self.loader.pool_metrics.unlist(name)
+                self._unlisted.add(name)
         return self.entries
+
+    def _replaced(self, name: str) -> bool:
+        entry = self.entries[name]
+        loaded_from = self.loader.loaded_from.get(name, (entry.size_bytes, entry.mtime_ns))
+        return loaded_from != (entry.size_bytes, entry.mtime_ns)
+
+    async def _rescan_every(self, interval_s: float) -> None:
+        """Files arrive while the server runs (a pool pod's sync sidecar): list them in /metrics
+        within a second, loaded ones replaced or removed unloaded, without waiting for a request."""
+        while True:
+            await asyncio.sleep(interval_s)
+            with contextlib.suppress(RepositoryError):
+                self.scan()
 
     def _entry(self, name: str) -> RepositoryEntry:
         entry = self.entries.get(name)
@@ -175,6 +199,9 @@ class PoolDataPlane:
                 await self.loader.load(name, entry)
             except (ModelUnavailable, ModelNotReady) as exc:
                 log.warning("preload of '%s' failed: %s", name, exc.message)
+        self._rescans = asyncio.get_running_loop().create_task(
+            self._rescan_every(self.pool.rescan_interval_s or 1.0)
+        )
         self._started = True
 
     def start_draining(self) -> None:
@@ -183,6 +210,8 @@ class PoolDataPlane:
             plane.start_draining()
 
     async def close(self) -> None:
+        if self._rescans is not None:
+            self._rescans.cancel()
         await self.loader.close()
 
     # -- health and metadata -----------------------------------------------------------------

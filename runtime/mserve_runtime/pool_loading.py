@@ -68,6 +68,7 @@ class ModelLoader:
         self.planes: dict[str, DataPlane] = {}
         self.bounds: dict[str, OutputBound] = {}
         self.metadata: dict[str, ModelMetadata] = {}
+        self.loaded_from: dict[str, tuple[int, int]] = {}  # the file (size, mtime) each plane loaded
         self._loads: dict[str, asyncio.Task[DataPlane]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._load_lock = asyncio.Lock()
@@ -144,6 +145,7 @@ class ModelLoader:
             footprint = max(entry.size_bytes, grown)
             self.residency.loaded(name, footprint)
             self.planes[name] = plane
+            self.loaded_from[name] = (entry.size_bytes, entry.mtime_ns)
             assert plane.model is not None
             self.bounds[name] = OutputBound.of(plane.model.session)
             self.metadata[name] = plane.model_metadata(name)

@@ -6,6 +6,7 @@ directory holds); a request for any other name is counted as `_unknown` by Runti
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -71,6 +72,15 @@ class PoolMetrics:
             registry=registry,
         )
         used.set_function(used_bytes)
+
+    def unlist(self, model: str) -> None:
+        """A model whose file left the repository: no state series (counters stay)."""
+        for each in ModelState:
+            with contextlib.suppress(KeyError):
+                self.state.remove(model, each.value)
+        for gauge in (self.loaded, self.memory):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model)
 
     def set_state(self, model: str, state: ModelState, memory_bytes: int) -> None:
         for each in ModelState:

@@ -4,8 +4,11 @@ Service URL; a memory budget that holds only a few models, so round-robin traffi
 members evicts and reloads; a bad request and a broken model leave the others serving; a
 pool pod's server killed (SIGKILL from the node) is reported by the ModelPool; and a dedicated
 ModelService moved into the pool and out again under steady load keeps its URL and loses no
-request. The ModelSources are ONNX with `quantize: none`: no optimization Job, so 23 members
-are Ready in the time the pool's pods take to start."""
+request. A member added to the running pool is served without any pool pod being replaced (the
+member list is a ConfigMap the pods' sync sidecars follow), and members whose artifact cannot be
+fetched (a wrong digest, a missing object) leave the others served. The ModelSources are ONNX
+with `quantize: none`: no optimization Job, so 23 members are Ready in the time the pool's pods
+take to start."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ POOL = "shared"
 GOOD = [f"m{i:02d}" for i in range(22)]
 BROKEN = "broken"
 MOVER = "mover"
+LATE = "late"
 SIZES = (16, 1000, 1000, 4)  # 4.1 MB of FP32 weights per model
 BUDGET = "24Mi"  # a few such models per pod
 POD_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}}
@@ -41,13 +45,16 @@ DEDICATED = {"replicas": 1, "resources": POD_RESOURCES}
 POOL_PODS = f"mserve.io/pool={POOL},app.kubernetes.io/component=pool"
 
 
-def member(name: str, uri: str, serving: dict | None = None) -> dict:
+def member(name: str, uri: str, serving: dict | None = None, sha256: str = "") -> dict:
+    model = {"uri": uri, "format": "onnx", "credentialsSecret": S3_SECRET}
+    if sha256:
+        model["sha256"] = sha256
     return {
         "apiVersion": "mserve.io/v1alpha1",
         "kind": "ModelService",
         "metadata": {"name": name},
         "spec": {
-            "model": {"uri": uri, "format": "onnx", "credentialsSecret": S3_SECRET},
+            "model": model,
             "optimization": {"quantize": "none"},
             "serving": serving or {"pool": POOL},
         },
@@ -102,10 +109,10 @@ def members_ready(cluster: Cluster, namespace: str, names: list[str]) -> bool:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, s3_client) -> Models:
     models = Models(tmp_path_factory.mktemp("pool-models"), f"pools-{uuid.uuid4().hex[:6]}")
-    for seed, name in enumerate([*GOOD, MOVER]):
+    for seed, name in enumerate([*GOOD, MOVER, LATE]):
         build_tiny_mlp(models.path(name), sizes=SIZES, seed=seed)
     models.path(BROKEN).write_bytes(b"this is not an ONNX model\n" * 100)
-    for name in [*GOOD, MOVER, BROKEN]:
+    for name in [*GOOD, MOVER, BROKEN, LATE]:
         s3_client.upload_file(str(models.path(name)), MODEL_BUCKET, f"{models.prefix}/{name}.onnx")
     return models
 
@@ -147,17 +154,32 @@ def pool(mserve: Cluster, module_namespace: str, models: Models) -> dict:
 def pod_start(pod: dict) -> str:
     """Where a pool pod's start-up went, from its own timestamps (1 s resolution)."""
     status = pod["status"]
-    done = [
-        s["state"]["terminated"]
+    sidecars = [
+        s["state"]["running"]["startedAt"]
         for s in status.get("initContainerStatuses") or []
-        if "terminated" in s["state"]
+        if "running" in s["state"]
     ]
+    server = next((s for s in status.get("containerStatuses") or [] if s["name"] == "server"), {})
+    server_started = (server.get("state") or {}).get("running", {}).get("startedAt", "")
     ready = next((c["lastTransitionTime"] for c in status.get("conditions", []) if c["type"] == "Ready"), "")
-    fetches = f"{len(done)} fetch init containers " + (
-        f"{min(t['startedAt'] for t in done)} -> {max(t['finishedAt'] for t in done)}" if done else ""
-    )
     created = pod["metadata"]["creationTimestamp"]
-    return f"pod {pod['metadata']['name']}: created {created}, {fetches}, Ready {ready}"
+    return (
+        f"pod {pod['metadata']['name']}: created {created}, {len(sidecars)} sync sidecar(s) started "
+        f"{min(sidecars) if sidecars else '-'}, server started (first sync pass done) {server_started}, "
+        f"Ready {ready}"
+    )
+
+
+def pod_identities(cluster: Cluster, namespace: str) -> dict[str, tuple[str, list[int]]]:
+    """Each pool pod's name -> its UID and every container's restart count."""
+    return {
+        p["metadata"]["name"]: (
+            p["metadata"]["uid"],
+            [s.get("restartCount", 0) for s in [*p["status"].get("initContainerStatuses", []),
+                                                *p["status"].get("containerStatuses", [])]],
+        )
+        for p in pool_pods(cluster, namespace)
+    }  # fmt: skip
 
 
 def test_every_member_answers_at_its_own_url_with_its_own_model(
@@ -216,6 +238,90 @@ def test_round_robin_over_all_members_evicts_and_reloads_without_a_failed_reques
 
     status = wait_until("evictions in the ModelPool's status", reported, timeout=60)
     assert 0 < status["loaded"] < 2 * len(GOOD)
+    print(mserve.kubectl("-n", module_namespace, "get", "modelpool", "-o", "wide"))
+
+
+def first_answer(url: str, name: str, x: np.ndarray, timeout: float) -> float:
+    """Poll until `name` answers 200 at `url`; when it did (monotonic)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            infer_http(url, name, x, timeout=10)
+            return time.monotonic()
+        except (OSError, urllib.error.URLError, ValueError) as error:
+            last = error
+        time.sleep(0.25)
+    raise AssertionError(f"{name} did not answer within {timeout:.0f}s; last: {last!r}")
+
+
+def test_a_member_joins_and_leaves_the_running_pool_without_replacing_its_pods(
+    mserve: Cluster, module_namespace: str, pool: dict, models: Models
+) -> None:
+    """The member list is a ConfigMap the pods' sync sidecars follow: a new member is fetched
+    into the running pods and served, the pods (names, UIDs, restart counts) stay the same;
+    members whose artifacts cannot be fetched are named in the sidecar's log, NotInPoolYet, and
+    stop nothing."""
+    before = pod_identities(mserve, module_namespace)
+    template = mserve.get("-n", module_namespace, "deployment", POOL)["spec"]["template"]
+    applied = time.monotonic()
+    mserve.apply(member(LATE, models.uri(LATE)), module_namespace)
+    mserve.apply(member("baddigest", models.uri(GOOD[3]), sha256="0" * 64), module_namespace)
+    ghost = f"s3://{MODEL_BUCKET}/{models.prefix}/no-such-object.onnx"
+    mserve.apply(member("ghost", ghost), module_namespace)
+    wait_until(
+        "late's Service", lambda: mserve.get_or_none("-n", module_namespace, "service", LATE), 120, 0.5
+    )
+    url = service_url(mserve, module_namespace, LATE)
+    answered = first_answer(url, LATE, models.x, timeout=180)
+    print(f"\n{LATE}: first 200 {answered - applied:.1f} s after kubectl apply")
+    # Ready once every ready pool pod has the file: until then a request may reach one without it
+    wait_until("late Ready", lambda: members_ready(mserve, module_namespace, [LATE]), 120, 0.5)
+    ready_after = time.monotonic() - applied
+    for _ in range(20):  # both pods, whichever the Service picks
+        got = infer_http(url, LATE, models.x, timeout=30)
+        np.testing.assert_allclose(got, models.expected(LATE), rtol=1e-4, atol=1e-5)
+
+    def not_in_pool(name: str) -> dict | None:
+        ready = condition(mserve.get("-n", module_namespace, "msvc", name), "Ready")
+        return ready if ready.get("reason") == "NotInPoolYet" else None
+
+    for name in ("baddigest", "ghost"):
+        ready = wait_until(f"{name} NotInPoolYet", lambda n=name: not_in_pool(n), 120, 2)
+        assert ready["status"] == "False"
+    pod = pool_pods(mserve, module_namespace)[0]
+    sidecar = next(c["name"] for c in pod["spec"]["initContainers"] if c["name"].startswith("sync-"))
+    log = mserve.kubectl("-n", module_namespace, "logs", pod["metadata"]["name"], "-c", sidecar)
+    assert "baddigest: fetch failed" in log, log[-3000:]
+    assert "sha256 mismatch" in log, log[-3000:]
+    assert "ghost: fetch failed" in log, log[-3000:]
+    assert f"{LATE}: fetched" in log
+    infer_http(service_url(mserve, module_namespace, GOOD[4]), GOOD[4], models.x, timeout=30)
+    assert pod_identities(mserve, module_namespace) == before, "a pool pod was replaced or restarted"
+    assert mserve.get("-n", module_namespace, "deployment", POOL)["spec"]["template"] == template
+    print(f"{LATE}: Ready {ready_after:.1f} s after kubectl apply; pool pods unchanged: {sorted(before)}")
+
+    for name in ("baddigest", "ghost", LATE):
+        mserve.kubectl("-n", module_namespace, "delete", "msvc", name, "--wait=true", "--timeout=120s")
+    wait_until(
+        "the pool's members without them",
+        lambda: (
+            not {LATE, "baddigest", "ghost"}
+            & set(pool_obj(mserve, module_namespace)["status"]["memberNames"])
+        ),
+        120,
+        2,
+    )
+    wait_until(
+        "late's file deleted by the sidecars",
+        lambda: (
+            f"{LATE}: left the list, deleted"
+            in mserve.kubectl("-n", module_namespace, "logs", pod["metadata"]["name"], "-c", sidecar)
+        ),
+        60,
+        2,
+    )
+    assert pod_identities(mserve, module_namespace) == before, "a pool pod was replaced or restarted"
     print(mserve.kubectl("-n", module_namespace, "get", "modelpool", "-o", "wide"))
 
 

@@ -29,11 +29,17 @@ def modelservices(cluster: Cluster) -> list[str]:
     return [f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in items]
 
 
+def modelpools(cluster: Cluster) -> list[str]:
+    items = cluster.get("modelpool", "-A")["items"]
+    return [f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in items]
+
+
 def test_helm_uninstall_leaves_no_operator_objects(mserve: Cluster) -> None:
-    # As the operations guide says: ModelServices go first, while the operator handles their finalizers.
+    # As the operations guide says: ModelServices (and ModelPools) go first, while the operator
+    # handles their finalizers; otherwise their namespaces hang in Terminating.
     wait_until(
-        "the e2e ModelServices to be gone",
-        lambda: not [m for m in modelservices(mserve) if m.startswith("e2e-")],
+        "the e2e ModelServices and ModelPools to be gone",
+        lambda: not [m for m in modelservices(mserve) + modelpools(mserve) if m.startswith("e2e-")],
         timeout=300,
     )
     others = modelservices(mserve)

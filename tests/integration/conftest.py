@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -214,3 +215,19 @@ def operator(namespace: str, operator_kubeconfig: str, tmp_path: Path) -> Iterat
     process.stop()
     forbidden = [line for line in process.log().splitlines() if "Forbidden" in line]
     assert not forbidden, "the operator's ClusterRole lacks a permission:\n" + "\n".join(forbidden[:20])
+
+
+@pytest.fixture
+def scraping_operator(namespace: str, operator_kubeconfig: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator reading pods' metrics (pool status) every second."""
+    env = {"MSERVE_OPERATOR_USAGE_INTERVAL_SECONDS": "1"}
+    process = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator.log", env=env).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def loopback() -> str:
+    """An address of its own (127.0.0.0/8 is all loopback), so that the admin port the operator
+    reads (8082, fixed like in a pod) is free whatever else runs here."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"

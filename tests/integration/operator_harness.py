@@ -147,6 +147,21 @@ def modelservice(name: str, **spec: Any) -> dict:
     }
 
 
+def pool_member(name: str, pool: str, serving: dict | None = None, uri: str = "") -> dict:
+    """A ModelService whose ONNX source is served as it is (no Job: the source is the artifact),
+    in `pool` unless `serving` says otherwise."""
+    return {
+        "apiVersion": "mserve.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": uri or f"https://models.example/{name}.onnx"},
+            "optimization": {"quantize": "none"},
+            "serving": serving if serving is not None else {"pool": pool},
+        },
+    }
+
+
 class OperatorProcess:
     """`mserve operator run` as a child process, with its own identity (kubeconfig) and log."""
 

@@ -6,13 +6,20 @@ conditions, and notices the pod's restart. The pool pods' NetworkPolicy is check
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from operator_harness import Kube, OperatorProcess, msvc_path, ns_path, ready_pod_status, set_pod_status
+from operator_harness import (
+    Kube,
+    OperatorProcess,
+    msvc_path,
+    ns_path,
+    pool_member,
+    ready_pod_status,
+    set_pod_status,
+)
 
 from tests.support.models import build_tiny_mlp
 from tests.support.polling import wait_until
@@ -26,26 +33,6 @@ SELECTOR = "mserve.io/pool=shared,app.kubernetes.io/component=pool"
 
 def _pools_path(namespace: str, name: str = "") -> str:
     return ns_path(namespace, "modelpools", name, api="/apis/mserve.io/v1alpha1")
-
-
-def _member(name: str) -> dict:
-    return {
-        "apiVersion": "mserve.io/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": f"https://models.example/{name}.onnx"},
-            "optimization": {"quantize": "none"},
-            "serving": {"pool": POOL},
-        },
-    }
-
-
-@pytest.fixture
-def loopback() -> str:
-    """An address of its own (127.0.0.0/8 is all loopback), so that the admin port the operator
-    reads (8082, fixed like in a pod) is free whatever else runs here."""
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
 
 
 @pytest.fixture
@@ -76,14 +63,6 @@ def pool_server(tmp_path: Path, loopback: str) -> Iterator[Server]:
     server.stop()
 
 
-@pytest.fixture
-def scraping_operator(namespace: str, operator_kubeconfig: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    env = {"MSERVE_OPERATOR_USAGE_INTERVAL_SECONDS": "1"}  # the pool's pods are read this often too
-    process = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator.log", env=env).start()
-    yield process
-    process.stop()
-
-
 def _pool_status(kube: Kube, namespace: str) -> dict:
     return (kube.get(_pools_path(namespace, POOL)) or {}).get("status") or {}
 
@@ -101,12 +80,12 @@ def test_pool_status_reports_loaded_models_memory_member_states_and_restarts(
         "spec": {"replicas": 1, "memoryBudget": "64Mi"},
     })  # fmt: skip
     for name in MEMBERS:
-        installed.create(msvc_path(namespace), _member(name))
+        installed.create(msvc_path(namespace), pool_member(name, POOL))
     wait_until("the pool with 3 members", lambda: _pool_status(installed, namespace).get("members") == 3, 60)
 
     def pool_pod() -> dict | None:
         pods = installed.list(ns_path(namespace, "pods"), labels=SELECTOR)
-        return next((p for p in pods if str(p["spec"].get("initContainers")).count("--item") == 3), None)
+        return next((p for p in pods if p["spec"].get("initContainers")), None)  # with its sync sidecar
 
     pod = wait_until("the pool's pod (from its ReplicaSet)", pool_pod, timeout=60)
     running = {**ready_pod_status(), "podIP": loopback, "podIPs": [{"ip": loopback}]}

@@ -1,11 +1,17 @@
 """ModelPools against a real API server: twenty ModelServices join one pool, get no
-Deployment of their own, keep their Service name and URL; one moves out of the pool and
-back in. Careless pool specs are refused at admission, naming the field."""
+Deployment of their own, keep their Service name and URL; a member joining changes the pool's
+member list (a ConfigMap), not its pod template; one moves out of the pool and back in, served
+throughout, with a pool pod played by real processes (tests/integration/pool_pod.py). Careless
+pool specs are refused at admission, naming the field."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from kubernetes.client.exceptions import ApiException
 from operator_harness import (
@@ -14,10 +20,13 @@ from operator_harness import (
     deployments_path,
     msvc_path,
     ns_path,
+    pool_member,
     ready_pod_status,
     set_pod_status,
 )
+from pool_pod import PoolPod
 
+from tests.support.models import build_tiny_mlp
 from tests.support.polling import wait_until
 
 POOL = "shared"
@@ -33,34 +42,20 @@ def _pool(**spec) -> dict:
     return {"apiVersion": "mserve.io/v1alpha1", "kind": "ModelPool", "metadata": {"name": POOL}, "spec": spec}
 
 
-def _member(name: str, serving: dict | None = None) -> dict:
-    return {
-        "apiVersion": "mserve.io/v1alpha1",
-        "kind": "ModelService",
-        "metadata": {"name": name},
-        "spec": {
-            # ONNX served as it is: no Job, the source is the artifact.
-            "model": {"uri": f"https://models.example/{name}.onnx"},
-            "optimization": {"quantize": "none"},
-            "serving": serving if serving is not None else {"pool": POOL},
-        },
-    }
+def _lists(kube: Kube, namespace: str) -> dict[str, list[dict]]:
+    """The pool's member list (the ConfigMap the sync sidecars read), by access group."""
+    config = kube.get(ns_path(namespace, "configmaps", f"{POOL}.pool-members")) or {}
+    return {key: json.loads(text) for key, text in (config.get("data") or {}).items()}
 
 
-def fetched(pod_spec: dict) -> list[str]:
-    """Where the pod's fetch init containers put each member's file, in order."""
-    places = []
-    for container in pod_spec.get("initContainers") or []:
-        args = container["args"]
-        places += [args[i + 2] for i, arg in enumerate(args) if arg == "--item"]
-    return places
+def _listed(kube: Kube, namespace: str) -> list[str]:
+    return sorted(item["name"] for items in _lists(kube, namespace).values() for item in items)
 
 
 def _pool_deployment(kube: Kube, namespace: str, members: int) -> dict | None:
+    """The pool's Deployment once its member list holds `members` members."""
     deployment = kube.get(deployments_path(namespace, POOL))
-    if deployment and len(fetched(deployment["spec"]["template"]["spec"])) == members:
-        return deployment
-    return None
+    return deployment if deployment and len(_listed(kube, namespace)) == members else None
 
 
 def _service(kube: Kube, namespace: str, name: str) -> dict | None:
@@ -68,22 +63,28 @@ def _service(kube: Kube, namespace: str, name: str) -> dict | None:
 
 
 def test_twenty_members_share_one_pool_deployment_and_keep_their_urls(
-    installed: Kube, namespace: str, operator: OperatorProcess
+    installed: Kube, namespace: str, operator: OperatorProcess, loopback: str
 ) -> None:
     installed.create(_pools_path(namespace), _pool(replicas=2, memoryBudget="512Mi"))
     for name in MEMBERS:
-        installed.create(msvc_path(namespace), _member(name))
+        installed.create(msvc_path(namespace), pool_member(name, POOL))
 
     deployment = wait_until(
         "the pool Deployment with 20 members", lambda: _pool_deployment(installed, namespace, 20), timeout=90
     )
     pod = deployment["spec"]["template"]["spec"]
-    assert fetched(pod) == [f"/models/{n}.onnx" for n in MEMBERS]
-    (fetch,) = pod["initContainers"]  # one process fetches all: they share one storage access
-    assert fetch["args"][:7] == [
-        "fetch", "--role", "source", "--max-bytes", fetch["args"][4],
-        "--item", "https://models.example/m00.onnx",
-    ]  # fmt: skip
+    ((key, items),) = _lists(installed, namespace).items()
+    assert [i["file"] for i in items] == [f"{n}.onnx" for n in MEMBERS]
+    assert items[0] == {
+        "name": "m00",
+        "uri": "https://models.example/m00.onnx",
+        "file": "m00.onnx",
+        "sha256": "-",
+    }
+    (sync,) = pod["initContainers"]  # one process fetches all: they share one storage access
+    assert sync["name"] == f"sync-{key.removesuffix('.json')}"
+    assert sync["restartPolicy"] == "Always"
+    assert sync["args"][:5] == ["fetch", "--role", "source", "--max-bytes", sync["args"][4]]
     server = pod["containers"][0]
     assert server["args"] == ["serve", "--pool", "/models"]
     env = {e["name"]: e["value"] for e in server["env"]}
@@ -117,6 +118,32 @@ def test_twenty_members_share_one_pool_deployment_and_keep_their_urls(
         )
         assert url == f"http://{name}.{namespace}.svc.cluster.local:8080"
 
+    # One more member: the list changes, the pod template does not (no pod is replaced), and the
+    # pool's running pods are nudged so that the kubelet refreshes their copy of the list now.
+    before = installed.get(deployments_path(namespace, POOL))
+    pod = installed.list(
+        ns_path(namespace, "pods"), labels=",".join(f"{k}={v}" for k, v in POOL_SELECTOR.items())
+    )[0]
+    set_pod_status(installed, pod, {**ready_pod_status(), "podIP": loopback, "podIPs": [{"ip": loopback}]})
+    installed.create(msvc_path(namespace), pool_member("m20", POOL))
+    wait_until("m20 in the member list", lambda: "m20" in _listed(installed, namespace), timeout=60)
+    after = installed.get(deployments_path(namespace, POOL))
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    wait_until(
+        "the running pool pod nudged with the new list's digest",
+        lambda: (
+            (
+                installed.get(ns_path(namespace, "pods", pod["metadata"]["name"]))["metadata"].get(
+                    "annotations"
+                )
+                or {}
+            ).get("mserve.io/pool-members-sha256")
+            != (pod["metadata"].get("annotations") or {}).get("mserve.io/pool-members-sha256")
+        ),
+        timeout=30,
+    )
+
 
 def _mark_ready(kube: Kube, namespace: str, selector: str) -> int:
     """Play the kubelet: every pod of the selector Running and Ready; how many there are."""
@@ -145,51 +172,52 @@ def _selector(kube: Kube, namespace: str, name: str) -> dict:
     return ((_service(kube, namespace, name) or {}).get("spec") or {}).get("selector") or {}
 
 
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    folder = tmp_path / "sources"
+    for seed, name in enumerate(("alpha", "beta")):
+        build_tiny_mlp(folder / f"{name}.onnx", seed=seed)
+    return folder
+
+
+@pytest.fixture
+def pool_pod(installed: Kube, namespace: str, loopback: str, tmp_path: Path) -> Iterator[PoolPod]:
+    root = tmp_path / "pool-pod"
+    root.mkdir()
+    pod = PoolPod(installed, namespace, f"{POOL}.pool-members", loopback, root)
+    yield pod
+    pod.stop()
+
+
 def test_a_member_moves_out_of_the_pool_and_back_keeping_its_service(
-    installed: Kube, namespace: str, operator: OperatorProcess
+    installed: Kube,
+    namespace: str,
+    scraping_operator: OperatorProcess,
+    sources: Path,
+    pool_pod: PoolPod,
 ) -> None:
-    """The Service switches only once the target pods are ready; the pool keeps a leaving member
-    while its Service selects the pool; the old Deployment goes only after the switch."""
+    """The Service switches only once the target pods serve the model (own pods ready; every
+    ready pool pod lists it); the pool keeps a leaving member while its Service selects the pool;
+    the old Deployment goes only after the switch; the pool's pods are never replaced."""
     pool_pods = "mserve.io/pool=shared,app.kubernetes.io/component=pool"
     own_pods = "mserve.io/modelservice=alpha,app.kubernetes.io/component=runtime"
     installed.create(_pools_path(namespace), _pool())
     for name in ("alpha", "beta"):
-        installed.create(msvc_path(namespace), _member(name))
-    wait_until("the pool with 2 members", lambda: _pool_deployment(installed, namespace, 2), timeout=60)
-    wait_until("the pool rolled out", lambda: _rolled_out(installed, namespace, POOL, pool_pods), timeout=60)
-    service = wait_until("Service alpha", lambda: _service(installed, namespace, "alpha"), timeout=60)
-    uid = service["metadata"]["uid"]
+        installed.create(msvc_path(namespace), pool_member(name, POOL, uri=f"file://{sources}/{name}.onnx"))
+    deployment = wait_until("the pool with 2 members", lambda: _pool_deployment(installed, namespace, 2), 60)
+    pool_pod.start()
+    assert pool_pod.files() == ["alpha.onnx", "beta.onnx"]
 
-    installed.merge_patch(msvc_path(namespace, "alpha"), {"spec": {"serving": {"pool": None, "replicas": 1}}})
-    wait_until(
-        "alpha's own Deployment", lambda: installed.get(deployments_path(namespace, "alpha")), timeout=60
-    )
-    wait_until(
-        "alpha's own pod", lambda: installed.list(ns_path(namespace, "pods"), labels=own_pods), timeout=60
-    )
-    time.sleep(3)  # reconciles happen meanwhile; none may switch before the pod is ready
-    assert _selector(installed, namespace, "alpha") == POOL_SELECTOR, "switched before its pods were ready"
-    assert _pool_deployment(installed, namespace, 2), "the pool dropped alpha while it still serves it"
+    def the_pod() -> dict | None:
+        pods = [
+            p
+            for p in installed.list(ns_path(namespace, "pods"), labels=pool_pods)
+            if p["spec"].get("initContainers")
+        ]
+        return pods[0] if len(pods) == 1 else None
 
-    wait_until("alpha's pods ready", lambda: _rolled_out(installed, namespace, "alpha", own_pods), timeout=60)
-    wait_until(
-        "alpha's Service selecting its own pods",
-        lambda: _selector(installed, namespace, "alpha").get("mserve.io/modelservice") == "alpha",
-        timeout=60,
-    )
-    wait_until("the pool down to 1 member", lambda: _pool_deployment(installed, namespace, 1), timeout=60)
-    # rolled out, so that no pod of the two-member template is left to come back at once
-    wait_until("the pool rolled out", lambda: _rolled_out(installed, namespace, POOL, pool_pods), timeout=60)
-
-    installed.merge_patch(
-        msvc_path(namespace, "alpha"), {"spec": {"serving": {"pool": POOL, "replicas": None}}}
-    )
-    wait_until("the pool with 2 members again", lambda: _pool_deployment(installed, namespace, 2), timeout=60)
-    time.sleep(3)
-    assert installed.get(deployments_path(namespace, "alpha")), "own pods gone before the pool's serve alpha"
-    assert _selector(installed, namespace, "alpha").get("mserve.io/modelservice") == "alpha"
-
-    wait_until("the pool rolled out", lambda: _rolled_out(installed, namespace, POOL, pool_pods), timeout=90)
+    pod = wait_until("the pool's pod", the_pod, timeout=60)
+    pool_pod.run_as(pod)
     service = wait_until(
         "alpha's Service selecting the pool",
         lambda: (
@@ -197,12 +225,55 @@ def test_a_member_moves_out_of_the_pool_and_back_keeping_its_service(
         ),
         timeout=60,
     )
+    uid = service["metadata"]["uid"]
+    generation = deployment["metadata"]["generation"]
+
+    installed.merge_patch(msvc_path(namespace, "alpha"), {"spec": {"serving": {"pool": None, "replicas": 1}}})
+    wait_until(
+        "alpha's own pod", lambda: installed.list(ns_path(namespace, "pods"), labels=own_pods), timeout=60
+    )
+    time.sleep(3)  # reconciles happen meanwhile; none may switch before the pod is ready
+    assert _selector(installed, namespace, "alpha") == POOL_SELECTOR, "switched before its pods were ready"
+    assert "alpha" in _listed(installed, namespace), "the pool dropped alpha while it still serves it"
+    assert pool_pod.files() == ["alpha.onnx", "beta.onnx"]
+
+    wait_until("alpha's pods ready", lambda: _rolled_out(installed, namespace, "alpha", own_pods), timeout=60)
+    wait_until(
+        "alpha's Service selecting its own pods",
+        lambda: _selector(installed, namespace, "alpha").get("mserve.io/modelservice") == "alpha",
+        timeout=60,
+    )
+    wait_until("the pool's list down to beta", lambda: _listed(installed, namespace) == ["beta"], timeout=60)
+    wait_until("alpha's file gone from the pool pod", lambda: pool_pod.files() == ["beta.onnx"], timeout=30)
+
+    installed.merge_patch(
+        msvc_path(namespace, "alpha"), {"spec": {"serving": {"pool": POOL, "replicas": None}}}
+    )
+    # The own pods serve until the pool's pod lists alpha again, then the Service switches.
+    service = wait_until(
+        "alpha's Service selecting the pool again",
+        lambda: (
+            (s := _service(installed, namespace, "alpha")) and s["spec"]["selector"] == POOL_SELECTOR and s
+        ),
+        timeout=60,
+    )
+    assert pool_pod.files() == ["alpha.onnx", "beta.onnx"], "switched before the pool's pod had alpha"
+    status = installed.get(_pools_path(namespace, POOL))["status"]
+    alpha = next(m for m in status["memberStates"] if m["name"] == "alpha")
+    assert alpha["listedPods"] == alpha["readyPods"] == 1
     wait_until(
         "alpha's own Deployment gone",
         lambda: installed.get(deployments_path(namespace, "alpha")) is None,
         timeout=60,
     )
     assert service["metadata"]["uid"] == uid, "the same Service throughout: its address never changed"
+    assert installed.get(deployments_path(namespace, POOL))["metadata"]["generation"] == generation
+    assert [p["metadata"]["uid"] for p in installed.list(ns_path(namespace, "pods"), labels=pool_pods)] == [
+        pod["metadata"]["uid"]
+    ], "the pool's pod was never replaced"
+    body = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
+    with httpx.Client(base_url=f"http://{pool_pod.loopback}:{pool_pod.server.port}", timeout=30) as client:
+        assert client.post("/v2/models/alpha/infer", json=body).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -210,14 +281,14 @@ def test_a_member_moves_out_of_the_pool_and_back_keeping_its_service(
     [
         (_pool(memoryBudget="lots"), "spec.memoryBudget"),
         (_pool(replicas=0), "spec.replicas"),
-        (_member("gamma", {"pool": POOL, "replicas": 2}), "spec.serving.pool"),
-        (_member("delta", {"pool": "Not_A_Name"}), "spec.serving.pool"),
-        (_member("eps", {"pool": POOL, "tls": {"secretName": "eps-tls"}}), "spec.serving.pool"),
+        (pool_member("gamma", POOL, {"pool": POOL, "replicas": 2}), "spec.serving.pool"),
+        (pool_member("delta", POOL, {"pool": "Not_A_Name"}), "spec.serving.pool"),
+        (pool_member("eps", POOL, {"pool": POOL, "tls": {"secretName": "eps-tls"}}), "spec.serving.pool"),
         (
             {
-                **_member("zeta"),
+                **pool_member("zeta", POOL),
                 "spec": {
-                    **_member("zeta")["spec"],
+                    **pool_member("zeta", POOL)["spec"],
                     "access": {"authentication": "apiKey", "apiKeySecrets": ["keys"]},
                 },
             },

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -240,3 +241,42 @@ def test_a_model_removed_from_the_directory_is_unloaded_and_404(tmp_path: Path) 
         assert client.post("/v2/models/keep/infer", json=GOOD).status_code == 200
         assert server.stop() == 0, "SIGTERM with models loaded: a clean exit"
         assert "stopped" in server.logs()
+
+
+def test_new_and_replaced_files_reach_metrics_and_answers_without_a_request(tmp_path: Path) -> None:
+    """A pool pod's sync sidecar writes files while the server runs: a new one is listed in
+    /metrics within a rescan or two (the operator's hand-over reads that), and a loaded model
+    whose file is replaced (renamed over, as `mserve fetch` does) answers from the new file."""
+    directory = tmp_path / "repo"
+    build_tiny_mlp(directory / "first.onnx", seed=1)
+    with serving_pool(directory, tmp_path / "mserve.log") as server, server.client() as client:
+        before = client.post("/v2/models/first/infer", json=GOOD).json()["outputs"][0]["data"]
+        build_tiny_mlp(tmp_path / "staged.onnx", seed=2)
+        os.replace(tmp_path / "staged.onnx", directory / "first.onnx")
+        build_tiny_mlp(directory / "second.onnx", seed=3)
+        deadline = time.monotonic() + 10
+        text = server.metrics()
+        while metric(text, "mserve_model_state", model="second", state="UNAVAILABLE") != 1:
+            assert time.monotonic() < deadline, "a new file was not listed in /metrics"
+            time.sleep(0.2)
+            text = server.metrics()
+        assert metric(text, "mserve_model_loaded", model="first") == 0, "the replaced file's model unloaded"
+        after = client.post("/v2/models/first/infer", json=GOOD).json()["outputs"][0]["data"]
+        assert after != before
+        assert client.post("/v2/models/second/infer", json=GOOD).status_code == 200
+
+        # a file that leaves is no longer listed in /metrics (the operator reads "not on this pod"),
+        # and listed again when it comes back
+        def states(name: str) -> list[float]:
+            page = server.metrics()
+            return [metric(page, "mserve_model_state", model=name, state=s) for s in ("UNAVAILABLE", "READY")]
+
+        (directory / "second.onnx").unlink()
+        deadline = time.monotonic() + 10
+        while states("second") != [0, 0]:
+            assert time.monotonic() < deadline, "a removed file still listed in /metrics"
+            time.sleep(0.2)
+        build_tiny_mlp(directory / "second.onnx", seed=3)
+        while states("second") != [1, 0]:
+            assert time.monotonic() < deadline, "a file back in the directory not listed again"
+            time.sleep(0.2)

@@ -10,7 +10,13 @@ import datetime
 import pytest
 from mserve_operator.builders.pool import PoolMember, build_pool_ingress_policy, pool_owner, pool_selector
 from mserve_operator.conditions import Reason
-from mserve_operator.pool_member import keeps_pool_service, member_readiness, rolled_out, selects_pool
+from mserve_operator.pool_member import (
+    keeps_pool_service,
+    member_readiness,
+    on_every_pool_pod,
+    rolled_out,
+    selects_pool,
+)
 from mserve_operator.pool_scrape import PoolPodMetrics, parse_pool_metrics
 from mserve_operator.pool_status import RESTART_MEMORY_S, member_state, pool_observation, quantity
 from mserve_runtime.model_residency import ModelState
@@ -251,3 +257,40 @@ def test_a_failed_load_on_one_pod_fails_the_member_unless_it_is_loaded_elsewhere
     assert state["message"].startswith("failed to load on 1 of 2 ready pool pods (1 failed loads;")
     loaded = parse_pool_metrics(_page({"bad": ModelState.READY}))
     assert member_state("bad", [tried, loaded], 2)["state"] == "Loaded"
+
+
+def test_a_member_moves_in_once_every_ready_pool_pod_lists_it() -> None:
+    """The hand-over rule: the pool's pods are not replaced for a new member, so its Service may
+    select them only once each ready one has the file (listed Loaded or Loadable)."""
+    has = parse_pool_metrics(_page({"new": ModelState.UNAVAILABLE, "a": ModelState.READY}))
+    lacks = parse_pool_metrics(_page({"a": ModelState.READY}))
+    fields, _, _ = pool_observation(
+        [_pod("p-0"), _pod("p-1"), _pod("p-2", ready=False)],
+        {"p-0": has, "p-1": lacks, "p-2": lacks},
+        ["a", "new"],
+        {},
+        NOW,
+    )
+    states = {m["name"]: m for m in fields["memberStates"]}
+    assert (states["new"]["listedPods"], states["new"]["readyPods"]) == (1, 2), (
+        "p-2 is not ready: not counted"
+    )
+    pool = {"status": fields}
+    assert not on_every_pool_pod(pool, "new"), "p-1 has not fetched it yet"
+    assert on_every_pool_pod(pool, "a")
+
+    fields, _, _ = pool_observation([_pod("p-0"), _pod("p-1")], {"p-0": has, "p-1": has}, ["new"], {}, NOW)
+    assert on_every_pool_pod({"status": fields}, "new")
+    # a pod whose metrics cannot be read may lack it: wait
+    fields, _, _ = pool_observation(
+        [_pod("p-0"), _pod("p-1")], {"p-0": has, "p-1": "refused"}, ["new"], {}, NOW
+    )
+    assert not on_every_pool_pod({"status": fields}, "new")
+    # listed everywhere but its load failed: the member's own pods keep serving it
+    failed = parse_pool_metrics(_page({"new": ModelState.UNAVAILABLE}, {"new": 1}))
+    fields, _, _ = pool_observation([_pod("p-0")], {"p-0": failed}, ["new"], {}, NOW)
+    assert not on_every_pool_pod({"status": fields}, "new")
+    assert not on_every_pool_pod({"status": {"memberStates": []}}, "new")
+    assert not on_every_pool_pod(None, "new")
+    fields, _, _ = pool_observation([], {}, ["new"], {}, NOW)
+    assert not on_every_pool_pod({"status": fields}, "new"), "no ready pool pod at all"

@@ -3,18 +3,20 @@ member's own Service in front of them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mserve_operator.artifact import Artifact
 from mserve_operator.builders.pool import (
-    MEMBERS_ANNOTATION,
     PoolMember,
     build_member_service,
+    build_members_config,
     build_pool_deployment,
+    members_config_name,
     pool_owner,
     pool_selector,
 )
 from mserve_operator.builders.service import build_service
-from mserve_operator.pool_member import fetches_member
 from mserve_operator.pool_spec import parse_pool_spec
 from mserve_operator.spec import parse_spec
 from pydantic import ValidationError
@@ -38,36 +40,87 @@ def _deployment(spec: dict | None = None, members: list[PoolMember] = MEMBERS, *
     return build_pool_deployment(POOL, parse_pool_spec(spec or {}), members, settings(**overrides))
 
 
-def test_members_with_the_same_storage_access_share_one_fetch_process_in_name_order() -> None:
+def _lists(members: list[PoolMember]) -> dict[str, list[dict]]:
+    return {k: json.loads(v) for k, v in build_members_config(POOL, members)["data"].items()}
+
+
+def test_members_with_the_same_storage_access_share_one_sync_sidecar_reading_its_list() -> None:
     pod = _deployment()["spec"]["template"]["spec"]
-    (fetch,) = pod["initContainers"]
-    assert fetch["args"] == [
-        "fetch", "--role", "store", "--max-bytes", str(settings().fetch_max_bytes),
-        "--item", "s3://mserve-artifacts/models/alpha/model.onnx", "/models/alpha.onnx", "cd" * 32,
-        "--item", "s3://mserve-artifacts/models/mid/model.onnx", "/models/mid.onnx", "ef" * 32,
-        "--item", "s3://mserve-artifacts/models/zeta/model.onnx", "/models/zeta.onnx", "ab" * 32,
+    (sync,) = pod["initContainers"]
+    (key, items), = _lists(MEMBERS).items()  # fmt: skip
+    gid = key.removesuffix(".json")
+    assert items == [
+        {"name": "alpha", "uri": "s3://mserve-artifacts/models/alpha/model.onnx", "file": "alpha.onnx",
+         "sha256": "cd" * 32},
+        {"name": "mid", "uri": "s3://mserve-artifacts/models/mid/model.onnx", "file": "mid.onnx",
+         "sha256": "ef" * 32},
+        {"name": "zeta", "uri": "s3://mserve-artifacts/models/zeta/model.onnx", "file": "zeta.onnx",
+         "sha256": "ab" * 32},
     ]  # fmt: skip
-    assert fetch["envFrom"] == [{"prefix": "MSERVE_STORE_", "secretRef": {"name": "store-models"}}]
+    assert sync["name"] == f"sync-{gid}"
+    assert sync["restartPolicy"] == "Always", "a native sidecar: it keeps running next to the server"
+    state = f"/models/.sync-{gid}.json"
+    assert sync["args"] == [
+        "fetch", "--role", "store", "--max-bytes", str(settings().fetch_max_bytes),
+        "--sync", f"/etc/mserve/members-{gid}/members.json", "--into", "/models", "--state", state,
+    ]  # fmt: skip
+    assert sync["startupProbe"]["exec"]["command"] == ["mserve", "fetch", "--state", state]
+    assert sync["envFrom"] == [{"prefix": "MSERVE_STORE_", "secretRef": {"name": "store-models"}}]
+    volume = next(v for v in pod["volumes"] if v["name"] == f"members-{gid}")
+    assert volume["configMap"] == {
+        "name": "shared.pool-members",
+        "items": [{"key": f"{gid}.json", "path": "members.json"}],
+    }, "the sidecar sees only its own group's list"
+    assert sync["resources"]["requests"]["memory"] == "64Mi", "a sidecar adds to the pod's requests: small"
     server = pod["containers"][0]
     assert server["args"] == ["serve", "--pool", "/models"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
     assert "envFrom" not in server, "the server never holds the store's credentials"
+    assert not [m for m in server["volumeMounts"] if m["name"].startswith("members-")]
 
 
-def test_a_member_with_other_credentials_gets_a_fetch_container_of_its_own() -> None:
+def test_a_member_with_other_credentials_gets_a_sidecar_and_a_list_of_its_own() -> None:
     own = PoolMember(
         "private", Artifact(uri="s3://team/private.onnx"), role="source", secret="team-keys", endpoint=""
     )
     plain = PoolMember("public", Artifact(uri="https://models.example/public.onnx"), role="source")
-    fetches = _deployment(members=[*MEMBERS, own, plain])["spec"]["template"]["spec"]["initContainers"]
-    assert len(fetches) == 3
-    by_item = {c["args"][c["args"].index("--item") + 2]: c for c in fetches}
-    private = by_item["/models/private.onnx"]
-    assert private["args"].count("--item") == 1
-    assert private["args"][-1] == "-", "no digest: '-'"
+    members = [*MEMBERS, own, plain]
+    syncs = _deployment(members=members)["spec"]["template"]["spec"]["initContainers"]
+    lists = _lists(members)
+    assert len(syncs) == len(lists) == 3
+    by_member = {items[0]["name"]: key.removesuffix(".json") for key, items in lists.items()}
+    sync = {c["name"].removeprefix("sync-"): c for c in syncs}
+    private = sync[by_member["private"]]
+    assert lists[f"{by_member['private']}.json"] == [
+        {"name": "private", "uri": "s3://team/private.onnx", "file": "private.onnx", "sha256": "-"}
+    ]
     assert private["envFrom"] == [{"prefix": "MSERVE_SOURCE_", "secretRef": {"name": "team-keys"}}]
-    assert "envFrom" not in by_item["/models/public.onnx"], "no Secret where the member names none"
-    assert by_item["/models/alpha.onnx"]["args"].count("--item") == 3
+    assert "envFrom" not in sync[by_member["public"]], "no Secret where the member names none"
+    assert len(lists[f"{by_member['alpha']}.json"]) == 3
+
+
+def test_the_template_follows_the_access_groups_not_the_members() -> None:
+    def template(members: list[PoolMember]) -> dict:
+        return _deployment(members=members)["spec"]["template"]
+
+    assert template(MEMBERS) == template(list(reversed(MEMBERS)))
+    assert template(MEMBERS) == template(MEMBERS[:2]), "a member leaving its group"
+    assert template(MEMBERS) == template([*MEMBERS, _member("newcomer")]), "one joining an existing group"
+    assert template(MEMBERS) == template([*MEMBERS[:2], _member("mid", "00")]), "a new artifact of a member"
+    other = PoolMember("private", Artifact(uri="s3://team/private.onnx"), role="source", secret="team-keys")
+    assert template(MEMBERS) != template([*MEMBERS, other]), "a new access group: a sidecar with its Secret"
+    # ... while the member list changes with each of them
+    assert _lists(MEMBERS) != _lists([*MEMBERS, _member("newcomer")])
+    assert _lists(MEMBERS) != _lists([*MEMBERS[:2], _member("mid", "00")])
+    assert _lists(MEMBERS) == _lists(list(reversed(MEMBERS)))
+
+
+def test_the_member_list_is_owned_by_the_pool_under_a_name_no_modelservice_takes() -> None:
+    config = build_members_config(POOL, MEMBERS)
+    assert config["metadata"]["name"] == members_config_name("shared") == "shared.pool-members"
+    (ref,) = config["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["name"], ref["controller"]) == ("ModelPool", "shared", True)
+    assert build_members_config(POOL, [])["data"] == {}
 
 
 def test_memory_budget_reaches_the_runtime_in_bytes() -> None:
@@ -117,15 +170,6 @@ def test_gpu_pool_asks_for_the_gpu_tolerates_its_taint_and_runs_cuda() -> None:
         assert "nvidia.com/gpu" not in fetch["resources"]["limits"]
 
 
-def test_member_set_changes_roll_the_pods_and_order_does_not() -> None:
-    def digest(members: list[PoolMember]) -> str:
-        return _deployment(members=members)["spec"]["template"]["metadata"]["annotations"][MEMBERS_ANNOTATION]
-
-    assert digest(MEMBERS) == digest(list(reversed(MEMBERS)))
-    assert digest(MEMBERS) != digest(MEMBERS[:2])
-    assert digest(MEMBERS) != digest([*MEMBERS[:2], _member("mid", "00")]), "a new artifact of a member"
-
-
 def test_member_keeps_its_own_service_name_ports_and_url_but_selects_the_pool() -> None:
     dedicated = build_service(OWNER)
     pooled = build_member_service(OWNER, "shared")
@@ -151,14 +195,6 @@ def test_a_modelservice_names_its_pool() -> None:
     spec = parse_spec({"model": {"uri": "s3://models/m.onnx"}, "serving": {"pool": "shared"}})
     assert spec.serving.pool == "shared"
     assert parse_spec({"model": {"uri": "s3://models/m.onnx"}}).serving.pool == ""
-
-
-def test_a_member_is_served_only_by_a_template_that_loads_its_artifact() -> None:
-    deployment = _deployment()
-    assert fetches_member(deployment, "mid", MEMBERS[2].artifact)
-    assert not fetches_member(deployment, "mid", _member("mid", "00").artifact), "an older artifact"
-    assert not fetches_member(deployment, "newcomer", _member("newcomer").artifact)
-    assert not fetches_member(_deployment(members=[]), "mid", MEMBERS[2].artifact)
 
 
 @pytest.mark.parametrize(

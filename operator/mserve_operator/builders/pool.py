@@ -1,17 +1,20 @@
-"""A ModelPool's children: the Deployment of `mserve serve --pool` pods, and for each member
-a Service of the member's own name that selects the pool's pods.
+"""A ModelPool's children: the ConfigMap listing its members' artifacts, the Deployment of
+`mserve serve --pool` pods, and for each member a Service of the member's own name that selects
+the pool's pods.
 
-The pods fetch every member's artifact into one directory, named by the member, which the
-server serves as its model repository: one init container (one `mserve fetch` process) per
-group of members that use the same storage access, so twenty members in the install's store
-are one container, and no container holds a Secret that a member it fetches does not use.
-A change of members changes the pod template (the annotation lists every member's
-artifact), so the pods roll out with the new set.
+The pods keep every member's artifact in one directory, named by the member, which the server
+serves as its model repository: one native sidecar (`mserve fetch --sync`, one process) per
+group of members that use the same storage access, each reading only its group's list from the
+ConfigMap, so twenty members in the install's store are one process, and no container holds a
+Secret that a member it fetches does not use. The pod template depends on the set of access
+groups only: a member joining, leaving or changing its artifact changes the ConfigMap, which
+the running pods' sidecars follow, and no pod restarts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from mserve_operator import names
@@ -41,7 +44,13 @@ from mserve_operator.settings import OperatorSettings
 
 POOL_LABEL = "mserve.io/pool"
 COMPONENT_POOL = "pool"
+# On a running pool pod: the member list's digest the operator last wrote (pod_nudge.py).
 MEMBERS_ANNOTATION = "mserve.io/pool-members-sha256"
+MEMBERS_DIR = "/etc/mserve/members"
+# A sidecar is a small process streaming files: it adds this to the pod's requests, not the server's.
+SYNC_RESOURCES = {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+# Its first pass may fetch many members: the server waits for it this long before the kubelet restarts it.
+SYNC_FIRST_PASS_S = 3600
 
 
 @dataclass(frozen=True)
@@ -83,11 +92,6 @@ def pool_image(spec: ModelPoolSpec, settings: OperatorSettings) -> str:
     return f"{image}:{settings.image_tag}"
 
 
-def members_digest(members: list[PoolMember]) -> str:
-    text = "\n".join(f"{m.name} {m.artifact.uri} {m.artifact.sha256}" for m in members)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def access_group(member: PoolMember) -> tuple[str, ...]:
     """Members with the same key share one fetch container: the same role, Secret and endpoint
     (and claim, for pvc://), so no container holds credentials a member of another key uses."""
@@ -96,58 +100,111 @@ def access_group(member: PoolMember) -> tuple[str, ...]:
     return (member.role, member.secret, member.endpoint, uri.split("://", 1)[0], claim)
 
 
-def fetch_item(member: PoolMember) -> list[str]:
-    """`mserve fetch`'s `--item URI DEST SHA256` for one member ('-': no digest)."""
-    return ["--item", member.artifact.uri, f"{MODEL_DIR}/{member.name}.onnx", member.artifact.sha256 or "-"]
+def group_id(key: tuple[str, ...]) -> str:
+    """A stable short name for an access group: its ConfigMap key, sidecar and volume names."""
+    return hashlib.sha256("\0".join(key).encode()).hexdigest()[:10]
 
 
-def _fetch_container(
-    index: int, members: list[PoolMember], resources: dict, settings: OperatorSettings
-) -> tuple[dict, StorageAccess]:
-    """One init container (one process) fetching every member of one access group in turn."""
+def members_config_name(pool: str) -> str:
+    return f"{pool}.pool-members"  # a dot: no ModelService (a DNS label) takes this name
+
+
+def member_entry(member: PoolMember) -> dict[str, str]:
+    """One item of `mserve fetch --sync`'s list ('-': no digest)."""
+    sha256 = member.artifact.sha256 or "-"
+    return {"name": member.name, "uri": member.artifact.uri, "file": f"{member.name}.onnx", "sha256": sha256}
+
+
+def groups_of(members: list[PoolMember]) -> dict[str, list[PoolMember]]:
+    """Members (name order) by access group id, the groups in id order."""
+    groups: dict[str, list[PoolMember]] = {}
+    for member in sorted(members, key=lambda m: m.name):
+        groups.setdefault(group_id(access_group(member)), []).append(member)
+    return dict(sorted(groups.items()))
+
+
+def build_members_config(pool: Owner, members: list[PoolMember]) -> dict:
+    """The members' artifacts, one JSON list per access group (`<group id>.json`)."""
+    data = {
+        f"{gid}.json": json.dumps([member_entry(m) for m in group], sort_keys=True)
+        for gid, group in groups_of(members).items()
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(pool, members_config_name(pool.name), pool_labels(pool.name)),
+        "data": data,
+    }
+
+
+def members_config_digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config.get("data") or {}, sort_keys=True).encode()).hexdigest()
+
+
+def sync_state_file(gid: str) -> str:
+    return f"{MODEL_DIR}/.sync-{gid}.json"  # hidden: the server's listing skips it
+
+
+def _sync_container(gid: str, member: PoolMember, pool: str, settings: OperatorSettings) -> tuple[dict, list]:
+    """One native sidecar (an init container that keeps running) keeping one access group's
+    members in the models directory; the server starts once its first pass is done."""
     access = StorageAccess()
-    role = members[0].role
-    args = ["fetch", "--role", role, "--max-bytes", str(settings.fetch_max_bytes)]
-    for member in members:
-        access.add_uri(
-            member.artifact.uri, settings, role=member.role, secret=member.secret, endpoint=member.endpoint
-        )
-        args += fetch_item(member)
-    tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
+    access.add_uri(
+        member.artifact.uri, settings, role=member.role, secret=member.secret, endpoint=member.endpoint
+    )
+    list_volume = {
+        "name": f"members-{gid}",
+        "configMap": {
+            "name": members_config_name(pool),
+            "items": [{"key": f"{gid}.json", "path": "members.json"}],
+        },
+    }
+    list_dir = f"{MEMBERS_DIR}-{gid}"
+    state = sync_state_file(gid)
+    args = ["fetch", "--role", member.role, "--max-bytes", str(settings.fetch_max_bytes)]
+    args += ["--sync", f"{list_dir}/members.json", "--into", MODEL_DIR, "--state", state]
     container = {
-        "name": f"fetch-{index}",
+        "name": f"sync-{gid}",
         "image": fetch_image(settings),
         "imagePullPolicy": settings.image_pull_policy,
+        "restartPolicy": "Always",
         "command": ["mserve"],
         "args": args,
-        "env": list(access.env),
-        "resources": {side: dict(values) for side, values in resources.items()},
+        "env": [*access.env, {"name": "MSERVE_JSON_LOGS", "value": str(settings.json_logs).lower()}],
+        "resources": {side: dict(values) for side, values in SYNC_RESOURCES.items()},
+        "startupProbe": {
+            "exec": {"command": ["mserve", "fetch", "--state", state]},
+            "periodSeconds": 1,
+            "timeoutSeconds": 5,
+            "failureThreshold": SYNC_FIRST_PASS_S,
+        },
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, tmp_mount, *access.mounts],
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODEL_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": list_volume["name"], "mountPath": list_dir, "readOnly": True},
+            *access.mounts,
+        ],
     }
     if access.env_from:
         container["envFrom"] = access.env_from
-    return container, access
+    return container, [list_volume, *access.volumes]
 
 
 def build_pool_deployment(
     pool: Owner, spec: ModelPoolSpec, members: list[PoolMember], settings: OperatorSettings
 ) -> dict:
-    """The pool's pods: one fetch init container per access group (members in name order), then
-    the server."""
-    members = sorted(members, key=lambda m: m.name)
+    """The pool's pods: one sync sidecar per access group, then the server. Which members a
+    group holds is in the ConfigMap (build_members_config), never in this template."""
     resources = resources_with_defaults(spec.resources, settings)
     tmp, tmp_mount = tmp_volume(settings.runtime_tmp_size_limit)
     volumes = [{"name": "models", "emptyDir": {"sizeLimit": str(settings.fetch_max_bytes)}}, tmp]
-    groups: dict[tuple[str, ...], list[PoolMember]] = {}
-    for member in members:
-        groups.setdefault(access_group(member), []).append(member)
     fetches = []
-    for index, group in enumerate(groups.values()):
-        container, access = _fetch_container(index, group, resources, settings)
+    for gid, group in groups_of(members).items():
+        container, group_volumes = _sync_container(gid, group[0], pool.name, settings)
         fetches.append(container)
-        volumes += [v for v in access.volumes if v not in volumes]
+        volumes += [v for v in group_volumes if v not in volumes]
 
     env = {
         "MSERVE_POOL_DIR": MODEL_DIR,
@@ -197,7 +254,6 @@ def build_pool_deployment(
         **gpu_scheduling(spec.gpu, settings),
     }
     annotations = {
-        MEMBERS_ANNOTATION: members_digest(members),
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(ADMIN_PORT),
         "prometheus.io/path": "/metrics",
