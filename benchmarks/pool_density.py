@@ -240,11 +240,12 @@ def run_size(size: str, count: int, work: Path, args: Namespace) -> list[str]:
     if len(pools) == 2 and pools[0].idle and pools[1].idle:
         shared, isolated = pools[0].idle, pools[1].idle
         lines.append(_ratio_row(f"{pools[1].label} / {pools[0].label}", isolated, shared))
-        extra = [(isolated.rss - shared.rss) / count, (isolated.anon - shared.anon) / count]
-        extra += [(isolated.pss - shared.pss) / count, (isolated.uss - shared.uss) / count]
+        loaded = args.resident or count
+        extra = [(isolated.rss - shared.rss) / loaded, (isolated.anon - shared.anon) / loaded]
+        extra += [(isolated.pss - shared.pss) / loaded, (isolated.uss - shared.uss) / loaded]
         lines += [
             "",
-            f"Per model, what the workers add ({pools[1].label} minus {pools[0].label}, / {count}): "
+            f"Per loaded model, what the workers add ({pools[1].label} minus {pools[0].label}, / {loaded}): "
             f"RSS {extra[0] / MIB:.1f} MiB, anon {extra[1] / MIB:.1f} MiB, PSS {extra[2] / MIB:.1f} MiB, "
             f"private {extra[3] / MIB:.1f} MiB.",
         ]
