@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -397,21 +398,30 @@ def post(url: str, model: str, body: dict) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def server_pid(pod: dict) -> int:
-    """The pool server's process on this node (the pod's container ID is in its cgroup path)."""
+def container_processes(pod: dict) -> Iterator[Path]:
+    """/proc/PID of each process of the pod's server container on this node (its container ID
+    is in their cgroup path)."""
     container = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "server")
     container_id = container["containerID"].split("://", 1)[1]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cgroup = (entry / "cgroup").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            if container_id in (entry / "cgroup").read_text():
+                yield entry
         except OSError:
             continue
-        if container_id in cgroup and b"--pool" in cmdline:
-            return int(entry.name)
-    raise AssertionError(f"no process of container {container_id} on this node")
+
+
+def server_pid(pod: dict) -> int:
+    """The pool server's process on this node."""
+    for entry in container_processes(pod):
+        try:
+            if b"--pool" in (entry / "cmdline").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:
+            continue
+    raise AssertionError(f"no pool server of pod {pod['metadata']['name']} on this node")
 
 
 def test_a_killed_pool_pod_is_reported_and_the_other_keeps_serving(

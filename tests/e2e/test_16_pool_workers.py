@@ -15,7 +15,6 @@ import signal
 import time
 import urllib.error
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from e2e_kube import ROOT, Cluster, wait_until
 from e2e_models import condition, infer_http, infer_response, service_url
 from e2e_tenants import MODEL_BUCKET
 from load import BoundedLoad
-from test_15_pools import member
+from test_15_pools import container_processes, member
 
 from tests.support.models import build_memory_hog_model, build_tiny_mlp
 
@@ -62,14 +61,8 @@ def worker_on_node(cluster: Cluster, namespace: str, pod: dict, model: str) -> i
     found = re.findall(rf"model '{model}' runs in worker process (\d+)", logs)
     assert found, f"no worker logged for {model}"
     inner = found[-1]
-    container = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "server")
-    container_id = container["containerID"].split("://", 1)[1]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in container_processes(pod):
         try:
-            if container_id not in (entry / "cgroup").read_text():
-                continue
             nspid = next(x for x in (entry / "status").read_text().splitlines() if x.startswith("NSpid:"))
         except (OSError, StopIteration):
             continue
