@@ -20,6 +20,19 @@ from tests.support.pool_serving import start_pool
 from tests.support.serving import MSERVE, Server
 
 
+def pool_server_at(loopback: str, models: Path, log: Path, *args: str) -> Server:
+    """A real `mserve serve --pool` on `loopback` with its metrics on port 8082, as a pool
+    pod's server is (the operator reads that port); returned once the metrics answer."""
+    server = start_pool(models, log, "--host", loopback, "--admin-port", "8082", *args, wait_ready=False)
+    wait_until(
+        "the pool server's metrics",
+        lambda: httpx.get(f"http://{loopback}:8082/metrics", timeout=2).status_code == 200,
+        timeout=60,
+        transient=(httpx.HTTPError,),
+    )
+    return server
+
+
 class PoolPod:
     def __init__(self, kube: Kube, namespace: str, config: str, loopback: str, root: Path) -> None:
         self.kube, self.namespace, self.config, self.loopback = kube, namespace, config, loopback
@@ -40,21 +53,7 @@ class PoolPod:
             lambda: all((self.models / f".sync-{gid}.json").exists() for gid in self.sidecars),
             timeout=60,
         )
-        self.server = start_pool(
-            self.models,
-            self.root / "pool.log",
-            "--host",
-            self.loopback,
-            "--admin-port",
-            "8082",
-            wait_ready=False,
-        )
-        wait_until(
-            "the pool server's metrics",
-            lambda: httpx.get(f"http://{self.loopback}:8082/metrics", timeout=2).status_code == 200,
-            timeout=60,
-            transient=(httpx.HTTPError,),
-        )
+        self.server = pool_server_at(self.loopback, self.models, self.root / "pool.log")
         return self
 
     def run_as(self, pod: dict) -> None:

@@ -20,10 +20,10 @@ from operator_harness import (
     ready_pod_status,
     set_pod_status,
 )
+from pool_pod import pool_server_at
 
 from tests.support.models import build_tiny_mlp
 from tests.support.polling import wait_until
-from tests.support.pool_serving import start_pool
 from tests.support.serving import Server
 
 POOL = "shared"
@@ -42,23 +42,7 @@ def pool_server(tmp_path: Path, loopback: str) -> Iterator[Server]:
     build_tiny_mlp(models / "good.onnx", seed=1)
     build_tiny_mlp(models / "idle.onnx", seed=2)
     (models / "broken.onnx").write_bytes(b"not an ONNX model" * 20)
-    server = start_pool(
-        models,
-        tmp_path / "pool.log",
-        "--host",
-        loopback,
-        "--admin-port",
-        "8082",
-        "--pool-memory-bytes",
-        str(64 << 20),
-        wait_ready=False,
-    )
-    wait_until(
-        "the pool server's metrics",
-        lambda: httpx.get(f"http://{loopback}:8082/metrics", timeout=2).status_code == 200,
-        timeout=60,
-        transient=(httpx.HTTPError,),
-    )
+    server = pool_server_at(loopback, models, tmp_path / "pool.log", "--pool-memory-bytes", str(64 << 20))
     yield server
     server.stop()
 
