@@ -44,6 +44,11 @@ class ModelCrashed(MServeError):  # noqa: N818 (reads like ModelNotReady)
 
     status_code = 503
 
+    def __init__(self, message: str, how: str = "") -> None:
+        super().__init__(message)
+        self.how = how
+        """How the worker ended ("its worker process (pid N) was killed by SIGSEGV")."""
+
 
 @dataclass(frozen=True)
 class TensorArg:
@@ -187,10 +192,8 @@ class WorkerSession:
     def ended(self) -> ModelCrashed:
         """The error for the worker's end (once it has ended)."""
         self._ended = self._ended or _exit_text(self.process)
-        return ModelCrashed(
-            f"model '{self.name}' crashed: its worker process (pid {self.pid}) {self._ended}; "
-            "it loads again on its next request"
-        )
+        how = f"its worker process (pid {self.pid}) {self._ended}"
+        return ModelCrashed(f"model '{self.name}' crashed: {how}; it loads again on its next request", how)
 
     def private_bytes(self) -> int:
         """The worker's own memory (not shared with the forkserver): what this model costs."""

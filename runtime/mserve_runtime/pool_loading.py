@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +44,9 @@ from mserve_runtime.usage_metrics import UsageMetrics
 
 log = logging.getLogger("mserve.pool")
 
+CRASH_LIMIT = 3  # crashes of one model within CRASH_WINDOW_S that stop its reloads
+CRASH_WINDOW_S = 300.0
+
 
 class ModelLoader:
     """The pool's loaded models: load on demand, evict least recently used, unload."""
@@ -69,6 +73,7 @@ class ModelLoader:
         self.bounds: dict[str, OutputBound] = {}
         self.metadata: dict[str, ModelMetadata] = {}
         self.loaded_from: dict[str, tuple[int, int]] = {}  # the file (size, mtime) each plane loaded
+        self._crashes: dict[str, deque[float]] = {}  # when each model's latest workers ended
         self._loads: dict[str, asyncio.Task[DataPlane]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._load_lock = asyncio.Lock()
@@ -253,13 +258,26 @@ class ModelLoader:
 
     def crashed(self, name: str, plane: DataPlane, exc: ModelCrashed) -> None:
         """The model's worker process ended: take the model out (once, by the first request
-        to see it); its next request loads it again in a new worker."""
+        to see it); its next request loads it again in a new worker, unless it crashed
+        CRASH_LIMIT times within CRASH_WINDOW_S: then it stays UNAVAILABLE (409) until its
+        file changes, so that a model crashing on every run does not cost the pool a load each."""
         if self.planes.get(name) is not plane:
             return
         log.error("%s", exc.message)
         self.pool_metrics.crashes.labels(name).inc()
         self.take_out(name, ModelState.UNAVAILABLE, exc.message)
         self.close_later(plane)
+        now = time.monotonic()
+        recent = self._crashes.setdefault(name, deque(maxlen=CRASH_LIMIT))
+        recent.append(now)
+        if len(recent) == CRASH_LIMIT and now - recent[0] <= CRASH_WINDOW_S:
+            reason = (
+                f"model '{name}' crashed {CRASH_LIMIT} times in {now - recent[0]:.0f} s (the last time "
+                f"{exc.how}); it is not loaded again until its file changes"
+            )
+            log.error("%s", reason)
+            self.fail(name, reason, self.loaded_from.get(name))
+            recent.clear()
 
     async def close(self) -> None:
         for task in self._loads.values():

@@ -150,6 +150,37 @@ def test_a_worker_killed_while_idle_is_reloaded_by_the_next_request(pool: Server
     assert "was killed by SIGKILL (what the kernel's OOM killer sends" in pool.logs()
 
 
+def test_a_model_that_keeps_crashing_is_not_reloaded_until_its_file_changes(
+    pool: Server, repository: Path
+) -> None:
+    """Three crashes within the window: 409 naming the model and the count, not a reload per
+    request (each a fork and a load on the pool's CPU); the others serve; a new file loads."""
+    with pool.client() as client:
+        for crash in range(3):
+            response = client.post("/v2/models/victim/infer", json=BODY)
+            assert response.status_code == 200, (crash, response.text)
+            victim = worker_pid(pool, "victim")
+            os.kill(victim, signal.SIGKILL)
+            wait_gone(victim)
+        refused = client.post("/v2/models/victim/infer", json=BODY)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert "model 'victim' crashed 3 times in" in error
+        assert "SIGKILL" in error
+        assert "not loaded again until its file changes" in error
+        assert client.post("/v2/models/victim/infer", json=BODY).status_code == 409, "still refused"
+        assert client.post("/v2/models/other/infer", json=BODY).status_code == 200
+        assert index(client)["victim"]["state"] == "UNAVAILABLE"
+        assert metric(pool.metrics(), "mserve_model_crashes_total", model="victim") == 3
+        build_tiny_mlp(repository / "staged.onnx", seed=5)
+        os.replace(repository / "staged.onnx", repository / "victim.onnx")  # a new file
+        deadline = time.monotonic() + 10
+        while (response := client.post("/v2/models/victim/infer", json=BODY)).status_code == 409:
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.2)
+        assert response.status_code == 200, response.text
+
+
 def test_a_crash_over_grpc_is_unavailable_naming_the_model(pool: Server) -> None:
     import tritonclient.grpc as triton
     from tritonclient.utils import InferenceServerException
@@ -197,7 +228,12 @@ def test_a_bad_input_in_a_worker_is_400_and_the_worker_stays(pool: Server) -> No
         assert worker_pid(pool, "embed") == worker
 
 
-def test_eviction_and_shutdown_end_the_workers(repository: Path, tmp_path: Path) -> None:
+def test_eviction_and_shutdown_end_the_workers(tmp_path: Path) -> None:
+    """Models of 17 MB, so that a worker's footprint is mostly the weights (the ~10 MiB a worker
+    adds varies with timing): a budget of 1.5 models never holds two."""
+    repository = tmp_path / "big"
+    for name in ("victim", "other"):
+        build_tiny_mlp(repository / f"{name}.onnx", sizes=(16, 2048, 2048, 4))
     with serving_pool(repository, tmp_path / "probe.log", env=PROCESS) as probe, probe.client() as client:
         assert client.post("/v2/models/victim/infer", json=BODY).status_code == 200
         one_model = index(client)["victim"]["memory_bytes"]
