@@ -11,7 +11,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,10 @@ from tests.support.serving import Server
 
 PROCESS = {"MSERVE_POOL_ISOLATION": "process"}
 BODY = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
+SLOW_ROWS = 4096  # a run of several hundred ms of CPU on `slow`
+SLOW_BODY = {
+    "inputs": [{"name": "x", "shape": [SLOW_ROWS, 16], "datatype": "FP32", "data": [0.5] * 16 * SLOW_ROWS}]
+}
 
 
 @pytest.fixture
@@ -31,6 +35,7 @@ def repository(tmp_path: Path) -> Path:
     directory = tmp_path / "repo"
     for name in ("victim", "other", "third"):
         build_tiny_mlp(directory / f"{name}.onnx")
+    build_tiny_mlp(directory / "slow.onnx", sizes=(16, 2048, 2048, 4))  # SLOW_BODY: a second or so
     build_embedding_model(directory / "embed.onnx")
     return directory
 
@@ -52,6 +57,30 @@ def alive(pid: int) -> bool:
     """Until the process is reaped: a zombie's other threads may still be exiting, its
     descriptors (the pipe the server watches) not yet closed."""
     return Path(f"/proc/{pid}").exists()
+
+
+def cpu_ticks(pid: int) -> int:
+    """The process's user + system CPU time so far, in clock ticks (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def signal_during_run(pid: int, signum: int, send: Callable[[], None]) -> None:
+    """Once the worker is idle (no CPU for 0.3 s: onnxruntime's threads spin a while after a
+    run), `send` the slow request, and send `signum` once the worker has spent 5 ticks of CPU
+    on it: it is then inside that run (SLOW_BODY takes far longer), not before or after it."""
+    deadline = time.monotonic() + 30
+    while True:
+        before = cpu_ticks(pid)
+        time.sleep(0.3)
+        if cpu_ticks(pid) == before:
+            break
+        assert time.monotonic() < deadline, "the worker never went idle"
+    send()
+    while cpu_ticks(pid) < before + 5:
+        assert time.monotonic() < deadline, "the worker never started the run"
+        time.sleep(0.002)
+    os.kill(pid, signum)
 
 
 def wait_gone(pid: int, seconds: float = 15.0) -> None:
@@ -99,39 +128,32 @@ def test_each_model_runs_in_its_own_worker_with_its_memory_accounted(pool: Serve
 
 def test_a_segfault_during_a_run_fails_only_that_request_and_the_model_comes_back(pool: Server) -> None:
     with pool.client() as client:
-        assert client.post("/v2/models/victim/infer", json=BODY).status_code == 200
-        victim = worker_pid(pool, "victim")
+        assert client.post("/v2/models/slow/infer", json=BODY).status_code == 200
+        victim = worker_pid(pool, "slow")
         with Traffic(pool, "other") as others:
-            os.kill(victim, signal.SIGSTOP)  # the run below is then surely in the worker when it dies
             answer: list[httpx.Response] = []
             caught = threading.Thread(
-                target=lambda: answer.append(client.post("/v2/models/victim/infer", json=BODY)), daemon=True
+                target=lambda: answer.append(client.post("/v2/models/slow/infer", json=SLOW_BODY)),
+                daemon=True,
             )
-            caught.start()
-            deadline = time.monotonic() + 20
-            while metric(pool.metrics(), "mserve_requests_in_flight", model="victim") < 1:
-                assert time.monotonic() < deadline, "the request never reached the model"
-                time.sleep(0.02)
-            time.sleep(0.2)
-            os.kill(victim, signal.SIGSEGV)
-            os.kill(victim, signal.SIGCONT)
-            caught.join(30)
+            signal_during_run(victim, signal.SIGSEGV, caught.start)
+            caught.join(60)
             time.sleep(0.5)
         response = answer[0]
         assert response.status_code == 503, response.text
         error = response.json()["error"]
-        assert "model 'victim' crashed" in error
+        assert "model 'slow' crashed" in error
         assert "SIGSEGV" in error
         assert "loads again on its next request" in error
         assert others.codes, "the other model was asked throughout"
         assert set(others.codes) == {200}, f"the other model's answers: {sorted(set(others.codes))}"
         assert pool.alive()
-        again = client.post("/v2/models/victim/infer", json=BODY)
+        again = client.post("/v2/models/slow/infer", json=BODY)
         assert again.status_code == 200, again.text
-        assert worker_pid(pool, "victim") != victim
-        assert metric(pool.metrics(), "mserve_model_crashes_total", model="victim") == 1
+        assert worker_pid(pool, "slow") != victim
+        assert metric(pool.metrics(), "mserve_model_crashes_total", model="slow") == 1
         assert metric(pool.metrics(), "mserve_model_crashes_total", model="other") == 0
-    assert "model 'victim' crashed: its worker process" in pool.logs()
+    assert "model 'slow' crashed: its worker process" in pool.logs()
     assert "Fatal Python error: Segmentation fault" in pool.logs(), "the worker's own stack, in the log"
 
 
@@ -188,27 +210,26 @@ def test_a_crash_over_grpc_is_unavailable_naming_the_model(pool: Server) -> None
     client = triton.InferenceServerClient(pool.grpc_url)
     tensor = triton.InferInput("x", [1, 16], "FP32")
     tensor.set_data_from_numpy(np.full((1, 16), 0.5, np.float32))
-    assert client.infer("victim", [tensor]).as_numpy("y").shape == (1, 4)
-    victim = worker_pid(pool, "victim")
-    os.kill(victim, signal.SIGSTOP)
+    slow = triton.InferInput("x", [SLOW_ROWS, 16], "FP32")
+    slow.set_data_from_numpy(np.full((SLOW_ROWS, 16), 0.5, np.float32))
+    assert client.infer("slow", [tensor]).as_numpy("y").shape == (1, 4)
+    victim = worker_pid(pool, "slow")
     result: list[BaseException] = []
 
     def call() -> None:
         try:
-            client.infer("victim", [tensor])
+            client.infer("slow", [slow])
         except InferenceServerException as exc:
             result.append(exc)
 
     thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    time.sleep(0.5)
-    os.kill(victim, signal.SIGKILL)
-    thread.join(30)
+    signal_during_run(victim, signal.SIGKILL, thread.start)
+    thread.join(60)
     assert result, "the call caught by the crash failed"
     assert result[0].status() == "StatusCode.UNAVAILABLE"
-    assert "model 'victim' crashed" in result[0].message()
+    assert "model 'slow' crashed" in result[0].message()
     assert client.infer("other", [tensor]).as_numpy("y").shape == (1, 4)
-    assert client.infer("victim", [tensor]).as_numpy("y").shape == (1, 4)
+    assert client.infer("slow", [tensor]).as_numpy("y").shape == (1, 4)
     client.close()
 
 
